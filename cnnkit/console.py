@@ -1,0 +1,53 @@
+"""stderr output shared by all commands: messages, warnings and progress.
+
+Results go to stdout (the CLI prints them); everything here goes to stderr.
+Progress bars appear only when stderr is a terminal, and ``--quiet`` silences
+the chatter. rich honours ``NO_COLOR`` by itself.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from rich.console import Console
+
+T = TypeVar("T")
+
+_state = {"quiet": False}
+stderr = Console(stderr=True, highlight=False)
+
+
+def set_quiet(quiet: bool) -> None:
+    _state["quiet"] = quiet
+
+
+def is_quiet() -> bool:
+    return _state["quiet"]
+
+
+def info(message: str) -> None:
+    """A progress or status line on stderr (silenced by --quiet)."""
+    if not _state["quiet"]:
+        stderr.print(message, markup=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr (silenced by --quiet)."""
+    if not _state["quiet"]:
+        stderr.print(f"warning: {message}", markup=False, soft_wrap=True)
+
+
+def progress_enabled() -> bool:
+    return not _state["quiet"] and sys.stderr.isatty()
+
+
+def track(items: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
+    """Iterate ``items`` with a rich progress bar on stderr when it is a terminal."""
+    if not progress_enabled():
+        yield from items
+        return
+    from rich.progress import track as rich_track
+
+    yield from rich_track(items, total=total, description=description, console=stderr)
