@@ -1,0 +1,46 @@
+"""OpenCV, imported once with its own logging turned down.
+
+OpenCV logs warnings such as "Unsupported depth image for selected encoder" or
+libtiff notes straight to stderr. cnnkit reports problems itself (as errors or
+through cnnkit.console), so only OpenCV's errors are let through.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import cv2
+
+_logging = getattr(getattr(cv2, "utils", None), "logging", None)
+if _logging is not None:  # cv2.utils.logging exists in every OpenCV 4.x/5.x wheel
+    _logging.setLogLevel(_logging.LOG_LEVEL_ERROR)
+
+
+@contextmanager
+def silenced_stderr_fd() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration of the block.
+
+    FFmpeg's writer prints notes such as "tag 'VP80' is not supported with
+    format 'webm'" with a bare ``fprintf(stderr)`` that no log level reaches,
+    even when the file is written correctly. Keep the block short: anything
+    else written to stderr meanwhile is lost too.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreter): nothing to hide
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

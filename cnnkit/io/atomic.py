@@ -1,0 +1,77 @@
+"""Atomic output files: a killed run never leaves a half-written file under the final name.
+
+Everything is first written to a temporary file in the destination folder (so
+the final ``os.replace`` is a rename on the same file system, which is atomic)
+and renamed on success. The temporary name keeps the real extension last,
+``.name.k3j9x.tmp.png``, because OpenCV chooses its encoder and container from
+the extension of the file it is asked to write.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cnnkit.errors import InputError
+
+# mkstemp creates files readable by the owner only; outputs should get the
+# permissions any other new file would (0o666 minus the umask). Reading the
+# umask means setting it, so do it once, at import time.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def _check_folder(path: Path) -> None:
+    folder = path.parent
+    if not folder.is_dir():
+        raise InputError(
+            f"cannot write {path}: folder {folder} does not exist",
+            hint=f"create it first (mkdir -p {folder})",
+        )
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder", hint="give a file name")
+
+
+@contextmanager
+def atomic_output(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write to; it becomes ``path`` when the block exits cleanly.
+
+    The temporary file is created (empty) in the same folder as ``path`` and
+    ends with ``suffix`` (default: the extension of ``path``). On any
+    exception, KeyboardInterrupt included, it is removed and ``path`` is left
+    untouched.
+    """
+    path = Path(path)
+    _check_folder(path)
+    ext = path.suffix if suffix is None else suffix
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{ext}", dir=path.parent)
+    except PermissionError:
+        raise InputError(
+            f"cannot write {path}: permission denied",
+            hint=f"choose a folder you can write to instead of {path.parent}",
+        ) from None
+    os.close(fd)
+    temp = Path(name)
+    try:
+        yield temp
+        os.chmod(temp, 0o666 & ~_UMASK)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_output(path) as temp:
+        temp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_output(path) as temp:
+        temp.write_text(text, encoding=encoding)

@@ -1,0 +1,222 @@
+"""Reading and writing still images with OpenCV.
+
+Arrays are H×W (gray) or H×W×C with C = 3 (RGB) or 4 (RGBA), in the dtype the
+file stores (uint8, uint16; float32 for float TIFFs). OpenCV's own BGR order
+stays inside this module unless a caller asks for it with ``rgb=False`` (the
+convolve fast path does, to save two colour conversions per image).
+
+OpenCV answers a file it cannot decode with a silent ``None``; here that
+always becomes a ReadError naming the file.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from cnnkit.errors import CnnkitError, InputError, ReadError
+from cnnkit.io._opencv import cv2
+from cnnkit.io.atomic import atomic_write_bytes
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+
+# Formats that store more than 8 bits per channel; others get the high byte of
+# 16-bit pixels (OpenCV would otherwise saturate 16-bit values to 255).
+_SIXTEEN_BIT_EXTENSIONS = frozenset({".png", ".tif", ".tiff"})
+
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+def is_image_path(path: str | Path) -> bool:
+    """Whether ``path`` has an image extension cnnkit reads (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _supported() -> str:
+    return ", ".join(sorted(IMAGE_EXTENSIONS))
+
+
+def read_image(path: str | Path, rgb: bool = True) -> np.ndarray:
+    """Read an image file as H×W or H×W×C (RGB/RGBA, or BGR/BGRA with ``rgb=False``).
+
+    Bit depth, gray and alpha are kept as stored; the EXIF orientation is
+    applied, so a portrait photo taken sideways comes out upright.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no such file: {path}", hint="check the path and its spelling")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not an image", hint="give an image file")
+    # np.fromfile + imdecode rather than imread: same speed, and it reads any
+    # file name the OS accepts (imread mangles non-ASCII names on Windows).
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ReadError(f"cannot read {path}: {exc.strerror}") from None
+    return _decode(data, str(path), rgb)
+
+
+def read_image_bytes(data: bytes, name: str = "-", rgb: bool = True) -> np.ndarray:
+    """Decode an encoded image held in memory (e.g. read from stdin); ``name`` is for messages."""
+    return _decode(np.frombuffer(data, dtype=np.uint8), name, rgb)
+
+
+def _decode(buf: np.ndarray, name: str, rgb: bool) -> np.ndarray:
+    shown = "stdin" if name == "-" else name
+    image = None
+    exif = b""
+    if buf.size:
+        try:
+            image, exif = _imdecode_with_exif(buf)
+        except cv2.error:
+            image = None
+    if image is None or image.size == 0:
+        raise ReadError(
+            f"{shown} is not a readable image",
+            hint=f"supported formats: {_supported()}; the file may be damaged or empty",
+        )
+    image = apply_exif_orientation(image, exif_orientation(exif))
+    if rgb:
+        image = _swap_red_blue(image)
+    return image
+
+
+def _imdecode_with_exif(buf: np.ndarray) -> tuple[np.ndarray | None, bytes]:
+    """Decode ``buf`` unchanged (depth, gray, alpha) and return it with its raw EXIF block.
+
+    IMREAD_UNCHANGED skips OpenCV's own orientation handling (the flags that
+    apply it also drop alpha or depth), so the orientation is applied here.
+    """
+    if hasattr(cv2, "imdecodeWithMetadata"):  # OpenCV >= 4.12
+        image, types, blocks = cv2.imdecodeWithMetadata(buf, cv2.IMREAD_UNCHANGED)
+        for kind, block in zip(np.asarray(types).ravel(), blocks, strict=False):
+            if int(kind) == cv2.IMAGE_METADATA_EXIF:
+                return image, np.asarray(block).tobytes()
+        return image, b""
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED), _jpeg_exif_block(buf.tobytes())
+
+
+def _jpeg_exif_block(data: bytes) -> bytes:
+    """The TIFF-structured EXIF block of a JPEG's APP1 segment, or b"" (older OpenCV only)."""
+    if data[:2] != b"\xff\xd8":
+        return b""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        segment = data[pos + 4 : pos + 2 + length]
+        if marker == 0xE1 and segment.startswith(b"Exif\x00\x00"):
+            return segment[6:]
+        if marker == 0xDA:  # start of scan: no more metadata segments
+            break
+        pos += 2 + length
+    return b""
+
+
+def exif_orientation(block: bytes) -> int:
+    """The EXIF orientation (1-8) in a TIFF-structured EXIF block; 1 when absent or damaged."""
+    if block.startswith(b"Exif\x00\x00"):
+        block = block[6:]
+    if len(block) < 8 or block[:2] not in (b"II", b"MM"):
+        return 1
+    order = "<" if block[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack_from(order + "I", block, 4)
+        (count,) = struct.unpack_from(order + "H", block, ifd)
+        for i in range(count):
+            tag, _type, _n, value = struct.unpack_from(order + "HHIH", block, ifd + 2 + 12 * i)
+            if tag == _EXIF_ORIENTATION_TAG:
+                return value if 1 <= value <= 8 else 1
+    except struct.error:  # truncated block: treat as no orientation rather than fail the read
+        return 1
+    return 1
+
+
+def apply_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an image stored with EXIF ``orientation`` (1-8) upright, as OpenCV's IMREAD_COLOR does.
+
+    Works for any channel count and dtype: the first two axes are flipped or
+    transposed.
+    """
+    if orientation <= 1 or orientation > 8:
+        return image
+    if orientation >= 5:  # 5-8 swap rows and columns
+        image = image.swapaxes(0, 1)
+    flips = {2: (1,), 3: (0, 1), 4: (0,), 5: (), 6: (1,), 7: (0, 1), 8: (0,)}[orientation]
+    if flips:
+        image = np.flip(image, axis=flips)
+    return np.ascontiguousarray(image)
+
+
+def _swap_red_blue(image: np.ndarray) -> np.ndarray:
+    """BGR(A) <-> RGB(A); gray is returned as is."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return image
+
+
+def _encodable(image: np.ndarray, ext: str, rgb: bool) -> np.ndarray:
+    """Bring ``image`` to what cv2.imencode accepts for ``ext``: 1, 3 or 4 channels in BGR order."""
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+        shape = getattr(image, "shape", None)
+        raise InputError(f"cannot write an array of shape {shape} as an image (need H×W or H×W×C)")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise InputError(
+            f"cannot write {image.dtype} pixels as an image",
+            hint="scale to uint8 (0-255) or uint16 first, or write .npy",
+        )
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    elif image.ndim == 3 and image.shape[2] == 2:  # gray + alpha: no encoder takes 2 channels
+        gray, alpha = image[:, :, :1], image[:, :, 1:]
+        image = np.concatenate([gray, gray, gray, alpha], axis=2)
+    elif image.ndim == 3 and image.shape[2] not in (3, 4):
+        raise InputError(f"cannot write an image with {image.shape[2]} channels (need 1, 3 or 4)")
+    if image.dtype == np.uint16 and ext not in _SIXTEEN_BIT_EXTENSIONS:
+        image = (image >> 8).astype(np.uint8)
+    if rgb:
+        image = _swap_red_blue(np.ascontiguousarray(image))
+    return np.ascontiguousarray(image)
+
+
+def encode_image(image: np.ndarray, ext: str = ".png", rgb: bool = True) -> bytes:
+    """Encode H×W or H×W×C (RGB/RGBA unless ``rgb=False``) uint8/uint16 as ``ext`` bytes."""
+    ext = ext.lower() if ext.startswith(".") else f".{ext.lower()}"
+    if ext not in IMAGE_EXTENSIONS:
+        raise InputError(
+            f"cannot write images as '{ext}'", hint=f"use one of {_supported()} (or .npy)"
+        )
+    image = _encodable(image, ext, rgb)
+    try:
+        ok, encoded = cv2.imencode(ext, image)
+    except cv2.error as exc:
+        raise CnnkitError(
+            f"OpenCV could not encode a {image.shape} image as {ext}: {exc}"
+        ) from None
+    if not ok:
+        raise CnnkitError(f"OpenCV could not encode a {image.shape} image as {ext}")
+    return encoded.tobytes()
+
+
+def encode_png(image: np.ndarray, rgb: bool = True) -> bytes:
+    """PNG bytes of H×W or H×W×C uint8/uint16 (e.g. for ``-o -``)."""
+    return encode_image(image, ".png", rgb)
+
+
+def write_image(path: str | Path, image: np.ndarray, rgb: bool = True) -> None:
+    """Write ``image`` (RGB/RGBA order unless ``rgb=False``) atomically; format from the extension.
+
+    16-bit pixels are kept in PNG and TIFF and reduced to their high byte in
+    formats that store 8 bits.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise InputError(
+            f"cannot write {path}: unknown image extension '{path.suffix}'",
+            hint=f"use one of {_supported()}",
+        )
+    atomic_write_bytes(path, encode_image(image, path.suffix, rgb))

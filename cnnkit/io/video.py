@@ -1,0 +1,345 @@
+"""Reading and writing videos with OpenCV's FFmpeg backend.
+
+Frames are H×W×3 uint8 in RGB order (BGR with ``rgb=False``). Every capture is
+released in a ``finally``; a file OpenCV cannot open, or one with no decodable
+frame, raises ReadError naming it. Written videos go through a temporary file
+in the destination folder and are renamed only when the writer closes cleanly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from cnnkit.errors import CnnkitError, InputError, ReadError
+from cnnkit.io._opencv import cv2, silenced_stderr_fd
+from cnnkit.io.atomic import atomic_output
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
+
+# The codec written for each container. Checked against opencv-python 5.0's
+# bundled FFmpeg: each writes and reads back with the right frame count and
+# fps. H.264 ('avc1') is not in the wheels (no encoder), so MP4/MOV/MKV get
+# MPEG-4 Part 2 and WebM, which only takes VP8/VP9/AV1, gets VP8.
+_FOURCC_BY_EXTENSION = {
+    ".mp4": "mp4v",
+    ".mov": "mp4v",
+    ".mkv": "mp4v",
+    ".avi": "MJPG",
+    ".webm": "VP80",
+}
+
+
+def is_video_path(path: str | Path) -> bool:
+    """Whether ``path`` has a video extension cnnkit reads (case-insensitive)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _supported() -> str:
+    return ", ".join(sorted(VIDEO_EXTENSIONS))
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file holds. ``duration_s`` is None when the file states no frame rate."""
+
+    path: str
+    frames: int
+    fps: float
+    width: int
+    height: int
+    duration_s: float | None
+    codec: str
+
+
+def _open_capture(path: str | Path) -> cv2.VideoCapture:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no such file: {path}", hint="check the path and its spelling")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a video", hint="give a video file")
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    if not capture.isOpened():
+        capture.release()
+        raise ReadError(
+            f"{path} is not a readable video",
+            hint=f"supported formats: {_supported()}; the file may be damaged or empty",
+        )
+    return capture
+
+
+def _no_frames(path: str | Path) -> ReadError:
+    return ReadError(f"{path} has no readable frames", hint="the video may be damaged or empty")
+
+
+def _fourcc_text(code: float) -> str:
+    value = int(code)
+    if value <= 0:
+        return ""
+    return value.to_bytes(4, "little").decode("ascii", errors="replace").strip("\x00 ")
+
+
+def _info(path: str | Path, capture: cv2.VideoCapture, frames: int) -> VideoInfo:
+    fps = float(capture.get(cv2.CAP_PROP_FPS))
+    if not math.isfinite(fps) or fps <= 0:
+        fps = 0.0
+    return VideoInfo(
+        path=str(path),
+        frames=frames,
+        fps=fps,
+        width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        duration_s=frames / fps if fps > 0 else None,
+        codec=_fourcc_text(capture.get(cv2.CAP_PROP_FOURCC)),
+    )
+
+
+def probe_video(path: str | Path, exact: bool = False) -> VideoInfo:
+    """Frame count, frame rate, size and codec of a video, without decoding it all.
+
+    The frame count is the container's own figure, checked by decoding the
+    first frame. When the container gives none (0, or a negative value for
+    streams without an index) or ``exact`` is set, frames are counted by
+    grabbing them, which decodes the whole file.
+    """
+    capture = _open_capture(path)
+    try:
+        if not capture.grab():
+            raise _no_frames(path)
+        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        if exact or frames <= 0:
+            frames = 1
+            while capture.grab():
+                frames += 1
+        return _info(path, capture, frames)
+    finally:
+        capture.release()
+
+
+def _to_rgb(frame: np.ndarray, rgb: bool) -> np.ndarray:
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if rgb else frame
+
+
+def _frames(capture: cv2.VideoCapture, path: str | Path, rgb: bool) -> Iterator[np.ndarray]:
+    try:
+        ok, frame = capture.read()
+        if not ok:
+            raise _no_frames(path)
+        while ok:
+            yield _to_rgb(frame, rgb)
+            ok, frame = capture.read()
+    finally:
+        capture.release()
+
+
+def iter_frames(path: str | Path, rgb: bool = True) -> Iterator[np.ndarray]:
+    """Yield the frames of a video one by one, each H×W×3 uint8 (RGB unless ``rgb=False``).
+
+    The file is opened now (so a missing or unreadable file fails at the call)
+    and released when the iteration ends or the generator is closed.
+    """
+    return _frames(_open_capture(path), path, rgb)
+
+
+def read_video(path: str | Path, rgb: bool = True) -> tuple[np.ndarray, VideoInfo]:
+    """Decode a whole video: (T×H×W×3 uint8 frames, VideoInfo with T as the frame count)."""
+    capture = _open_capture(path)
+    info = _info(path, capture, 0)  # before _frames releases the capture
+    frames = np.stack(list(_frames(capture, path, rgb)))
+    count, height, width = frames.shape[:3]
+    # Decoded frames are the truth: containers can state another count or size.
+    info = replace(
+        info,
+        frames=count,
+        width=width,
+        height=height,
+        duration_s=count / info.fps if info.fps > 0 else None,
+    )
+    return frames, info
+
+
+def _seek(capture: cv2.VideoCapture, start: int) -> None:
+    """Move ``capture`` so that the next read returns frame ``start``.
+
+    FFmpeg's seek lands on the keyframe before the target and decodes forward,
+    which is exact for the codecs written here, but some files report another
+    position afterwards; then the frames are skipped one by one from the start.
+    """
+    if start == 0:
+        return
+    if capture.set(cv2.CAP_PROP_POS_FRAMES, start) and int(
+        capture.get(cv2.CAP_PROP_POS_FRAMES)
+    ) == int(start):
+        return
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    for _ in range(start):
+        if not capture.grab():
+            return
+
+
+def read_video_clip(
+    path: str | Path, start: int, num_frames: int, step: int = 1, rgb: bool = True
+) -> np.ndarray:
+    """Read ``num_frames`` frames, ``step`` apart, from frame ``start``: T×H×W×3 uint8.
+
+    When the video ends before the clip is full, the last frame read is
+    repeated to fill it (so clips always have ``num_frames`` frames, as the
+    models expect). A ``start`` past the last frame is an InputError.
+    """
+    if start < 0 or num_frames < 1 or step < 1:
+        raise InputError(
+            f"invalid clip: start={start}, frames={num_frames}, step={step}",
+            hint="start must be >= 0, frames and step >= 1",
+        )
+    capture = _open_capture(path)
+    try:
+        _seek(capture, start)
+        clip: list[np.ndarray] = []
+        ok, frame = capture.read()
+        while ok:
+            clip.append(_to_rgb(frame, rgb))
+            if len(clip) == num_frames:
+                break
+            # grab() skips a frame without converting it to BGR.
+            for _ in range(step - 1):
+                if not capture.grab():
+                    break
+            ok, frame = capture.read()
+    finally:
+        capture.release()
+    if not clip:
+        frames = probe_video(path).frames
+        raise InputError(
+            f"clip start frame {start} is past the end of {path} ({frames} frames)",
+            hint=f"start below {frames}",
+        )
+    clip.extend([clip[-1]] * (num_frames - len(clip)))
+    return np.stack(clip)
+
+
+class VideoWriter:
+    """Write RGB (or BGR with ``rgb=False``) uint8 frames to a video file, atomically.
+
+    Use as a context manager. The codec follows the extension (see
+    ``_FOURCC_BY_EXTENSION``). OpenCV's FFmpeg writer silently crops odd
+    widths and heights to even ones (4:2:0 chroma needs pairs of pixels), so
+    frames of an odd size are padded by one repeated edge row/column instead:
+    no pixel is lost, and ``frame_size`` tells the size stored. Frames of
+    another size than declared raise InputError. Nothing appears under
+    ``path`` unless the block exits cleanly after at least one frame.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float,
+        width: int,
+        height: int,
+        is_color: bool = True,
+        rgb: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        ext = self.path.suffix.lower()
+        if ext not in _FOURCC_BY_EXTENSION:
+            raise InputError(
+                f"cannot write {self.path}: unknown video extension '{self.path.suffix}'",
+                hint=f"use one of {_supported()}",
+            )
+        if not (math.isfinite(fps) and fps > 0):
+            raise InputError(f"cannot write {self.path} at {fps} frames per second", hint="fps > 0")
+        if width < 1 or height < 1:
+            raise InputError(f"cannot write {width}×{height} frames to {self.path}")
+        self.fps = float(fps)
+        self.width, self.height = int(width), int(height)
+        self.is_color = is_color
+        self.rgb = rgb
+        self.fourcc = _FOURCC_BY_EXTENSION[ext]
+        # Stored size, rounded up to even (see the class docstring).
+        self.frame_size = (self.width + self.width % 2, self.height + self.height % 2)
+        self.frames_written = 0
+        self._atomic = None
+        self._writer = None
+
+    def __enter__(self) -> VideoWriter:
+        self._atomic = atomic_output(self.path)
+        temp = self._atomic.__enter__()
+        # WebM has no codec tags, so FFmpeg prints a note for any fourcc given
+        # while writing the file correctly; other containers keep their messages.
+        quiet = silenced_stderr_fd() if self.path.suffix.lower() == ".webm" else nullcontext()
+        with quiet:
+            writer = cv2.VideoWriter(
+                str(temp),
+                cv2.CAP_FFMPEG,
+                cv2.VideoWriter_fourcc(*self.fourcc),
+                self.fps,
+                self.frame_size,
+                self.is_color,
+            )
+        if not writer.isOpened():
+            exc = CnnkitError(
+                f"OpenCV cannot write {self.path.suffix} videos with codec {self.fourcc} here",
+                hint="write .mp4 or .avi instead",
+            )
+            self._atomic.__exit__(CnnkitError, exc, None)  # removes the temp file
+            self._atomic = None
+            raise exc
+        self._writer = writer
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one frame: H×W×3 (or H×W for gray, either kind of writer) uint8."""
+        if self._writer is None:
+            raise RuntimeError("VideoWriter.write() called outside its with-block")
+        frame = np.ascontiguousarray(frame)  # OpenCV refuses views with negative strides
+        if frame.ndim == 3 and frame.shape[2] == 1:
+            frame = frame[:, :, 0]
+        expected = (self.height, self.width)
+        if frame.shape[:2] != expected or frame.ndim not in (2, 3) or frame.dtype != np.uint8:
+            raise InputError(
+                f"frame {self.frames_written} is {'×'.join(map(str, frame.shape))} {frame.dtype}, "
+                f"but {self.path} takes {self.height}×{self.width}{'×3' if self.is_color else ''} "
+                "uint8 frames"
+            )
+        if frame.ndim == 3 and frame.shape[2] != 3:
+            raise InputError(f"frame {self.frames_written} has {frame.shape[2]} channels, need 3")
+        frame = self._convert(frame)
+        pad_w, pad_h = self.frame_size[0] - self.width, self.frame_size[1] - self.height
+        if pad_w or pad_h:
+            pad = ((0, pad_h), (0, pad_w)) + ((0, 0),) * (frame.ndim - 2)
+            frame = np.pad(frame, pad, mode="edge")
+        self._writer.write(np.ascontiguousarray(frame))
+        self.frames_written += 1
+
+    def _convert(self, frame: np.ndarray) -> np.ndarray:
+        if self.is_color:
+            if frame.ndim == 2:
+                return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+            return cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) if self.rgb else frame
+        if frame.ndim == 3:
+            code = cv2.COLOR_RGB2GRAY if self.rgb else cv2.COLOR_BGR2GRAY
+            return cv2.cvtColor(frame, code)
+        return frame
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        writer, atomic = self._writer, self._atomic
+        self._writer = self._atomic = None
+        if writer is not None:
+            writer.release()
+        if exc_type is None and self.frames_written == 0:
+            exc = InputError(f"no frames to write to {self.path}", hint="the video would be empty")
+            atomic.__exit__(InputError, exc, None)
+            raise exc
+        # atomic_output renames on a clean exit and removes the temp file otherwise.
+        atomic.__exit__(exc_type, exc, tb)
+        return False

@@ -1,0 +1,177 @@
+"""Tiny synthetic images and videos written to disk for tests (no network, no fixtures on disk).
+
+Files are written with OpenCV directly, not with cnnkit.io, so that tests of
+cnnkit's readers do not depend on its writers. Functions return the pixels in
+cnnkit's convention (RGB/RGBA order, gray as H×W).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# Lossy formats: the array returned is what decodes back, not what was encoded.
+_LOSSY = {".jpg", ".jpeg", ".webp"}
+
+
+def _to_bgr(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    return image
+
+
+def write_array(path: str | Path, image: np.ndarray) -> np.ndarray:
+    """Write an RGB(A)/gray array with cv2 and return the pixels a reader should get back."""
+    path = Path(path)
+    ok, encoded = cv2.imencode(path.suffix, _to_bgr(np.ascontiguousarray(image)))
+    if not ok:
+        raise ValueError(f"cv2 cannot encode {image.shape} {image.dtype} as {path.suffix}")
+    path.write_bytes(encoded.tobytes())
+    if path.suffix.lower() in _LOSSY:
+        decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+        return _to_bgr(decoded)  # the BGR<->RGB swap is its own inverse
+    return image
+
+
+def random_image(
+    h: int = 16, w: int = 16, channels: int = 3, dtype: type = np.uint8, seed: int = 0
+) -> np.ndarray:
+    """H×W (channels=1) or H×W×channels random pixels over the dtype's full range."""
+    rng = np.random.default_rng(seed)
+    high = np.iinfo(dtype).max
+    shape = (h, w) if channels == 1 else (h, w, channels)
+    return rng.integers(0, high, size=shape, endpoint=True, dtype=dtype)
+
+
+def make_image(
+    path: str | Path,
+    h: int = 16,
+    w: int = 16,
+    channels: int = 3,
+    dtype: type = np.uint8,
+    seed: int = 0,
+) -> np.ndarray:
+    """Write a random image (format from the extension) and return its pixels as read back."""
+    return write_array(path, random_image(h, w, channels, dtype, seed))
+
+
+def smooth_frames(
+    frames: int = 8, h: int = 16, w: int = 16, seed: int = 0, colour: Sequence[int] | None = None
+) -> np.ndarray:
+    """T×H×W×3 uint8 RGB: a soft diagonal gradient in one colour, drifting one pixel a frame.
+
+    Smooth content compresses with little loss, so decoded frames stay within
+    a few levels of these and tests can compare them.
+    """
+    rng = np.random.default_rng(seed)
+    if colour is None:
+        colour = rng.integers(64, 256, size=3)
+    phase = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = np.empty((frames, h, w, 3), np.uint8)
+    for t in range(frames):
+        wave = 0.5 + 0.5 * np.sin((xx + yy + t) * (2 * np.pi / max(h + w, 2)) + phase)
+        out[t] = (wave[:, :, None] * np.asarray(colour, np.float32)).astype(np.uint8)
+    return out
+
+
+def write_video(
+    path: str | Path, frames: np.ndarray, fps: float = 10.0, fourcc: str = "mp4v"
+) -> None:
+    """Write T×H×W×3 RGB uint8 frames with cv2.VideoWriter."""
+    t, h, w = frames.shape[:3]
+    # 4:2:0 codecs store colour for 2×2 pixel blocks; OpenCV silently crops odd
+    # sizes, so the frames read back would not match the ones written.
+    if h % 2 or w % 2:
+        raise ValueError(f"test videos need even sizes, got {h}×{w}")
+    writer = cv2.VideoWriter(
+        str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), fps, (w, h), True
+    )
+    if not writer.isOpened():
+        raise ValueError(f"cv2 cannot write {path} with {fourcc}")
+    try:
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+
+
+def make_video(
+    path: str | Path,
+    frames: int = 8,
+    h: int = 16,
+    w: int = 16,
+    fps: float = 10.0,
+    seed: int = 0,
+    fourcc: str = "mp4v",
+) -> np.ndarray:
+    """Write a small smooth video and return the T×H×W×3 RGB frames written (pre-codec)."""
+    clip = smooth_frames(frames, h, w, seed)
+    write_video(path, clip, fps, fourcc)
+    return clip
+
+
+def _class_colour(index: int) -> np.ndarray:
+    # Distinct, saturated colours so that a tiny model can tell classes apart quickly.
+    hue = np.uint8((index * 47) % 180)
+    hsv = np.array([[[hue, 220, 230]]], np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.int16)
+
+
+def make_image_folder(
+    root: str | Path,
+    classes: Sequence[str],
+    per_class: int,
+    h: int = 16,
+    w: int = 16,
+    ext: str = ".png",
+    seed: int = 0,
+) -> dict[str, list[Path]]:
+    """root/<class>/img_000.png ...: per-class colour plus noise, so classes are learnable."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[Path]] = {}
+    for ci, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        out[name] = []
+        for i in range(per_class):
+            noise = rng.integers(-30, 31, size=(h, w, 3))
+            image = np.clip(_class_colour(ci) + noise, 0, 255).astype(np.uint8)
+            path = folder / f"img_{i:03d}{ext}"
+            write_array(path, image)
+            out[name].append(path)
+    return out
+
+
+def make_video_folder(
+    root: str | Path,
+    classes: Sequence[str],
+    per_class: int,
+    frames: int = 8,
+    h: int = 16,
+    w: int = 16,
+    ext: str = ".mp4",
+    fps: float = 10.0,
+    seed: int = 0,
+    fourcc: str = "mp4v",
+) -> dict[str, list[Path]]:
+    """root/<class>/vid_000.mp4 ...: smooth frames in a per-class colour."""
+    root = Path(root)
+    out: dict[str, list[Path]] = {}
+    for ci, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        colour = _class_colour(ci)
+        out[name] = []
+        for i in range(per_class):
+            clip = smooth_frames(frames, h, w, seed=seed * 1000 + ci * 100 + i, colour=colour)
+            path = folder / f"vid_{i:03d}{ext}"
+            write_video(path, clip, fps, fourcc)
+            out[name].append(path)
+    return out
