@@ -11,12 +11,19 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-from rich.console import Console
-
 T = TypeVar("T")
 
-_state = {"quiet": False}
-stderr = Console(stderr=True, highlight=False)
+_state: dict = {"quiet": False, "console": None}
+
+
+def stderr_console():  # -> rich.console.Console
+    """The rich Console on stderr, made on first use: importing rich costs ~40 ms,
+    which plain status lines do not need."""
+    if _state["console"] is None:
+        from rich.console import Console
+
+        _state["console"] = Console(stderr=True, highlight=False)
+    return _state["console"]
 
 
 def set_quiet(quiet: bool) -> None:
@@ -30,13 +37,15 @@ def is_quiet() -> bool:
 def info(message: str) -> None:
     """A progress or status line on stderr (silenced by --quiet)."""
     if not _state["quiet"]:
-        stderr.print(message, markup=False, soft_wrap=True)
+        sys.stderr.write(f"{message}\n")
+        sys.stderr.flush()
 
 
 def warn(message: str) -> None:
     """A warning on stderr (silenced by --quiet)."""
     if not _state["quiet"]:
-        stderr.print(f"warning: {message}", markup=False, soft_wrap=True)
+        sys.stderr.write(f"warning: {message}\n")
+        sys.stderr.flush()
 
 
 def progress_enabled() -> bool:
@@ -50,4 +59,4 @@ def track(items: Iterable[T], total: int | None = None, description: str = "") -
         return
     from rich.progress import track as rich_track
 
-    yield from rich_track(items, total=total, description=description, console=stderr)
+    yield from rich_track(items, total=total, description=description, console=stderr_console())
