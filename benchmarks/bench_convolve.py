@@ -106,8 +106,7 @@ def main() -> None:
         stages = {
             "python -c pass": "pass",
             "import cv2": "import cv2",
-            "import cnnkit.cli (typer, rich)": "import cnnkit.cli",
-            "+ typer's pydantic coercion": "import cnnkit.cli, typer._adapters",
+            "import cnnkit.cli (typer)": "import cnnkit.cli",
         }
         times = best_of_interleaved(
             [lambda c=c: run_process([sys.executable, "-c", c]) for c in stages.values()],
