@@ -1,0 +1,310 @@
+"""Folders of images or videos, one subfolder per class, optionally split.
+
+Layouts understood::
+
+    root/<class>/*.png                      -> train + seeded --val-split
+    root/train/<class>/..., root/val/...    -> given splits (``valid`` = ``val``,
+    root/test/<class>/...                      ``test`` optional)
+
+Files are found recursively inside each class folder; hidden folders and
+files (``.ipynb_checkpoints``, ``.DS_Store``) are ignored. Whether the folder
+holds images or videos is detected from the extensions. When the decoded
+uint8 pixels fit the memory budget everything is decoded once, in threads
+(OpenCV releases the GIL), into a TensorSplit; otherwise the files are decoded
+in DataLoader workers, epoch after epoch. Corrupt files are reported and
+skipped in both cases, never crashing an epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.data.preprocess import prepare_clip, prepare_image
+from cnnkit.errors import CnnkitError, DatasetError
+
+SPLIT_ALIASES = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
+
+
+def _extensions() -> tuple[frozenset[str], frozenset[str]]:
+    from cnnkit.io.image import IMAGE_EXTENSIONS
+    from cnnkit.io.video import VIDEO_EXTENSIONS
+
+    return IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+
+def is_hidden(path: Path) -> bool:
+    return path.name.startswith(".") or path.name == "__pycache__"
+
+
+@dataclass
+class FolderScan:
+    """What is in a dataset folder, before decoding anything.
+
+    ``files`` maps split ("train", "val", "test", or "all" when the folder is
+    not split) to a list of (path, label index).
+    """
+
+    root: Path
+    kind: str
+    classes: list[str]
+    files: dict[str, list[tuple[Path, int]]]
+    hidden: list[Path] = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
+
+    def counts(self, split: str) -> dict[str, int]:
+        out = dict.fromkeys(self.classes, 0)
+        for _, label in self.files.get(split, []):
+            out[self.classes[label]] += 1
+        return out
+
+
+def _class_dirs(folder: Path, hidden: list[Path]) -> list[Path]:
+    dirs = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_dir():
+            continue
+        if is_hidden(p):
+            hidden.append(p)
+        else:
+            dirs.append(p)
+    return dirs
+
+
+def _media_files(folder: Path, hidden: list[Path]) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        base = Path(dirpath)
+        for d in sorted(dirnames):
+            if is_hidden(Path(d)):
+                hidden.append(base / d)
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(Path(d)))
+        out.extend(base / f for f in sorted(filenames) if not f.startswith("."))
+    return out
+
+
+def _supported_hint() -> str:
+    images, videos = _extensions()
+    return (
+        "put one subfolder per class in it, holding images ("
+        + ", ".join(sorted(images))
+        + ") or videos ("
+        + ", ".join(sorted(videos))
+        + ")"
+    )
+
+
+def scan_folder(root: str | Path) -> FolderScan:
+    """List classes and files of a dataset folder (DatasetError when there are none)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist", hint=_supported_hint())
+    hidden: list[Path] = []
+    top = _class_dirs(root, hidden)
+    split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in top if d.name.lower() in SPLIT_ALIASES}
+    if split_dirs:
+        per_split = {s: _class_dirs(d, hidden) for s, d in split_dirs.items()}
+    else:
+        per_split = {"all": top}
+    classes = sorted({d.name for dirs in per_split.values() for d in dirs})
+    if not classes:
+        raise DatasetError(f"no class folders found in {root}", hint=_supported_hint())
+    index = {c: i for i, c in enumerate(classes)}
+
+    images, videos = _extensions()
+    found: dict[str, list[tuple[Path, int]]] = {}
+    n_img = n_vid = 0
+    for split, dirs in per_split.items():
+        found[split] = []
+        for d in dirs:
+            for f in _media_files(d, hidden):
+                found[split].append((f, index[d.name]))
+                ext = f.suffix.lower()
+                n_img += ext in images
+                n_vid += ext in videos
+    if n_img == 0 and n_vid == 0:
+        raise DatasetError(
+            f"no images or videos found in the class folders of {root}", hint=_supported_hint()
+        )
+    kind = "video" if n_vid > n_img else "image"
+    wanted = videos if kind == "video" else images
+    files: dict[str, list[tuple[Path, int]]] = {}
+    ignored: list[Path] = []
+    for split, items in found.items():
+        files[split] = [(f, lab) for f, lab in items if f.suffix.lower() in wanted]
+        ignored += [f for f, _ in items if f.suffix.lower() not in wanted]
+    scan = FolderScan(root, kind, classes, files, hidden, [], ignored)
+    train_split = "all" if "all" in files else "train"
+    if train_split not in files:
+        raise DatasetError(
+            f"{root} has split folders but no train/ folder",
+            hint="add train/<class>/... (val/ and test/ are optional)",
+        )
+    scan.empty_classes = [c for c, n in scan.counts(train_split).items() if n == 0]
+    return scan
+
+
+def _stratified_split(
+    items: list[tuple[Path, int]], fraction: float, seed: int
+) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """Seeded split that holds out ``fraction`` of each class (at least one when it has two)."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    labels = sorted({lab for _, lab in items})
+    for lab in labels:
+        group = [it for it in items if it[1] == lab]
+        order = rng.permutation(len(group))
+        n_val = int(round(len(group) * fraction))
+        if fraction > 0 and n_val == 0 and len(group) >= 2:
+            n_val = 1
+        val += [group[i] for i in order[:n_val]]
+        train += [group[i] for i in order[n_val:]]
+    return train, val
+
+
+def split_files(scan: FolderScan, val_split: float, seed: int) -> dict[str, list[tuple[Path, int]]]:
+    """train/val(/test) file lists: the folder's own splits, or a seeded ``val_split``."""
+    files = dict(scan.files)
+    if "all" in files:
+        files["train"], files["val"] = _stratified_split(files.pop("all"), val_split, seed)
+    elif "val" not in files:
+        files["train"], files["val"] = _stratified_split(files["train"], val_split, seed)
+    if not files["val"]:
+        raise DatasetError(
+            f"no validation samples in {scan.root}",
+            hint="add a val/ folder or raise --val-split (and have 2+ files per class)",
+        )
+    return files
+
+
+def detect_channels(paths: Sequence[Path], kind: str) -> int:
+    """1 when the first few readable images are all gray, else 3 (videos: 3)."""
+    if kind == "video":
+        return 3
+    from cnnkit.io.image import read_image
+
+    seen = 0
+    for p in paths[:16]:
+        try:
+            img = read_image(p)
+        except CnnkitError:
+            continue
+        seen += 1
+        if img.ndim == 3 and img.shape[2] >= 3:
+            return 3
+        if seen >= 4:
+            break
+    return 1 if seen else 3
+
+
+def decode_image(path: Path, channels: int, size: Sequence[int]) -> np.ndarray:
+    """One image file -> C×H×W uint8 (ReadError if it cannot be decoded)."""
+    from cnnkit.io.image import read_image
+
+    return prepare_image(read_image(path), channels, size)
+
+
+def clip_start(length: int, frames: int, train: bool, rng: np.random.Generator | None) -> int:
+    """First frame of a T-frame clip: random when training, centred otherwise."""
+    room = max(0, length - frames)
+    if train and rng is not None:
+        return int(rng.integers(0, room + 1))
+    return room // 2
+
+
+def decode_clip(path: Path, start: int, frames: int, channels: int, size: Sequence[int]):
+    """Frames [start, start+frames) of a video -> C×T×H×W uint8."""
+    from cnnkit.io.video import read_video_clip
+
+    return prepare_clip(read_video_clip(path, start, frames), channels, size)
+
+
+class FileDataset:
+    """Decodes images or clips on demand (in DataLoader workers).
+
+    ``__getitem__`` returns (C×H×W or C×T×H×W uint8 tensor, label), or None
+    for a file that cannot be decoded (``collate_skipping`` drops those),
+    so one corrupt file never ends an epoch.
+    """
+
+    def __init__(
+        self,
+        items: list[tuple[Path, int]],
+        channels: int,
+        size: Sequence[int],
+        frames: int | None = None,
+        lengths: Sequence[int] | None = None,
+        train: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.items = items
+        self.channels = channels
+        self.size = tuple(size)
+        self.frames = frames
+        self.lengths = list(lengths) if lengths is not None else None
+        self.train = train
+        self.seed = seed
+        self.failed: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        path, label = self.items[i]
+        try:
+            if self.frames is None:
+                arr = decode_image(path, self.channels, self.size)
+            else:
+                length = self.lengths[i] if self.lengths else self.frames
+                rng = np.random.default_rng() if self.train else None
+                start = clip_start(length, self.frames, self.train, rng)
+                arr = decode_clip(path, start, self.frames, self.channels, self.size)
+        except CnnkitError as exc:
+            if str(path) not in self.failed:
+                self.failed.append(str(path))
+                from cnnkit import console
+
+                console.warn(f"skipping unreadable file {path}: {exc.message}")
+            return None
+        return torch.from_numpy(arr), label
+
+
+def collate_skipping(batch: list[Any]):
+    """Stack (tensor, label) pairs, dropping the None of unreadable files."""
+    import torch
+
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
+    x = torch.stack([b[0] for b in batch])
+    y = torch.tensor([b[1] for b in batch], dtype=torch.long)
+    return x, y
+
+
+def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], threads: int | None = None):
+    """``[fn(item)]`` in a thread pool; each result is (value, None) or (None, CnnkitError)."""
+
+    def safe(item):
+        try:
+            return fn(item), None
+        except CnnkitError as exc:
+            return None, exc
+
+    threads = threads or min(16, (os.cpu_count() or 2) + 2)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(safe, items))

@@ -1,0 +1,158 @@
+"""Datasets held in memory as uint8 tensors, and a batch iterator over them.
+
+Small datasets (all of MNIST is 47 MB of uint8 pixels) are decoded once and
+kept as one tensor. Batches are then index slices of that tensor: there is no
+per-sample Python, no collate and no worker processes, which is what makes
+the Lightning loop as fast as a hand-written one. Normalisation and
+augmentation happen later, on whole batches on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TensorSplit:
+    """One split of a dataset, decoded.
+
+    ``x``: uint8 images (N, C, H, W), or clips (N, C, L, H, W) where ``L`` is
+    the number of stored frames per video (shorter videos are padded with
+    their last frame and ``lengths`` says how many are real). ``y``: int64
+    labels (N,). ``frames``: the clip length T a batch gets; ``None`` for images.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    frames: int | None = None
+    lengths: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return self.x.numel() * self.x.element_size()
+
+    def subset(self, index: torch.Tensor) -> TensorSplit:
+        """The samples at ``index`` (1-D int64), as a new split (copies)."""
+        lengths = self.lengths[index] if self.lengths is not None else None
+        return TensorSplit(self.x[index], self.y[index], self.frames, lengths)
+
+    def batch(
+        self, index: torch.Tensor, train: bool, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 inputs and labels at ``index``.
+
+        Images: (B, C, H, W). Clips: (B, C, T, H, W) of T consecutive frames,
+        starting at a random frame when ``train`` (a cheap temporal
+        augmentation), else centred in the video, as eval does.
+        """
+        y = self.y[index]
+        if self.frames is None or self.lengths is None:
+            return self.x[index], y
+        t = self.frames
+        lengths = self.lengths[index]
+        room = (lengths - t).clamp(min=0)
+        if train:
+            start = (torch.rand(len(index), generator=generator) * (room + 1)).long()
+        else:
+            start = room // 2
+        # (B, T) frame numbers, clamped so a video shorter than T repeats its last frame.
+        frame_idx = (start[:, None] + torch.arange(t)[None, :]).minimum(lengths[:, None] - 1)
+        frame_idx = frame_idx.clamp(max=self.x.shape[2] - 1)
+        clips = self.x[index[:, None], :, frame_idx]  # (B, T, C, H, W) by advanced indexing
+        return clips.permute(0, 2, 1, 3, 4).contiguous(), y
+
+
+def channel_stats(x: torch.Tensor, max_samples: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units of uint8 images/clips (N, C, ...).
+
+    Computed on at most ``max_samples`` evenly spaced samples: it only sets the
+    normalisation, so a subset is plenty.
+    """
+    n = x.shape[0]
+    step = max(1, n // max_samples)
+    sample = x[::step].float().div_(255.0)
+    sample = sample.transpose(0, 1).reshape(x.shape[1], -1)
+    mean = sample.mean(dim=1)
+    std = sample.std(dim=1).clamp(min=1e-3)
+    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+
+
+def split_off(split: TensorSplit, fraction: float, seed: int) -> tuple[TensorSplit, TensorSplit]:
+    """Split ``split`` into (rest, held-out ``fraction``) with a seeded permutation."""
+    n = len(split)
+    n_val = max(1, int(round(n * fraction)))
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=g)
+    return split.subset(perm[n_val:].sort().values), split.subset(perm[:n_val].sort().values)
+
+
+class InMemoryBatches:
+    """Iterable of (x uint8, y int64) batches sliced from a TensorSplit.
+
+    Shuffles with ``seed + epoch`` each time it is iterated, so runs repeat
+    exactly. Under torch.distributed each rank takes every ``world_size``-th
+    batch of the same permutation (padded so all ranks run the same number
+    of steps, which DDP needs to avoid hanging).
+    """
+
+    def __init__(
+        self,
+        split: TensorSplit,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        train: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        self.split = split
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.train = train
+        self.seed = seed
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def _world(self) -> tuple[int, int]:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def _num_batches_total(self) -> int:
+        n = len(self.split)
+        if self.drop_last:
+            return n // self.batch_size
+        return -(-n // self.batch_size)
+
+    def __len__(self) -> int:
+        _, world = self._world()
+        return -(-self._num_batches_total() // world)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.split)
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        rank, world = self._world()
+        total = self._num_batches_total()
+        per_rank = -(-total // world)
+        for i in range(per_rank):
+            b = (i * world + rank) % max(total, 1)  # wraps around to pad the last ranks
+            index = order[b * self.batch_size : (b + 1) * self.batch_size]
+            if self.shuffle is False and not self.train:
+                # Contiguous slices are views: no gather needed for plain evaluation of images.
+                start = b * self.batch_size
+                if self.split.frames is None:
+                    yield (
+                        self.split.x[start : start + len(index)],
+                        self.split.y[start : start + len(index)],
+                    )
+                    continue
+            yield self.split.batch(index, self.train, g)

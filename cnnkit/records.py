@@ -1,0 +1,119 @@
+"""Writers for predict's records: JSON Lines and CSV stream, a rich table collects.
+
+Each writer takes lists of records (dicts, one per image, window, frame or
+error) as batches finish. JSON Lines and CSV write and flush every batch at
+once, so ``cnnkit predict ... | head -1`` sees its first line before the last
+image is decoded; the table is printed when all records are in.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+Record = dict[str, Any]
+
+IMAGE_COLUMNS = ["path", "label", "score"]
+CLIP_COLUMNS = ["window", "start_frame", "end_frame", "start_s", "end_s"]
+FRAME_COLUMNS = ["window", "frame", "time_s"]
+
+
+def csv_columns(has_video: bool, clip_model: bool) -> list[str]:
+    """The CSV header: fixed before the first record so rows can stream."""
+    columns = list(IMAGE_COLUMNS)
+    if has_video:
+        columns += CLIP_COLUMNS if clip_model else FRAME_COLUMNS
+    return [*columns, "topk", "error"]
+
+
+def _topk_text(record: Record) -> str:
+    # One cell for the whole top-k list: "cat:0.91;dog:0.06" reads well and splits easily.
+    return ";".join(f"{t['label']}:{t['score']:.6g}" for t in record.get("topk", []))
+
+
+class JsonLinesWriter:
+    """One JSON object per line, flushed per batch."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, records: Sequence[Record]) -> None:
+        self.stream.write("".join(json.dumps(r) + "\n" for r in records))
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class CsvWriter:
+    """A header, then one row per record (path, label, score, ...), flushed per batch."""
+
+    def __init__(self, stream: TextIO, columns: Sequence[str]) -> None:
+        self.stream = stream
+        self.columns = list(columns)
+        self.writer = csv.writer(stream, lineterminator="\n")
+        self.writer.writerow(self.columns)
+        stream.flush()
+
+    def write(self, records: Sequence[Record]) -> None:
+        for record in records:
+            row = []
+            for column in self.columns:
+                value = _topk_text(record) if column == "topk" else record.get(column)
+                row.append("" if value is None else value)
+            self.writer.writerow(row)
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class TableWriter:
+    """A rich table on stdout, printed at the end (for people, not pipes)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.records: list[Record] = []
+
+    def write(self, records: Sequence[Record]) -> None:
+        self.records.extend(records)
+
+    def close(self) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(show_edge=False, header_style="bold")
+        has_time = any("start_frame" in r or "frame" in r for r in self.records)
+        table.add_column("path", overflow="fold")
+        if has_time:
+            table.add_column("frames", justify="right")
+            table.add_column("time (s)", justify="right")
+        table.add_column("label")
+        table.add_column("score", justify="right")
+        table.add_column("top-k")
+        for r in self.records:
+            row = [r["path"]]
+            if has_time:
+                row += _time_cells(r)
+            if "error" in r:
+                row += [f"[red]error: {r['error']}[/red]", "", ""]
+            else:
+                topk = ", ".join(f"{t['label']} {t['score']:.3f}" for t in r["topk"][1:])
+                row += [str(r["label"]), f"{r['score']:.3f}", topk]
+            table.add_row(*row)
+        Console(file=self.stream, highlight=False).print(table)
+
+
+def _time_cells(r: Record) -> list[str]:
+    def sec(v: Any) -> str:
+        return "" if v is None else f"{v:.2f}"
+
+    if "start_frame" in r:
+        prefix = "all " if r.get("window") == "video" else ""
+        span = f"{sec(r['start_s'])}-{sec(r['end_s'])}"
+        return [f"{prefix}{r['start_frame']}-{r['end_frame']}", span]
+    if "frame" in r:
+        return [str(r["frame"]), sec(r["time_s"])]
+    return ["", ""]

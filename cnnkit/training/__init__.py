@@ -1,0 +1,1 @@
+"""Training with Lightning: ClassifierModule, the Trainer factory and fit()."""

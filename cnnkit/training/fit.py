@@ -1,0 +1,448 @@
+"""fit(): the core of ``cnnkit train``, from a TrainConfig to a summary dict.
+
+Steps, each a small function: resolve device and defaults, load the data,
+build the model, make the run folder, write config.yaml, let Lightning train,
+evaluate the best checkpoint on val (and test), write summary.json.
+
+Under ``--strategy ddp`` on one machine Lightning starts the other ranks by
+running the same command line again; those processes find the run folder in
+$CNNKIT_RUN_DIR (set by rank 0 before it launches them) instead of making a
+new one, and only rank 0 writes files and returns a summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnkit import __version__, console
+from cnnkit.errors import CheckpointError, DatasetError, InputError, ModelError
+
+RUN_DIR_ENV = "CNNKIT_RUN_DIR"
+
+# Per data kind: what reaches the README's accuracy figures without flags.
+DEFAULTS = {
+    "image": {"model": "simplecnn", "epochs": 10, "batch_size": 128, "lr": 3e-3},
+    "video": {"model": "c3d_small", "epochs": 3, "batch_size": 32, "lr": 3e-3},
+}
+# The small classic nets learn more per epoch from more, smaller steps: LeNet-5
+# at batch 128 is at 93% on 4,000 digits after 5 epochs, at batch 64 at 97%.
+MODEL_DEFAULTS = {"lenet5": {"batch_size": 64}, "lecun1989": {"batch_size": 64}}
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``cnnkit train``; None means "the default for this data"."""
+
+    dataset: str = "shapes"
+    model: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str = "adamw"
+    weight_decay: float | None = None
+    schedule: str = "cosine"
+    label_smoothing: float = 0.0
+    augment: bool = True
+    img_size: int | None = None
+    frames: int | None = None
+    val_split: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    devices: str = "1"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str | None = None
+    workers: int | None = None
+    patience: int | None = None
+    out: str = "runs"
+    name: str | None = None
+    resume: str | None = None
+    pretrained: bool = False
+    data_dir: str | None = None
+    limit: int | None = None
+    limit_batches: float | None = None
+    command_line: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------
+# run folder
+# ---------------------------------------------------------------------------
+
+
+def new_run_dir(out: str | Path, name: str | None) -> Path:
+    """Create ``out/name`` (default ``out/train``, ``out/train-2``, ...); never reuse one.
+
+    An explicit ``--name`` that exists is an error: a run is never overwritten,
+    and ``--resume`` continues in a new folder too (recorded in config.yaml).
+    """
+    out = Path(out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    if name is not None:
+        if not name or "/" in name or name in (".", ".."):
+            raise InputError(f"--name {name!r} is not a folder name", hint="e.g. --name digits")
+        path = out / name
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise InputError(
+                f"run folder {path} already exists",
+                hint="choose another --name, or leave --name out for a numbered one "
+                "(--resume always starts a new run folder)",
+            ) from None
+        return path
+    for i in range(1, 100000):
+        path = out / ("train" if i == 1 else f"train-{i}")
+        try:
+            path.mkdir()  # atomic: two runs started together get different folders
+            return path
+        except FileExistsError:
+            continue
+    raise InputError(f"too many runs in {out}", hint="clean up old runs or use --out")
+
+
+def write_config(run_dir: Path, resolved: dict[str, Any]) -> None:
+    import yaml
+
+    from cnnkit.io.atomic import atomic_write_text
+
+    text = yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False)
+    atomic_write_text(run_dir / "config.yaml", text)
+
+
+# ---------------------------------------------------------------------------
+# resolution of defaults
+# ---------------------------------------------------------------------------
+
+
+def _data_kind(dataset: str) -> str:
+    from cnnkit.data.registry import DatasetRequest, get_dataset_entry, load_dataset
+
+    entry = get_dataset_entry(dataset)
+    if entry is not None:
+        return entry.kind
+    if Path(dataset).expanduser().is_dir():
+        from cnnkit.data.folders import scan_folder
+
+        return scan_folder(dataset).kind
+    # Neither a name nor a folder: load_dataset raises the error with a close-match hint.
+    load_dataset(DatasetRequest(name=dataset))
+    raise DatasetError(f"unknown dataset '{dataset}'")  # load_dataset raised already
+
+
+def _parse_devices(devices: str) -> Any:
+    text = str(devices).strip()
+    if text == "auto" or text == "-1":
+        return text if text == "auto" else -1
+    if re.fullmatch(r"\d+", text):
+        n = int(text)
+        if n < 1:
+            raise InputError("--devices must be at least 1", hint="e.g. --devices 2")
+        return n
+    if re.fullmatch(r"\d+(,\d+)*,?", text):
+        return [int(v) for v in text.split(",") if v]
+    raise InputError(
+        f"--devices {devices!r} is not a count or a list",
+        hint="e.g. --devices 2, --devices 0,1 or --devices auto",
+    )
+
+
+def _check_model_fits(model: str, dims: int, kind: str) -> None:
+    if dims == 2 and kind == "video":
+        raise ModelError(
+            f"model '{model}' is 2D but the dataset holds video clips",
+            hint="use a 3D model such as c3d_small or framewise2d",
+        )
+    if dims == 3 and kind == "image":
+        raise ModelError(
+            f"model '{model}' is 3D but the dataset holds images",
+            hint="use a 2D model such as simplecnn or lenet5",
+        )
+
+
+# ---------------------------------------------------------------------------
+# evaluation of the best checkpoint (plain loop: rank 0, no Lightning needed)
+# ---------------------------------------------------------------------------
+
+
+def evaluate_split(model: Any, data: Any, batch_size: int, input_spec: Any, device: str):
+    """(accuracy, mean loss) of ``model`` over a TensorSplit or file Dataset."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    from cnnkit.data.folders import collate_skipping
+    from cnnkit.data.memory import InMemoryBatches, TensorSplit
+    from cnnkit.data.preprocess import normalize
+
+    if isinstance(data, TensorSplit):
+        batches = InMemoryBatches(data, batch_size, shuffle=False, train=False)
+    else:
+        batches = DataLoader(data, batch_size=batch_size, collate_fn=collate_skipping)
+    model = model.to(device).eval()
+    correct, total, loss_sum = 0, 0, 0.0
+    with torch.inference_mode():
+        for x, y in batches:
+            if len(y) == 0:
+                continue
+            x = normalize(x.to(device), input_spec.mean, input_spec.std)
+            logits = model(x).float()
+            y = y.to(device)
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            total += len(y)
+    return correct / max(total, 1), loss_sum / max(total, 1)
+
+
+# ---------------------------------------------------------------------------
+# fit
+# ---------------------------------------------------------------------------
+
+
+def _quiet_lightning() -> None:
+    # Lightning's "GPU available: False" banner and advice lines are noise in a CLI.
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*torch.use_deterministic_algorithms.*")
+    for message in (
+        ".*Experiment logs directory.*exists and is not empty.*",  # the run folder is new
+        ".*LeafSpec.*",
+        ".*smaller than the logging interval.*",
+        ".*overridden `on_after_batch_transfer`.*",
+    ):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def fit(cfg: TrainConfig) -> dict[str, Any] | None:
+    """Train per ``cfg``; return the summary (rank 0) or None (other DDP ranks)."""
+
+    from cnnkit.data.augment import BatchAugment
+    from cnnkit.data.datamodule import ClassifierDataModule
+    from cnnkit.data.registry import DatasetRequest, load_dataset, memory_budget_from_env
+    from cnnkit.device import resolve_device
+    from cnnkit.models.registry import create_model, get_model_spec
+
+    _quiet_lightning()
+    child_run_dir = os.environ.get(RUN_DIR_ENV)
+    is_child = bool(child_run_dir) and os.environ.get("LOCAL_RANK", "0") != "0"
+
+    device = resolve_device(cfg.device)
+    kind = _data_kind(cfg.dataset)
+    model_name = cfg.model or DEFAULTS[kind]["model"]
+    defaults = {**DEFAULTS[kind], **MODEL_DEFAULTS.get(model_name, {})}
+    spec = get_model_spec(model_name)
+    _check_model_fits(model_name, spec.dims, kind)
+    if not is_child:
+        console.info(f"device: {device.accelerator} ({device.reason})")
+    epochs = cfg.epochs or defaults["epochs"]
+    batch_size = cfg.batch_size or defaults["batch_size"]
+    lr = cfg.lr or defaults["lr"]
+    for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
+        if value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value}", hint=f"e.g. {flag} 10")
+
+    request = DatasetRequest(
+        name=cfg.dataset,
+        data_dir=cfg.data_dir,
+        img_size=cfg.img_size,
+        frames=cfg.frames,
+        val_split=cfg.val_split,
+        seed=cfg.seed,
+        limit=cfg.limit,
+        default_size=tuple(spec.default_input_size[-2:]),
+        default_frames=spec.default_input_size[1] if spec.dims == 3 else 8,
+        memory_budget=memory_budget_from_env(),
+    )
+    data = load_dataset(request)
+    if not is_child:
+        sizes = ", ".join(f"{k} {v}" for k, v in data.sizes().items())
+        where = "in memory" if data.in_memory else "decoded from files"
+        console.info(f"data: {data.name}, {len(data.classes)} classes, {sizes} ({where})")
+
+    import lightning as L
+
+    # Seed before the model is built: its initial weights come from the global RNG.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model_args: dict[str, Any] = {"pretrained": True} if cfg.pretrained else {}
+    try:
+        model = create_model(
+            model_name,
+            num_classes=data.num_classes,
+            in_channels=data.input.channels,
+            input_size=data.input.shape(),
+            **model_args,
+        )
+    except ModelError as exc:
+        if cfg.pretrained:
+            raise ModelError(
+                f"model '{model_name}' has no pretrained weights in cnnkit",
+                hint="leave out --pretrained (nothing is downloaded)",
+            ) from exc
+        raise
+    resumed = None
+    if cfg.resume:
+        resumed = _check_resume(cfg.resume, model_name, data.classes)
+
+    options = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": cfg.optimizer,
+        "weight_decay": cfg.weight_decay,
+        "schedule": cfg.schedule,
+        "label_smoothing": cfg.label_smoothing,
+        "augment": cfg.augment,
+        "hflip": bool(cfg.augment and data.hflip),
+        "val_split": cfg.val_split,
+        "limit": cfg.limit,
+    }
+    hparams = {
+        "model_name": model_name,
+        "model_args": model_args,
+        "classes": list(data.classes),
+        "input": data.input.to_dict(),
+        "dataset": data.name,
+        "data_kind": data.kind,
+        "cnnkit_version": __version__,
+        "seed": cfg.seed,
+        "options": options,
+    }
+
+    if is_child:
+        run_dir = Path(child_run_dir)
+    else:
+        run_dir = new_run_dir(cfg.out, cfg.name)
+        resolved = {
+            **asdict(cfg),
+            "model": model_name,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "device_resolved": device.torch_device,
+            "device_reason": device.reason,
+            "data": {
+                "name": data.name,
+                "kind": data.kind,
+                "sizes": data.sizes(),
+                "in_memory": data.in_memory,
+            },
+            "input": data.input.to_dict(),
+            "classes": list(data.classes),
+            "resumed_from": str(resumed) if resumed else None,
+            "command_line": " ".join(cfg.command_line),
+        }
+        write_config(run_dir, resolved)
+        console.info(f"run folder: {run_dir}")
+
+    from cnnkit.training.module import ClassifierModule
+    from cnnkit.training.trainer import TrainerOptions, build_trainer
+
+    augment = None
+    if cfg.augment:
+        augment = BatchAugment(hflip=data.hflip)
+    module = ClassifierModule(
+        model,
+        num_classes=data.num_classes,
+        mean=data.input.mean,
+        std=data.input.std,
+        lr=lr,
+        optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
+        schedule=cfg.schedule,
+        label_smoothing=cfg.label_smoothing,
+        augment=augment,
+        hparams=hparams,
+    )
+    devices = _parse_devices(cfg.devices)
+    if device.index is not None:
+        devices = [device.index]
+    trainer = build_trainer(
+        run_dir,
+        TrainerOptions(
+            accelerator=device.accelerator,
+            devices=devices,
+            num_nodes=cfg.num_nodes,
+            strategy=cfg.strategy,
+            precision=cfg.precision,
+            max_epochs=epochs,
+            patience=cfg.patience,
+            progress=console.progress_enabled(),
+            limit_batches=cfg.limit_batches,
+        ),
+    )
+    datamodule = ClassifierDataModule(data, batch_size, workers=cfg.workers, seed=cfg.seed)
+
+    os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP ranks started from here share the folder
+    try:
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
+        train_seconds = time.perf_counter() - start
+    finally:
+        if not is_child:
+            os.environ.pop(RUN_DIR_ENV, None)
+    if not trainer.is_global_zero:
+        return None
+    return _finish(trainer, module, data, run_dir, device, batch_size, train_seconds)
+
+
+def _check_resume(path: str, model_name: str, classes: list[str]) -> Path:
+    """Refuse a --resume checkpoint that is unsafe or does not match this run."""
+    from cnnkit.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)  # weights_only=True: refuses files that need code
+    if ckpt.model_name != model_name:
+        raise CheckpointError(
+            f"--resume {path} holds model '{ckpt.model_name}', not '{model_name}'",
+            hint=f"add --model {ckpt.model_name}",
+        )
+    if ckpt.classes != list(classes):
+        raise CheckpointError(
+            f"--resume {path} was trained on other classes ({len(ckpt.classes)})",
+            hint=f"use its dataset: --dataset {ckpt.dataset}",
+        )
+    return ckpt.path
+
+
+def _finish(trainer, module, data, run_dir: Path, device, batch_size: int, train_seconds: float):
+    """Evaluate the best checkpoint, write summary.json, return the summary."""
+    import torch
+
+    from cnnkit.checkpoint import load_checkpoint
+    from cnnkit.io.atomic import atomic_write_text
+
+    ckpt_cb = trainer.checkpoint_callback
+    best = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    model = module.model
+    if best is not None and best.is_file():
+        model.load_state_dict(load_checkpoint(best).state_dict)
+    eval_device = device.torch_device if torch.device(device.torch_device).type != "mps" else "mps"
+    metrics: dict[str, Any] = {}
+    for split in ("val", "test"):
+        if split in data.splits:
+            acc, loss = evaluate_split(
+                model, data.splits[split], batch_size, data.input, eval_device
+            )
+            metrics[f"{split}_acc"] = round(acc, 6)
+            metrics[f"{split}_loss"] = round(loss, 6)
+    samples = module.samples_seen * trainer.world_size
+    summary = {
+        "run_dir": str(run_dir),
+        "best_checkpoint": str(best) if best else None,
+        "last_checkpoint": str(last) if last.is_file() else None,
+        "device": device.torch_device,
+        "epochs": int(trainer.current_epoch),
+        "train_seconds": round(train_seconds, 3),
+        "images_per_second": round(samples / train_seconds, 1) if train_seconds > 0 else None,
+        "metrics": metrics,
+    }
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary

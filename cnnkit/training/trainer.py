@@ -1,0 +1,84 @@
+"""The Trainer factory: callbacks, loggers and device flags in one place.
+
+Checkpoints go to ``<run>/checkpoints/best.ckpt`` (best val_acc) and
+``last.ckpt``; metrics to ``<run>/metrics.csv`` (always) and TensorBoard
+events under ``<run>/tensorboard`` when tensorboard is installed. A rich
+progress bar only when stderr is a terminal, so logs from batch jobs stay clean.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+
+@dataclass(frozen=True)
+class TrainerOptions:
+    """Flags passed through to Lightning (``devices`` may be an int, "auto" or "0,1")."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str | None = None
+    max_epochs: int = 10
+    patience: int | None = None
+    progress: bool = False
+    deterministic: bool = True
+    limit_batches: float | int | None = None  # tests: fewer batches per epoch
+
+
+def tensorboard_available() -> bool:
+    return any(importlib.util.find_spec(m) is not None for m in ("tensorboard", "tensorboardX"))
+
+
+def build_trainer(run_dir: str | Path, options: TrainerOptions) -> L.Trainer:
+    """A Trainer writing checkpoints and logs into ``run_dir``."""
+    run_dir = Path(run_dir)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val_acc",
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,  # best.ckpt is replaced in place, never best-v1.ckpt
+    )
+    callbacks: list[Any] = [checkpoint]
+    if options.patience:
+        callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=options.patience))
+    if options.progress:
+        callbacks.append(RichProgressBar(leave=True))
+    # name="" and version="" put metrics.csv directly in the run folder.
+    loggers: list[Any] = [CSVLogger(run_dir, name="", version="")]
+    if tensorboard_available():
+        loggers.append(
+            TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False)
+        )
+    limit = options.limit_batches
+    return L.Trainer(
+        default_root_dir=run_dir,
+        accelerator=options.accelerator,
+        devices=options.devices,
+        num_nodes=options.num_nodes,
+        strategy=options.strategy,
+        precision=options.precision,
+        max_epochs=options.max_epochs,
+        callbacks=callbacks,
+        logger=loggers,
+        enable_progress_bar=options.progress,
+        enable_model_summary=False,
+        # "warn" keeps CUDA runs alive where an op has no deterministic kernel.
+        deterministic="warn" if options.deterministic else False,
+        log_every_n_steps=50,
+        num_sanity_val_steps=0,
+        limit_train_batches=limit,
+        limit_val_batches=limit,
+    )

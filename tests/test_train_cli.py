@@ -1,0 +1,201 @@
+"""`cnnkit train` wiring (fit patched) and a few real runs in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import cnnkit.training.fit as fit_module
+from cnnkit.cli import app
+from cnnkit.errors import DeviceError, ModelError
+from tests.media import make_image_folder
+
+SUMMARY = {
+    "run_dir": "runs/train",
+    "best_checkpoint": "b.ckpt",
+    "last_checkpoint": "l.ckpt",
+    "device": "cpu",
+    "epochs": 1,
+    "train_seconds": 1.0,
+    "images_per_second": 10.0,
+    "metrics": {"val_acc": 0.5, "val_loss": 1.0},
+}
+
+
+def _cnnkit(*args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("CNNKIT_RUN_DIR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "cnnkit", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_options_reach_fit_and_json_is_one_document(monkeypatch):
+    seen = {}
+
+    def fake_fit(cfg):
+        seen["cfg"] = cfg
+        return SUMMARY
+
+    monkeypatch.setattr(fit_module, "fit", fake_fit)
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--model",
+            "lenet5",
+            "--epochs",
+            "5",
+            "--batch-size",
+            "64",
+            "--lr",
+            "0.01",
+            "--optimizer",
+            "sgd",
+            "--schedule",
+            "onecycle",
+            "--no-augment",
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--precision",
+            "16-mixed",
+            "--patience",
+            "3",
+            "--name",
+            "digits",
+            "--data-dir",
+            "/data",
+            "--label-smoothing",
+            "0.1",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == SUMMARY
+    cfg = seen["cfg"]
+    assert (cfg.dataset, cfg.model, cfg.epochs, cfg.batch_size, cfg.lr) == (
+        "mnist",
+        "lenet5",
+        5,
+        64,
+        0.01,
+    )
+    assert (cfg.optimizer, cfg.schedule, cfg.augment) == ("sgd", "onecycle", False)
+    assert (cfg.devices, cfg.strategy, cfg.precision, cfg.patience) == ("2", "ddp", "16-mixed", 3)
+    assert (cfg.name, cfg.data_dir, cfg.label_smoothing) == ("digits", "/data", 0.1)
+
+
+def test_human_output_names_the_run(monkeypatch):
+    monkeypatch.setattr(fit_module, "fit", lambda cfg: SUMMARY)
+    result = CliRunner().invoke(app, ["train", "--quiet"])
+    assert result.exit_code == 0
+    assert "runs/train: val_acc 0.5000" in result.stdout and "b.ckpt" in result.stdout
+
+
+def test_bad_choices_are_usage_errors():
+    result = CliRunner().invoke(app, ["train", "--optimizer", "lbfgs"])
+    assert result.exit_code == 2
+    result = CliRunner().invoke(app, ["train", "--epochs", "0"])
+    assert result.exit_code == 2
+
+
+def test_user_error_exits_1_with_a_hint(tmp_path):
+    result = _cnnkit("train", "--dataset", "shapez", "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error:") and "did you mean 'shapes'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_model_and_missing_gpu_raise_user_errors(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["train", "--model", "lenet", "--device", "cpu"])
+    assert isinstance(result.exception, ModelError) and "lenet5" in result.exception.hint
+    if not torch.cuda.is_available():
+        result = CliRunner().invoke(app, ["train", "--device", "cuda"])
+        assert isinstance(result.exception, DeviceError)
+        assert "no CUDA GPU" in result.exception.message
+    assert not (tmp_path / "runs").exists()
+
+
+def test_real_run_json(tmp_path, monkeypatch):
+    make_image_folder(tmp_path / "data", ["a", "b"], per_class=8, h=8, w=8)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--dataset",
+            "data",
+            "--img-size",
+            "8",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--json",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert set(summary) >= {
+        "run_dir",
+        "best_checkpoint",
+        "last_checkpoint",
+        "device",
+        "epochs",
+        "train_seconds",
+        "images_per_second",
+        "metrics",
+    }
+    assert Path(tmp_path, summary["best_checkpoint"]).is_file()
+    config = (tmp_path / "runs" / "train" / "config.yaml").read_text()
+    assert "img_size: 8" in config and "command_line:" in config
+
+
+def test_ddp_on_two_cpu_processes(tmp_path):
+    make_image_folder(tmp_path / "data", ["a", "b"], per_class=8, h=8, w=8)
+    result = _cnnkit(
+        "train",
+        "--dataset",
+        "data",
+        "--img-size",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--json",
+        cwd=tmp_path,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)  # exactly one JSON document: only rank 0 reports
+    assert summary["run_dir"] == str(Path("runs") / "train")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["train"]
+    assert Path(tmp_path, summary["last_checkpoint"]).is_file()

@@ -1,0 +1,159 @@
+"""Training core: ClassifierModule, run folders, devices, determinism."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import lightning as L
+import pytest
+import torch
+
+from cnnkit.data.datamodule import ClassifierDataModule
+from cnnkit.data.registry import DatasetRequest, load_dataset
+from cnnkit.device import resolve_device
+from cnnkit.errors import DeviceError, InputError, ModelError
+from cnnkit.models.registry import create_model
+from cnnkit.training.fit import TrainConfig, fit, new_run_dir
+from cnnkit.training.module import ClassifierModule
+from tests.media import make_image_folder
+
+
+def tiny_config(tmp_path, **kw) -> TrainConfig:
+    base = dict(
+        dataset="shapes",
+        model="simplecnn",
+        epochs=1,
+        batch_size=16,
+        limit=32,
+        img_size=12,
+        device="cpu",
+        out=str(tmp_path / "runs"),
+        seed=7,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_module_normalises_uint8_batches_and_learns_a_step(tmp_path):
+    data = load_dataset(DatasetRequest("shapes", limit=32, img_size=12))
+    model = create_model("simplecnn", num_classes=6, in_channels=3, input_size=(3, 12, 12))
+    module = ClassifierModule(
+        model,
+        num_classes=6,
+        mean=data.input.mean,
+        std=data.input.std,
+        hparams={"model_name": "simplecnn"},
+    )
+    x, y = module.on_after_batch_transfer(
+        (data.splits["train"].x[:8], data.splits["train"].y[:8]), 0
+    )
+    assert x.dtype == torch.float32 and abs(float(x.mean())) < 1.0
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        fast_dev_run=True,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        logger=False,
+    )
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer.fit(module, datamodule=ClassifierDataModule(data, batch_size=8))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert module.samples_seen == 8
+
+
+@pytest.mark.parametrize("optimizer,schedule", [("sgd", "onecycle"), ("adam", "none")])
+def test_optimizers_and_schedules_build(optimizer, schedule, tmp_path):
+    model = create_model("simplecnn", num_classes=6, in_channels=3)
+    module = ClassifierModule(
+        model, num_classes=6, mean=[0.5] * 3, std=[0.2] * 3, optimizer=optimizer, schedule=schedule
+    )
+    data = load_dataset(DatasetRequest("shapes", limit=16, img_size=8))
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        fast_dev_run=True,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        logger=False,
+    )
+    trainer.fit(module, datamodule=ClassifierDataModule(data, batch_size=8))
+    opt = trainer.optimizers[0]
+    assert type(opt).__name__.lower() == optimizer
+    if optimizer == "sgd":
+        assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+
+
+def test_fit_writes_the_run_folder_and_summary(tmp_path):
+    summary = fit(tiny_config(tmp_path))
+    run = tmp_path / "runs" / "train"
+    assert summary["run_dir"] == str(run)
+    for name in (
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "metrics.csv",
+        "config.yaml",
+        "summary.json",
+    ):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "summary.json").read_text()) == summary
+    assert set(summary["metrics"]) == {"val_acc", "val_loss", "test_acc", "test_loss"}
+    assert summary["epochs"] == 1 and summary["images_per_second"] > 0
+    config = (run / "config.yaml").read_text()
+    assert "batch_size: 16" in config and "model: simplecnn" in config
+    # A second run never overwrites the first.
+    assert fit(tiny_config(tmp_path))["run_dir"] == str(tmp_path / "runs" / "train-2")
+
+
+def test_same_seed_same_flags_same_metrics(tmp_path):
+    a = fit(tiny_config(tmp_path, epochs=2, name="a"))
+    b = fit(tiny_config(tmp_path, epochs=2, name="b"))
+    c = fit(tiny_config(tmp_path, epochs=2, name="c", seed=8))
+    assert a["metrics"] == b["metrics"]
+    rows = [list(csv.reader(open(f"{r['run_dir']}/metrics.csv"))) for r in (a, b)]
+    assert rows[0] == rows[1]
+    assert c["metrics"] != a["metrics"]
+
+
+def test_explicit_existing_name_is_refused(tmp_path):
+    new_run_dir(tmp_path, "exp")
+    with pytest.raises(InputError) as err:
+        new_run_dir(tmp_path, "exp")
+    assert "exists" in err.value.message and "--name" in err.value.hint
+    assert new_run_dir(tmp_path, None).name == "train"
+    assert new_run_dir(tmp_path, None).name == "train-2"
+
+
+def test_model_and_data_dimensions_must_agree(tmp_path):
+    with pytest.raises(ModelError) as err:
+        fit(tiny_config(tmp_path, model="c3d_small"))
+    assert "images" in err.value.message
+
+
+def test_folder_dataset_trains(tmp_path):
+    make_image_folder(tmp_path / "data", ["red", "blue"], per_class=8, h=8, w=8)
+    summary = fit(tiny_config(tmp_path, dataset=str(tmp_path / "data"), img_size=8, val_split=0.25))
+    assert "test_acc" not in summary["metrics"] and 0 <= summary["metrics"]["val_acc"] <= 1
+
+
+def test_device_auto_is_cpu_here_and_cuda_is_refused():
+    if torch.cuda.is_available():
+        pytest.skip("this check is for machines without a GPU")
+    choice = resolve_device("auto")
+    assert choice.accelerator in ("cpu", "mps") and choice.reason
+    with pytest.raises(DeviceError) as err:
+        resolve_device("cuda")
+    assert "cpu" in err.value.hint
+    with pytest.raises(DeviceError):
+        resolve_device("tpu")
+    assert resolve_device("cpu").torch_device == "cpu"
+
+
+def test_device_module_does_not_import_lightning():
+    code = (
+        "import sys, cnnkit.device as d, cnnkit.data.describe; d.resolve_device('cpu'); "
+        "print('lightning' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
