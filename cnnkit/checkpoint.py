@@ -9,6 +9,7 @@ that would need arbitrary unpickling is refused instead of executed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,31 +49,22 @@ def _refuse(path: Path, why: str) -> CheckpointError:
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> LoadedCheckpoint:
     """Read a cnnkit checkpoint safely (weights_only=True) and check its contents."""
-    import pickle
-
-    import torch
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist", hint="train one with `cnnkit train`"
         )
-    try:
-        raw = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # weights_only refused a global: loading would have run code from the file.
-        raise _refuse(path, str(exc).splitlines()[0][:200]) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise _refuse(path, f"unreadable: {exc}".splitlines()[0][:200]) from exc
-    if not isinstance(raw, dict) or "state_dict" not in raw:
+    raw = _load_weights_only(path, map_location)
+    if not isinstance(raw, dict) or not isinstance(raw.get("state_dict"), dict):
         raise _refuse(path, "no state_dict")
     hp = raw.get("hyper_parameters")
     if not isinstance(hp, dict) or "model_name" not in hp or "classes" not in hp:
         raise _refuse(path, "no cnnkit hyper_parameters")
+    _check_hparams(path, hp)
     state = {
         k[len(_MODEL_PREFIX) :]: v
         for k, v in raw["state_dict"].items()
-        if k.startswith(_MODEL_PREFIX)
+        if isinstance(k, str) and k.startswith(_MODEL_PREFIX)
     }
     if not state:
         raise _refuse(path, "no model weights")
@@ -89,6 +81,64 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> LoadedCheckp
         state_dict=state,
         hparams=dict(hp),
     )
+
+
+def _load_weights_only(path: Path, map_location: Any) -> Any:
+    """``torch.load(weights_only=True)``, every way it can fail turned into a CheckpointError.
+
+    Truncated, foreign and garbage files fail deep inside torch's zip reader
+    or its restricted unpickler with a zoo of exception types; each one named
+    here is one that a damaged file was seen to raise.
+    """
+    import pickle
+    import struct
+    import warnings
+    import zipfile
+
+    import torch
+
+    if path.stat().st_size == 0:
+        raise _refuse(path, "the file is empty")
+    try:
+        with warnings.catch_warnings():
+            # Foreign pickles draw a UserWarning about their protocol before being refused.
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refused a global: loading would have run code from the file.
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        why = f"it would call {found.group(1)}" if found else "not a weights-only pickle"
+        raise _refuse(path, why) from None
+    except KeyError:
+        # The restricted unpickler meets a byte that is no pickle opcode it knows.
+        raise _refuse(path, "damaged, truncated or not a torch file") from None
+    except (RuntimeError, EOFError, struct.error, zipfile.BadZipFile) as exc:
+        raise _refuse(path, f"damaged, truncated or not a torch file: {_first_line(exc)}") from None
+    except (ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        raise _refuse(path, f"damaged, truncated or not a torch file: {_first_line(exc)}") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """A short, readable reason: torch's zip errors run to several lines of advice."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)
+    text = text.split(". This is an internal miniz error")[0]
+    return (text[:120] or type(exc).__name__).rstrip(".")
+
+
+def _check_hparams(path: Path, hp: dict[str, Any]) -> None:
+    """Refuse hyper_parameters whose types cnnkit could not rebuild a model from."""
+    classes = hp["classes"]
+    if not isinstance(classes, (list, tuple)) or not classes:
+        raise _refuse(path, "'classes' is not a list of class names")
+    for key in ("model_args", "input", "metrics"):
+        if hp.get(key) is not None and not isinstance(hp[key], dict):
+            raise _refuse(path, f"'{key}' is not a mapping")
+    if not isinstance(hp["model_name"], str):
+        raise _refuse(path, "'model_name' is not a name")
 
 
 def _metrics_from_callbacks(raw: dict[str, Any]) -> dict[str, Any]:
@@ -114,16 +164,25 @@ def build_model(ckpt: LoadedCheckpoint) -> Any:
     input_size = None
     if size:
         input_size = (channels, *([frames] if frames else []), *size)
-    model = create_model(
-        ckpt.model_name,
-        num_classes=len(ckpt.classes),
-        in_channels=channels,
-        input_size=input_size,
-        **ckpt.model_args,
-    )
+    try:
+        model = create_model(
+            ckpt.model_name,
+            num_classes=len(ckpt.classes),
+            in_channels=channels,
+            input_size=input_size,
+            **ckpt.model_args,
+        )
+    except (TypeError, ValueError) as exc:
+        # Arguments the model does not take: a foreign or hand-edited checkpoint.
+        raise CheckpointError(
+            f"{ckpt.path} describes a '{ckpt.model_name}' model cnnkit cannot build ({exc})",
+            hint="the checkpoint was written by an incompatible cnnkit version",
+        ) from None
     try:
         model.load_state_dict(ckpt.state_dict)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        # RuntimeError lists missing/unexpected keys and shape mismatches; the others
+        # come from values that are not tensors.
         raise CheckpointError(
             f"weights in {ckpt.path} do not fit model '{ckpt.model_name}'",
             hint="the checkpoint was written by an incompatible cnnkit version",

@@ -9,6 +9,7 @@ import Lightning, so eval and predict can use it.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -54,8 +55,10 @@ def resolve_device(requested: str = "auto") -> DeviceChoice:
     name = (requested or "auto").strip().lower()
     match = _DEVICE_RE.match(name)
     if not match:
+        close = difflib.get_close_matches(name, ["auto", "cpu", "cuda", "mps"], n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
         raise DeviceError(
-            f"unknown device '{requested}'", hint="use auto, cpu, cuda, cuda:N or mps"
+            f"unknown device '{requested}'", hint=hint + "use auto, cpu, cuda, cuda:N or mps"
         )
     if name == "auto":
         if torch.cuda.is_available():

@@ -161,15 +161,31 @@ _gradient("scharr", "Scharr", [[-3, 0, 3], [-10, 0, 10], [-3, 0, 3]])
 _gradient("prewitt", "Prewitt", [[-1, 0, 1], [-1, 0, 1], [-1, 0, 1]])
 
 
-def _size(value: float, what: str = "size") -> int:
+# Checked before the weights are built: box:100001 would ask for 80 GB before the
+# MAX_KERNEL_WEIGHTS check could see it. N×N and N×N×N stay within that budget.
+_MAX_SIZE_2D = 1000
+_MAX_SIZE_3D = 100
+
+
+def _size(value: float, what: str = "size", limit: int = _MAX_SIZE_2D) -> int:
     if value != int(value) or value < 1:
-        raise KernelError(f"kernel {what} must be a whole number >= 1, got {value:g}")
+        raise KernelError(
+            f"kernel {what} must be a whole number >= 1, got {value:g}",
+            hint="e.g. box:5 or gaussian:7,1.5",
+        )
+    if value > limit:
+        raise KernelError(
+            f"kernel {what} {value:g} is too large (at most {limit})",
+            hint=f"kernels hold at most {MAX_KERNEL_WEIGHTS:,} weights",
+        )
     return int(value)
 
 
 def _sigma(value: float, size: int) -> float:
     if value < 0:
-        raise KernelError(f"gaussian sigma must be >= 0, got {value:g}")
+        raise KernelError(
+            f"gaussian sigma must be >= 0, got {value:g}", hint="0 picks it from the size"
+        )
     # sigma 0 means "pick from the size", with OpenCV's getGaussianKernel rule.
     return value if value > 0 else 0.3 * ((size - 1) * 0.5 - 1) + 0.8
 
@@ -222,7 +238,7 @@ def _temporal_diff():
 
 @_register("box3d", 3, "mean of an N×N×N space-time window", params=("size",), defaults=(3,))
 def _box3d(size: float = 3):
-    n = _size(size)
+    n = _size(size, limit=_MAX_SIZE_3D)
     return (np.full((n, n, n), 1.0 / n**3),), None
 
 
@@ -231,7 +247,7 @@ def _box3d(size: float = 3):
     (3, 1.0),
 )  # fmt: skip
 def _gaussian3d(size: float = 3, sigma: float = 1.0):
-    n = _size(size)
+    n = _size(size, limit=_MAX_SIZE_3D)
     g = _gauss1d(n, _sigma(sigma, n))
     return (np.einsum("i,j,k->ijk", g, g, g),), None
 
@@ -314,7 +330,7 @@ def parse_kernel(spec: str) -> Kernel:
     if spec is None or not str(spec).strip():
         raise KernelError("empty kernel spec", hint="give a name such as 'sobel' or rows '1,0,-1'")
     spec = str(spec).strip()
-    if spec.lower().endswith(KERNEL_FILE_EXTENSIONS) or Path(spec).is_file():
+    if spec.lower().endswith(KERNEL_FILE_EXTENSIONS) or _is_file(spec):
         return load_kernel_file(spec)
     match = _NAME.match(spec)
     if match:
@@ -323,6 +339,14 @@ def parse_kernel(spec: str) -> Kernel:
         return named_kernel(name, values)
     slices = [_parse_rows(part, spec) for part in spec.split("|")]
     return _from_slices(slices, "custom", spec)
+
+
+def _is_file(spec: str) -> bool:
+    """Whether ``spec`` names an existing file; a long inline kernel is no file name."""
+    try:
+        return Path(spec).is_file()
+    except OSError:  # ENAMETOOLONG: is_file() only swallows "does not exist" errors
+        return False
 
 
 def _parse_number(token: str, where: str) -> float:

@@ -42,6 +42,10 @@ PIXEL_BLOCK = 8  # the raw-value block shown for images: 8x8 pixels around the c
 # ---------------------------------------------------------------------------
 
 
+# 3×4096×4096 or 3×64×512×512: enough for any model summary, and it fits in memory.
+_MAX_INPUT_VALUES = 3 * 4096 * 4096
+
+
 def parse_input_size(text: str) -> tuple[int, ...]:
     """'1x28x28' -> (1, 28, 28); '3x16x112x112' -> (3, 16, 112, 112). Also accepts '×' and ','."""
     parts = text.lower().replace("×", "x").replace(",", "x").split("x")
@@ -53,6 +57,12 @@ def parse_input_size(text: str) -> tuple[int, ...]:
         raise InputError(
             f"cannot read input size '{text}'",
             hint="give CxHxW for images (e.g. 1x28x28) or CxTxHxW for clips (e.g. 3x16x112x112)",
+        )
+    if math.prod(values) > _MAX_INPUT_VALUES:
+        # A dummy input this large would fail inside torch's allocator with a traceback.
+        raise InputError(
+            f"input size '{text}' is too large to inspect ({math.prod(values):,} values)",
+            hint=f"use at most {_MAX_INPUT_VALUES:,} values, e.g. 3x1024x1024",
         )
     return values
 

@@ -74,7 +74,9 @@ def _open(name: str, root: Path, train: bool):
     root.mkdir(parents=True, exist_ok=True)
     try:
         return cls(str(root), download=True, **kwargs)
-    except Exception as exc:  # network errors come as URLError, OSError, RuntimeError...
+    except (OSError, RuntimeError, ValueError, EOFError) as exc:
+        # URLError/HTTPError/timeouts are OSErrors; torchvision's failed checksum is a
+        # RuntimeError; a damaged archive a ValueError or EOFError.
         files = "\n  ".join(str(p) for p in expected_files(name, root))
         raise DatasetError(
             f"dataset '{name}' is not in {root} and could not be downloaded ({exc})",
