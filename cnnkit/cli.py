@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -1002,19 +1004,78 @@ def _render_dataset(s: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM.
+
+    A KeyboardInterrupt, so that everything that cleans up on Ctrl-C (atomic
+    outputs remove their temporary file, Lightning shuts down, generators
+    close) does the same on ``kill``; main() then exits 143 instead of 130.
+    """
+
+
+_received: dict[str, int | None] = {"signal": None}
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    _received["signal"] = signum
+    raise Terminated
+
+
+def _flush_stdout() -> None:
+    """Push out what was already printed; a reader that went away is not an error here."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass  # closed pipe or closed stream: nothing left to deliver it to
+
+
+def _stopped(code: int) -> None:
+    """Report an interruption on stderr and exit 130 (SIGINT) or 143 (SIGTERM)."""
+    _flush_stdout()
+    if _received["signal"] == signal.SIGTERM:
+        code = 128 + signal.SIGTERM
+    word = "terminated" if code == 128 + signal.SIGTERM else "interrupted"
+    try:
+        sys.stderr.write(f"{word}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr is gone too: the exit status still tells
+    sys.exit(code)
+
+
 def main() -> None:
-    """Console-script entry: run the app, turning CnnkitError into ``error:`` + exit 1."""
+    """Console-script entry: run the app, turning CnnkitError into ``error:`` + exit 1.
+
+    Ctrl-C exits 130 and SIGTERM 143 (128 + signal number, as shells report a
+    killed job) with one word on stderr instead of a traceback.
+    """
+    _received["signal"] = None
+    previous = signal.getsignal(signal.SIGTERM)
+    handler_set = False
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        handler_set = True
     try:
         app()
     except CnnkitError as exc:
         if os.environ.get("CNNKIT_DEBUG"):
             raise
-        sys.stdout.flush()
+        _flush_stdout()
         line = f"error: {exc.message}"
         if exc.hint:
             line += f" (hint: {exc.hint})"
         sys.stderr.write(line + "\n")
         sys.exit(1)
+    except KeyboardInterrupt:
+        # Typer turns Ctrl-C inside a command into exit 130; this is Ctrl-C outside one.
+        _stopped(130)
+    except SystemExit as exc:
+        if exc.code == 130:
+            _stopped(130)
+        raise
+    finally:
+        if handler_set:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

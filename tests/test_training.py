@@ -157,3 +157,21 @@ def test_device_module_does_not_import_lightning():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_ties_in_val_acc_go_to_the_newer_epoch(tmp_path):
+    from cnnkit.training.trainer import TieToNewerCheckpoint
+
+    cb = TieToNewerCheckpoint(dirpath=tmp_path, monitor="val_acc", mode="max", save_top_k=1)
+    cb.best_k_models = {"a.ckpt": torch.tensor(0.9)}
+    cb.kth_best_model_path = "a.ckpt"
+
+    class _Strategy:
+        @staticmethod
+        def reduce_boolean_decision(decision):
+            return decision
+
+    trainer = type("T", (), {"strategy": _Strategy()})()
+    assert cb.check_monitor_top_k(trainer, torch.tensor(0.9))
+    assert cb.check_monitor_top_k(trainer, torch.tensor(0.95))
+    assert not cb.check_monitor_top_k(trainer, torch.tensor(0.85))

@@ -18,6 +18,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from cnnkit.data.augment import BatchAugment
+from cnnkit.data.preprocess import normalize
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "onecycle", "none")
@@ -86,27 +87,13 @@ class ClassifierModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Float 0-255 (N, C, ...) -> normalised like preprocess.normalize, stats cached."""
-        cache = getattr(self, "_stats", None)
-        if cache is None or cache[0].device != x.device or cache[0].dim() != x.dim():
-            ones = [1] * (x.dim() - 2)
-            shape = (1, len(self.mean), *ones)
-            # (x/255 - m)/s == x * a + b with a = 1/(255 s), b = -m/s: one fused pass.
-            a = torch.tensor([1 / (255.0 * s) for s in self.std], device=x.device).view(shape)
-            b = torch.tensor(
-                [-m / s for m, s in zip(self.mean, self.std, strict=True)], device=x.device
-            ).view(shape)
-            self._stats = cache = (a, b)
-        return torch.addcmul(cache[1], x, cache[0])
-
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch
         if x.dtype == torch.uint8:
             x = x.float()  # still 0-255: the warp pads with 0 (black) before normalising
             if self.augment is not None and self.trainer is not None and self.trainer.training:
                 x = self.augment(x)
-            x = self._normalize(x)
+            x = normalize(x, self.mean, self.std)  # the same function eval/predict use
         return x, y
 
     def on_train_epoch_start(self) -> None:

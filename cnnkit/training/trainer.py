@@ -18,6 +18,32 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProg
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 
+class TieToNewerCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint where an equal score replaces the saved best.
+
+    Accuracy on a small validation set moves in coarse steps, so ties are
+    common, and under a decaying learning rate the newer of two equally
+    scored epochs is the better-trained one.
+    """
+
+    @property
+    def state_key(self) -> str:
+        # Stored under ModelCheckpoint's own key, so readers of the checkpoint
+        # (cnnkit.checkpoint, resume) find best_model_score where they expect it.
+        return super().state_key.replace(type(self).__name__, "ModelCheckpoint", 1)
+
+    def check_monitor_top_k(self, trainer: L.Trainer, current: Any = None) -> bool:
+        if current is None:
+            return False
+        if len(self.best_k_models) < self.save_top_k or self.save_top_k == -1:
+            return True
+        import torch
+
+        op = {"min": torch.le, "max": torch.ge}[self.mode]
+        decision = bool(op(current, self.best_k_models[self.kth_best_model_path]))
+        return trainer.strategy.reduce_boolean_decision(decision)
+
+
 @dataclass(frozen=True)
 class TrainerOptions:
     """Flags passed through to Lightning (``devices`` may be an int, "auto" or "0,1")."""
@@ -41,17 +67,25 @@ def tensorboard_available() -> bool:
 def build_trainer(run_dir: str | Path, options: TrainerOptions) -> L.Trainer:
     """A Trainer writing checkpoints and logs into ``run_dir``."""
     run_dir = Path(run_dir)
-    checkpoint = ModelCheckpoint(
+    best = TieToNewerCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
         monitor="val_acc",
         mode="max",
         save_top_k=1,
-        save_last=True,
         auto_insert_metric_name=False,
         enable_version_counter=False,  # best.ckpt is replaced in place, never best-v1.ckpt
     )
-    callbacks: list[Any] = [checkpoint]
+    # A second, unmonitored checkpoint keeps the newest epoch: Lightning 2.6's own
+    # save_last only writes last.ckpt in epochs where best.ckpt was written too.
+    last = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="last",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    callbacks: list[Any] = [best, last]
     if options.patience:
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=options.patience))
     if options.progress:
