@@ -318,6 +318,7 @@ class Schedule(str, Enum):
     "  cnnkit train --device cpu --devices 2 --strategy ddp",
 )
 def train(
+    ctx: typer.Context,
     dataset: Annotated[
         str,
         typer.Option(
@@ -361,7 +362,9 @@ def train(
     img_size: Annotated[
         int | None,
         typer.Option(
-            min=4, help="Resize inputs to N×N (default: the data's own size, or the model's)."
+            min=4,
+            max=4096,
+            help="Resize inputs to N×N (default: the data's own size, or the model's).",
         ),
     ] = None,
     frames: Annotated[
@@ -401,7 +404,10 @@ def train(
     resume: Annotated[
         Path | None,
         typer.Option(
-            exists=True, dir_okay=False, help="Continue from a checkpoint (into a new run folder)."
+            exists=True,
+            dir_okay=False,
+            help="Continue from a checkpoint (into a new run folder), with the dataset and "
+            "options it records unless given here.",
         ),
     ] = None,
     pretrained: Annotated[
@@ -419,9 +425,20 @@ def train(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a 2D or 3D CNN with Lightning; checkpoints and logs go to a new run folder."""
+    """Train a 2D or 3D CNN with Lightning; checkpoints and logs go to a new run folder.
+
+    Ctrl-C or SIGTERM saves checkpoints/last.ckpt and prints the --resume command.
+    """
     console.set_quiet(quiet)
-    from cnnkit.training.fit import TrainConfig, fit
+    from cnnkit.training.fit import TrainConfig, TrainingInterrupted, fit
+
+    # Options typed on the command line (or from the environment): with --resume,
+    # the others come from the checkpoint rather than from these defaults.
+    given = [
+        name
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+    ]
 
     cfg = TrainConfig(
         dataset=dataset,
@@ -452,8 +469,12 @@ def train(
         data_dir=str(data_dir) if data_dir else None,
         limit=limit,
         command_line=["cnnkit", *sys.argv[1:]],
+        explicit=given,
     )
-    summary = fit(cfg)
+    try:
+        summary = fit(cfg)
+    except TrainingInterrupted as stop:
+        _report_training_stopped(stop)
     if summary is None:  # a DDP worker rank: rank 0 reports
         return
     if json_:
@@ -468,6 +489,19 @@ def train(
         f"{summary['train_seconds']:.1f} s ({summary['images_per_second']:.0f} samples/s)"
     )
     typer.echo(f"best checkpoint: {summary['best_checkpoint']}")
+
+
+def _report_training_stopped(stop: Any) -> None:
+    """Say where the interrupted run's state is and how to resume it, then exit 130/143."""
+    word = "terminated" if _received["signal"] == signal.SIGTERM else "interrupted"
+    if stop.checkpoint is None:
+        note = f"{word}: at epoch {stop.epoch} step {stop.step}, before any checkpoint was saved"
+    else:
+        note = (
+            f"{word}: at epoch {stop.epoch} step {stop.step}; saved {stop.checkpoint}\n"
+            f"resume with: {stop.resume_command}"
+        )
+    _stopped(130, note)
 
 
 # ---------------------------------------------------------------------------
@@ -1029,18 +1063,25 @@ def _flush_stdout() -> None:
         pass  # closed pipe or closed stream: nothing left to deliver it to
 
 
-def _stopped(code: int) -> None:
-    """Report an interruption on stderr and exit 130 (SIGINT) or 143 (SIGTERM)."""
+class Stopped(SystemExit):
+    """The exit of an interruption already reported on stderr (main() adds nothing)."""
+
+
+def _stopped(code: int, note: str | None = None) -> None:
+    """Report an interruption on stderr and exit 130 (SIGINT) or 143 (SIGTERM).
+
+    ``note`` replaces the one word (train says where its checkpoint is).
+    """
     _flush_stdout()
     if _received["signal"] == signal.SIGTERM:
         code = 128 + signal.SIGTERM
     word = "terminated" if code == 128 + signal.SIGTERM else "interrupted"
     try:
-        sys.stderr.write(f"{word}\n")
+        sys.stderr.write(f"{note or word}\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass  # stderr is gone too: the exit status still tells
-    sys.exit(code)
+    raise Stopped(code)
 
 
 def main() -> None:
@@ -1070,7 +1111,7 @@ def main() -> None:
         # Typer turns Ctrl-C inside a command into exit 130; this is Ctrl-C outside one.
         _stopped(130)
     except SystemExit as exc:
-        if exc.code == 130:
+        if exc.code == 130 and not isinstance(exc, Stopped):
             _stopped(130)
         raise
     finally:

@@ -53,6 +53,10 @@ class DeviceError(CnnkitError):
     """A device was asked for that this machine does not have."""
 
 
+class TrainingError(CnnkitError):
+    """Training cannot go on with these settings (the loss became NaN or infinite)."""
+
+
 def close_match_hint(name: str, known: Iterable[str], what: str = "name") -> str:
     """Return "did you mean X?" for a misspelt ``name``, else the list of known names."""
     known = sorted(known)

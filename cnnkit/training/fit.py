@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
+import shlex
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit import __version__, console
-from cnnkit.errors import CheckpointError, DatasetError, InputError, ModelError
+from cnnkit.errors import CheckpointError, DatasetError, InputError, ModelError, TrainingError
 
 RUN_DIR_ENV = "CNNKIT_RUN_DIR"
 
@@ -35,6 +37,9 @@ DEFAULTS = {
 # The small classic nets learn more per epoch from more, smaller steps: LeNet-5
 # at batch 128 is at 93% on 4,000 digits after 5 epochs, at batch 64 at 97%.
 MODEL_DEFAULTS = {"lenet5": {"batch_size": 64}, "lecun1989": {"batch_size": 64}}
+MAX_IMG_SIZE = 4096  # a 4096² RGB batch of 128 is already 6 GiB of uint8
+# What `cnnkit train` sets for reproducibility; recorded in config.yaml and checkpoints.
+DETERMINISM = {"deterministic": "warn", "seed_workers": True}
 
 
 @dataclass
@@ -70,6 +75,20 @@ class TrainConfig:
     limit: int | None = None
     limit_batches: float | None = None
     command_line: list[str] = field(default_factory=list)
+    # The options given on the command line; None: all of them (calls from Python).
+    # With --resume, the others come from the checkpoint instead of the defaults.
+    explicit: list[str] | None = None
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped training; ``checkpoint`` (or None) resumes it."""
+
+    def __init__(self, checkpoint: Path | None, epoch: int, step: int, command: str) -> None:
+        super().__init__(f"training interrupted at epoch {epoch} step {step}")
+        self.checkpoint = checkpoint
+        self.epoch = epoch
+        self.step = step
+        self.resume_command = command
 
 
 # ---------------------------------------------------------------------------
@@ -154,6 +173,100 @@ def _parse_devices(devices: str) -> Any:
     )
 
 
+def validate_options(cfg: TrainConfig) -> None:
+    """Refuse out-of-range numbers before any data is read.
+
+    Typer's ranges let NaN through (every comparison with NaN is false) and
+    cannot say "above 0", so these are checked here, for Python callers too.
+    """
+
+    def bad(flag: str, value: Any, why: str, example: str) -> InputError:
+        return InputError(f"{flag} {value} {why}", hint=f"e.g. {flag} {example}")
+
+    for flag, value, example in (
+        ("--lr", cfg.lr, "0.003"),
+        ("--weight-decay", cfg.weight_decay, "0.05"),
+        ("--label-smoothing", cfg.label_smoothing, "0.1"),
+        ("--val-split", cfg.val_split, "0.1"),
+    ):
+        if value is not None and not math.isfinite(value):
+            raise bad(flag, value, "is not a finite number", example)
+    if cfg.lr is not None and cfg.lr <= 0:
+        raise bad("--lr", cfg.lr, "must be above 0", "0.003")
+    if cfg.weight_decay is not None and cfg.weight_decay < 0:
+        raise bad("--weight-decay", cfg.weight_decay, "must be 0 or more", "0.05")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise bad("--label-smoothing", cfg.label_smoothing, "must be in [0, 1)", "0.1")
+    if not 0 <= cfg.val_split < 1:
+        raise bad("--val-split", cfg.val_split, "must be in [0, 1)", "0.1")
+    for flag, value, low, example in (
+        ("--epochs", cfg.epochs, 1, "10"),
+        ("--batch-size", cfg.batch_size, 1, "64"),
+        ("--frames", cfg.frames, 1, "8"),
+        ("--workers", cfg.workers, 0, "4"),
+        ("--patience", cfg.patience, 0, "5"),
+        ("--num-nodes", cfg.num_nodes, 1, "1"),
+        ("--limit", cfg.limit, 1, "1000"),
+    ):
+        if value is not None and value < low:
+            raise bad(flag, value, f"must be at least {low}", example)
+    if cfg.img_size is not None and not 4 <= cfg.img_size <= MAX_IMG_SIZE:
+        raise bad("--img-size", cfg.img_size, f"must be between 4 and {MAX_IMG_SIZE}", "64")
+    _parse_devices(cfg.devices)
+
+
+def apply_resume_defaults(cfg: TrainConfig, hparams: dict[str, Any]) -> TrainConfig:
+    """``cfg`` with the options not given on the command line taken from the checkpoint.
+
+    ``hparams`` are the checkpoint's hyper_parameters; what they do not record
+    keeps cfg's value. Calls from Python (``explicit`` None) are used as given.
+    """
+    if cfg.explicit is None:
+        return cfg
+    options = hparams.get("options") or {}
+    recorded: dict[str, Any] = {
+        "dataset": hparams.get("dataset"),
+        "model": hparams.get("model_name"),
+        "seed": hparams.get("seed"),
+        "frames": (hparams.get("input") or {}).get("frames"),
+    }
+    size = (hparams.get("input") or {}).get("size")
+    if isinstance(size, list) and len(size) == 2 and size[0] == size[1]:
+        recorded["img_size"] = size[0]  # checkpoints from before img_size was recorded
+    for key in (
+        "epochs",
+        "batch_size",
+        "lr",
+        "optimizer",
+        "weight_decay",
+        "schedule",
+        "label_smoothing",
+        "augment",
+        "val_split",
+        "limit",
+        "img_size",
+        "data_dir",
+    ):
+        if options.get(key) is not None:
+            recorded[key] = options[key]
+    changes = {
+        k: v
+        for k, v in recorded.items()
+        if k not in cfg.explicit and v is not None and k in TrainConfig.__dataclass_fields__
+    }
+    return TrainConfig(**{**asdict(cfg), **changes})
+
+
+def _resume_command(checkpoint: Path, cfg: TrainConfig) -> str:
+    """The command line that continues an interrupted run from ``checkpoint``."""
+    words = ["cnnkit", "train", "--resume", str(checkpoint)]
+    if cfg.out != "runs":
+        words += ["--out", cfg.out]
+    if cfg.device != "auto":
+        words += ["--device", cfg.device]
+    return shlex.join(words)
+
+
 def _check_model_fits(model: str, dims: int, kind: str) -> None:
     if dims == 2 and kind == "video":
         raise ModelError(
@@ -217,6 +330,7 @@ def _quiet_lightning() -> None:
         ".*LeafSpec.*",
         ".*smaller than the logging interval.*",
         ".*overridden `on_after_batch_transfer`.*",
+        ".*The dirpath has changed from.*",  # --resume always writes to a new run folder
     ):
         warnings.filterwarnings("ignore", message=message)
 
@@ -234,6 +348,13 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     child_run_dir = os.environ.get(RUN_DIR_ENV)
     is_child = bool(child_run_dir) and os.environ.get("LOCAL_RANK", "0") != "0"
 
+    if cfg.resume:
+        from cnnkit.checkpoint import load_checkpoint
+
+        # Before anything is read: an unsafe or damaged file is refused first, and
+        # the options it records are the defaults of the resumed run.
+        cfg = apply_resume_defaults(cfg, load_checkpoint(cfg.resume).hparams)
+    validate_options(cfg)
     device = resolve_device(cfg.device)
     kind = _data_kind(cfg.dataset)
     model_name = cfg.model or DEFAULTS[kind]["model"]
@@ -303,6 +424,9 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
         "hflip": bool(cfg.augment and data.hflip),
         "val_split": cfg.val_split,
         "limit": cfg.limit,
+        "img_size": cfg.img_size,
+        "frames": cfg.frames,
+        "data_dir": cfg.data_dir,
     }
     hparams = {
         "model_name": model_name,
@@ -313,6 +437,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
         "data_kind": data.kind,
         "cnnkit_version": __version__,
         "seed": cfg.seed,
+        "determinism": dict(DETERMINISM),
         "options": options,
     }
 
@@ -321,7 +446,8 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     else:
         run_dir = new_run_dir(cfg.out, cfg.name)
         resolved = {
-            **asdict(cfg),
+            **{k: v for k, v in asdict(cfg).items() if k != "explicit"},
+            "determinism": dict(DETERMINISM),
             "model": model_name,
             "epochs": epochs,
             "batch_size": batch_size,
@@ -383,7 +509,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP ranks started from here share the folder
     try:
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
+        _run_fit(trainer, module, datamodule, cfg)
         train_seconds = time.perf_counter() - start
     finally:
         if not is_child:
@@ -391,6 +517,32 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     if not trainer.is_global_zero:
         return None
     return _finish(trainer, module, data, run_dir, device, batch_size, train_seconds)
+
+
+def _run_fit(trainer: Any, module: Any, datamodule: Any, cfg: TrainConfig) -> None:
+    """trainer.fit, with Ctrl-C/SIGTERM and a diverging loss turned into clear reports."""
+    from cnnkit.training.trainer import InterruptCheckpoint
+
+    saver = next(c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint))
+    last = saver.path
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
+    except SystemExit:
+        # Lightning 2.6 answers KeyboardInterrupt (our SIGTERM handler raises one
+        # too) with on_exception callbacks, teardown and sys.exit(1).
+        if not saver.interrupted:
+            raise
+        command = _resume_command(saver.saved, cfg) if saver.saved else ""
+        raise TrainingInterrupted(
+            saver.saved, trainer.current_epoch + 1, trainer.global_step, command
+        ) from None
+    except TrainingError as exc:
+        where = (
+            f"the last good checkpoint is {last}"
+            if last.is_file()
+            else "no checkpoint was written before it"
+        )
+        raise TrainingError(f"{exc.message}; {where}", hint=exc.hint) from None
 
 
 def _check_resume(path: str, model_name: str, classes: list[str]) -> Path:

@@ -19,9 +19,13 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from cnnkit.data.augment import BatchAugment
 from cnnkit.data.preprocess import normalize
+from cnnkit.errors import TrainingError
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "onecycle", "none")
+# On an accelerator the loss is read back (a device sync) only every this many
+# steps and before each validation; see ClassifierModule._watch_loss.
+FINITE_CHECK_EVERY = 100
 
 
 def default_weight_decay(optimizer: str) -> float:
@@ -96,6 +100,11 @@ class ClassifierModule(L.LightningModule):
             x = normalize(x, self.mean, self.std)  # the same function eval/predict use
         return x, y
 
+    def on_train_start(self) -> None:
+        # A run resumed from a checkpoint saved mid-epoch (Ctrl-C) finishes that
+        # epoch without on_train_epoch_start, so the sums must exist already.
+        self.on_train_epoch_start()
+
     def on_train_epoch_start(self) -> None:
         # Running sums kept on the device: calling self.log and a metric's
         # update on every training step costs as much as a small model's
@@ -103,6 +112,8 @@ class ClassifierModule(L.LightningModule):
         self._loss_sum = torch.zeros((), device=self.device)
         self._correct = torch.zeros((), device=self.device, dtype=torch.long)
         self._seen = 0
+        self._bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
+        self._bad_loss = torch.zeros((), device=self.device)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         # Manual optimisation: the same zero_grad/backward/step an expert's loop
@@ -116,6 +127,7 @@ class ClassifierModule(L.LightningModule):
         opt = self.optimizers()
         logits = self.model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        self._watch_loss(loss)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt.step()
@@ -127,7 +139,51 @@ class ClassifierModule(L.LightningModule):
             self._correct.add_((logits.argmax(1) == y).sum())
         return loss
 
+    def _watch_loss(self, loss: torch.Tensor) -> None:
+        """Stop with TrainingError when ``loss`` (a scalar) is NaN or infinite.
+
+        On the CPU reading the loss costs nothing, so every step is checked
+        before the optimizer step: the weights never take a NaN update. On an
+        accelerator, reading it forces a device sync that stalls the queue of
+        kernels every step (a measurable slowdown for small models), so the
+        first bad step is recorded on the device without a sync and read every
+        FINITE_CHECK_EVERY steps and before validation, which comes before any
+        epoch's checkpoint is written: a NaN model is never saved either way.
+        """
+        if loss.device.type == "cpu":
+            if not torch.isfinite(loss):
+                self._raise_not_finite(float(loss.detach()), self.global_step)
+            return
+        with torch.no_grad():
+            first = (self._bad_step < 0) & ~torch.isfinite(loss)
+            self._bad_step.copy_(torch.where(first, self.global_step, self._bad_step))
+            self._bad_loss.copy_(torch.where(first, loss.detach().float(), self._bad_loss))
+        if (self.global_step + 1) % FINITE_CHECK_EVERY == 0:
+            self.check_loss_finite()
+
+    def diverged(self) -> bool:
+        """True when a NaN or infinite loss was seen and not yet reported (one sync)."""
+        bad_step = getattr(self, "_bad_step", None)
+        return bad_step is not None and int(bad_step) >= 0
+
+    def check_loss_finite(self) -> None:
+        """Raise TrainingError if a NaN or infinite loss was recorded on the device."""
+        if self.diverged():
+            self._raise_not_finite(float(self._bad_loss), int(self._bad_step))
+
+    def _raise_not_finite(self, value: float, step: int) -> None:
+        word = "nan" if value != value else "inf"
+        raise TrainingError(
+            f"the loss became {word} at epoch {self.current_epoch + 1} step {step + 1}",
+            hint=f"lower --lr (it is {self.lr:g}), e.g. --lr {self.lr / 10:g}",
+        )
+
+    def on_validation_start(self) -> None:
+        # Before validation, hence before this epoch's checkpoints are written.
+        self.check_loss_finite()
+
     def on_train_epoch_end(self) -> None:
+        self.check_loss_finite()
         if self._seen > 0:
             self.log("train_loss", float(self._loss_sum) / self._seen, sync_dist=True)
             self.log("train_acc", float(self._correct) / self._seen, sync_dist=True)

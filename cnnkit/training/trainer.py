@@ -9,12 +9,13 @@ progress bar only when stderr is a terminal, so logs from batch jobs stay clean.
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 
@@ -42,6 +43,48 @@ class TieToNewerCheckpoint(ModelCheckpoint):
         op = {"min": torch.le, "max": torch.ge}[self.mode]
         decision = bool(op(current, self.best_k_models[self.kth_best_model_path]))
         return trainer.strategy.reduce_boolean_decision(decision)
+
+
+class InterruptCheckpoint(Callback):
+    """On Ctrl-C or SIGTERM, write ``last.ckpt`` as of the moment training stopped.
+
+    Lightning catches KeyboardInterrupt itself (our SIGTERM handler raises a
+    subclass), calls ``on_exception`` and then ``sys.exit(1)``; fit() turns
+    that into a TrainingInterrupted that names the file. The checkpoint holds
+    the loops' progress too, so ``--resume`` picks up at the interrupted step.
+    Written to a temporary name and renamed: a second signal during the save
+    leaves the previous ``last.ckpt`` whole.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.interrupted = False
+        self.saved: Path | None = None
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, KeyboardInterrupt):
+            return
+        self.interrupted = True
+        diverged = getattr(pl_module, "diverged", None)
+        if trainer.world_size > 1 or (diverged is not None and diverged()):
+            # Saving is collective under DDP (the other ranks may be gone), and a
+            # model that took a NaN step is not worth keeping: the epoch's last.ckpt stays.
+            self.saved = self.path if self.path.is_file() else None
+            return
+        tmp = self.path.with_name(f".{self.path.stem}.interrupted.tmp.ckpt")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(tmp)
+            os.replace(tmp, self.path)
+            self.saved = self.path
+        except (OSError, RuntimeError):
+            # Could not write (disk full, interrupted before the model was set
+            # up...): the last epoch's checkpoint, if any, is what there is.
+            self.saved = self.path if self.path.is_file() else None
+        finally:
+            tmp.unlink(missing_ok=True)  # gone already after a successful rename
 
 
 @dataclass(frozen=True)
@@ -85,7 +128,7 @@ def build_trainer(run_dir: str | Path, options: TrainerOptions) -> L.Trainer:
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    callbacks: list[Any] = [best, last]
+    callbacks: list[Any] = [best, last, InterruptCheckpoint(run_dir / "checkpoints" / "last.ckpt")]
     if options.patience:
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=options.patience))
     if options.progress:
