@@ -236,7 +236,9 @@ def _explain_text(expl: Any, report: Any) -> str:
         *("  " + row for row in format_kernel(kernel).splitlines()),
         f"input   {labels} = {_shape_text(expl.input_shape)}",
         f"stride {_shape_text(report.stride)}, dilation {_shape_text(report.dilation)}, "
-        f"padding {report.padding} ({expl.padding_mode}): "
+        f"padding {report.padding}"
+        + (f" ({expl.padding_mode})" if any(a.pad_before or a.pad_after for a in expl.axes) else "")
+        + ": "
         + ", ".join(f"{a.name} {a.pad_before}+{a.pad_after}" for a in expl.axes),
         "output size per axis: floor((n + pad_before + pad_after - d·(k-1) - 1) / s) + 1",
         *("  " + a.formula() for a in expl.axes),
@@ -899,6 +901,12 @@ def _shape_text(values: Any) -> str:
     return str(values)
 
 
+def _rf_unit(s: dict[str, Any]) -> str:
+    if s["receptive_field"] is None:  # no convolution: every output sees every input value
+        return ""
+    return " (frames×px)" if len(s["input_size"]) == 4 else " px"
+
+
 def _rf_text(rf: Any) -> str:
     # A 2D field is one int when square: show it as the H×W patch it is.
     if rf is None:
@@ -949,8 +957,8 @@ def _render_model(s: dict[str, Any]) -> None:
     out.print(
         f"params {s['params']:,} (trainable {s['trainable_params']:,})  ·  "
         f"MACs {s['macs']:,} ({s['macs'] / 1e6:,.2f} M multiply-accumulates per input)  ·  "
-        f"receptive field of the last conv/pool stage: {_rf_text(s['receptive_field'])} "
-        + ("(frames×px)" if len(s["input_size"]) == 4 else "px")
+        f"receptive field of the last conv/pool stage: {_rf_text(s['receptive_field'])}"
+        + _rf_unit(s)
     )
     if s["kind"] == "checkpoint":
         _render_facts(
@@ -1097,7 +1105,7 @@ def main() -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
         handler_set = True
     try:
-        app()
+        app(prog_name="cnnkit")  # not "python -m ...": usage lines name the command
     except CnnkitError as exc:
         if os.environ.get("CNNKIT_DEBUG"):
             raise

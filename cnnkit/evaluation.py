@@ -442,6 +442,12 @@ class EvalData:
     ids: list[str]  # file paths where known, else "split[index]"
 
 
+def _recorded_data_dir(options: dict) -> str | None:
+    """The --data-dir training used, when it still exists here (else the usual default)."""
+    recorded = options.get("data_dir")
+    return str(recorded) if recorded and Path(recorded).is_dir() else None
+
+
 def load_eval_data(
     ckpt: Any,
     dataset: str | None = None,
@@ -470,7 +476,7 @@ def load_eval_data(
         )
     request = DatasetRequest(
         name=str(name),
-        data_dir=data_dir or hp.get("data_dir"),
+        data_dir=data_dir or _recorded_data_dir(options),
         img_size=size[0] if size[0] == size[1] else None,
         frames=spec.get("frames"),
         val_split=float(options.get("val_split") or 0.1),

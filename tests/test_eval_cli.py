@@ -236,3 +236,27 @@ def test_video_model_clip_and_video_accuracy_match_predict_windows(tmp_path) -> 
     clip_right = [classes.index(Path(r["path"]).parent.name) == classes.index(r["label"])
                   for r in windows]  # fmt: skip
     assert out["clip_accuracy"] == pytest.approx(np.mean(clip_right))
+
+
+def test_eval_finds_the_data_dir_training_used(tmp_path, monkeypatch) -> None:
+    """A relative --data-dir given to train is found again by eval from another folder."""
+    rng = np.random.default_rng(1)
+    raw = tmp_path / "work" / "digits" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    _write_idx(raw, "train", rng.integers(0, 256, (40, 28, 28)), np.arange(40) % 10)
+    _write_idx(raw, "t10k", rng.integers(0, 256, (20, 28, 28)), np.arange(20) % 10)
+    monkeypatch.delenv("CNNKIT_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no cached copy to fall back on
+    monkeypatch.chdir(tmp_path / "work")
+    args = [
+        "train", "--dataset", "mnist", "--data-dir", "digits", "--model", "lenet5",
+        "--epochs", "1", "--batch-size", "16", "--out", "runs", "--json", "-q",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["best_checkpoint"] == str(Path("runs/train/checkpoints/best.ckpt"))
+    monkeypatch.chdir(tmp_path)
+    out = _eval(str(Path("work") / summary["best_checkpoint"]))
+    assert out["dataset"] == "mnist" and out["n"] == 20
+    assert out["accuracy"] == pytest.approx(summary["metrics"]["test_acc"], abs=1e-6)

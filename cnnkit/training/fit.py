@@ -426,7 +426,8 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
         "limit": cfg.limit,
         "img_size": cfg.img_size,
         "frames": cfg.frames,
-        "data_dir": cfg.data_dir,
+        # Absolute, so eval finds the files from any working directory.
+        "data_dir": str(Path(cfg.data_dir).resolve()) if cfg.data_dir else None,
     }
     hparams = {
         "model_name": model_name,
@@ -572,6 +573,10 @@ def _finish(trainer, module, data, run_dir: Path, device, batch_size: int, train
 
     ckpt_cb = trainer.checkpoint_callback
     best = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else None
+    if best is not None:
+        # Lightning reports an absolute path; name it the way run_dir was named
+        # (as the user gave --out), like last_checkpoint.
+        best = run_dir / "checkpoints" / best.name
     last = run_dir / "checkpoints" / "last.ckpt"
     model = module.model
     if best is not None and best.is_file():
