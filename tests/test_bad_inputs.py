@@ -66,6 +66,7 @@ CASES: list[tuple[str, int, str]] = [
     ("train --devices 0", 1, "--devices must be at least 1"),
     ("train --devices two", 1, "--devices 'two' is not a count or a list"),
     ("train --resume garbage.ckpt", 1, "is not a cnnkit checkpoint or needs code to load"),
+    ("train --pretrained", 1, "has no pretrained weights in cnnkit"),
     # eval
     ("eval m.ckpt --split bogus", 2, "'--split'"),
     ("eval m.ckpt --top-k 0", 2, "'--top-k'"),

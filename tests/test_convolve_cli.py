@@ -69,6 +69,21 @@ def test_clip_scaling_and_stride(here):
     np.testing.assert_array_equal(out, np.clip(np.floor(raw + 0.5), 0, 255))
 
 
+@pytest.mark.parametrize("scale", ["abs", "clip", "minmax"])
+def test_explicit_scale_maps_the_signed_result(here, scale):
+    rgb = make_image(here / "a.png", 12, 20)
+    invoke("a.png", "-k", "sobel-x", "--scale", scale, "-o", "s.png")
+    out = cv2.cvtColor(cv2.imread(str(here / "s.png")), cv2.COLOR_BGR2RGB).astype(np.float64)
+    raw = ops.convolve(rgb, "sobel-x").astype(np.float64)
+    if scale == "abs":
+        expected = np.clip(np.abs(raw), 0, 255)
+    elif scale == "clip":
+        expected = np.clip(raw, 0, 255)  # negative gradients become 0
+    else:
+        expected = (raw - raw.min()) * 255 / (raw.max() - raw.min())
+    assert np.abs(out - np.floor(expected + 0.5)).max() <= 1
+
+
 def test_gray_and_flip(here):
     rgb = make_image(here / "a.png", 10, 10)
     invoke("a.png", "-k", "1,2;3,4", "--gray", "--flip", "-o", "g.npy")

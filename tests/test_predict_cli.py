@@ -60,6 +60,16 @@ def test_jsonl_is_the_default_off_a_terminal(ckpt, images) -> None:
         assert [t["label"] for t in r["topk"]][0] == r["label"] and len(r["topk"]) == 2
 
 
+def test_decode_workers_do_not_change_the_records(ckpt, images) -> None:
+    outputs = []
+    for workers in ("1", "3"):
+        args = ["predict", ckpt, str(images), "--workers", workers, "-q"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        outputs.append([json.loads(line) for line in result.stdout.splitlines()])
+    assert len(outputs[0]) == 5 and outputs[0] == outputs[1]
+
+
 def test_csv_and_table_formats(ckpt, images) -> None:
     runner = CliRunner()
     out = runner.invoke(app, ["predict", ckpt, str(images), "--format", "csv", "-q"])
