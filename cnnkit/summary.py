@@ -512,18 +512,6 @@ def kernel_grid(model: Any, path: str | Path) -> dict[str, Any]:
 # what a TARGET is, and the model (with its input spec) behind it
 # ---------------------------------------------------------------------------
 
-# The built-in and torchvision dataset names `cnnkit train --dataset` takes.
-DATASET_NAMES = (
-    "shapes",
-    "moving-shapes",
-    "mnist",
-    "fashion-mnist",
-    "kmnist",
-    "cifar10",
-    "cifar100",
-    "svhn",
-)
-
 
 def detect_target(target: str) -> str:
     """'checkpoint', 'image', 'video', 'dataset' or 'model' for an inspect TARGET.
@@ -531,6 +519,7 @@ def detect_target(target: str) -> str:
     Files are recognised by extension, folders are datasets, then registered
     model names and dataset names; anything else is an InputError with a hint.
     """
+    from cnnkit.data.registry import list_datasets
     from cnnkit.io.image import is_image_path
     from cnnkit.io.video import is_video_path
     from cnnkit.models.registry import list_models
@@ -551,13 +540,13 @@ def detect_target(target: str) -> str:
         return "dataset"
     if target in list_models():
         return "model"
-    if target in DATASET_NAMES:
+    if target in list_datasets():
         return "dataset"
     if path.suffix or "/" in target or "\\" in target:
         raise InputError(f"no such file or folder: {target}", hint="check the path")
     from cnnkit.errors import close_match_hint
 
-    known = [*list_models(), *DATASET_NAMES]
+    known = [*list_models(), *list_datasets()]
     raise InputError(
         f"'{target}' is not a model, dataset, file or folder",
         hint=close_match_hint(target, known, "model or dataset name"),
