@@ -1098,6 +1098,25 @@ def main() -> None:
     Ctrl-C exits 130 and SIGTERM 143 (128 + signal number, as shells report a
     killed job) with one word on stderr instead of a traceback.
     """
+    try:
+        _run_app()
+    except Stopped as stop:
+        # An interrupted predict can leave a daemon thread blocked reading
+        # stdin; interpreter shutdown around such a thread has been seen to
+        # abort ("terminate called without an active exception", status -6)
+        # instead of exiting 130. Everything was flushed and reported, and
+        # outputs were cleaned up while unwinding, so leave at once.
+        if threading.active_count() > 1 and threading.current_thread() is threading.main_thread():
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass  # the reader went away: the status still tells
+            os._exit(int(stop.code))
+        raise
+
+
+def _run_app() -> None:
     _received["signal"] = None
     previous = signal.getsignal(signal.SIGTERM)
     handler_set = False
