@@ -32,18 +32,26 @@ class ClassifierDataModule(L.LightningDataModule):
         batch_size: int,
         workers: int | None = None,
         seed: int = 0,
+        steps_per_batch: int = 1,
     ) -> None:
         super().__init__()
         self.dataset = dataset
         self.batch_size = batch_size
         self.workers = default_workers() if workers is None else workers
         self.seed = seed
+        # In-memory splits only: batches handed out together (see InMemoryBatches).
+        self.steps_per_batch = steps_per_batch
 
     def _loader(self, split: str, train: bool) -> Any:
         data = self.dataset.splits[split]
         if isinstance(data, TensorSplit):
             return InMemoryBatches(
-                data, self.batch_size, shuffle=train, train=train, seed=self.seed
+                data,
+                self.batch_size,
+                shuffle=train,
+                train=train,
+                seed=self.seed,
+                steps_per_batch=self.steps_per_batch,
             )
         return DataLoader(
             data,
@@ -63,6 +71,13 @@ class ClassifierDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> Any:
         return self._loader("test", train=False)
+
+    def optimizer_steps_per_epoch(self) -> int | None:
+        """Training batches of ``batch_size`` in an epoch (one process), if in memory."""
+        data = self.dataset.splits["train"]
+        if isinstance(data, TensorSplit):
+            return -(-len(data) // self.batch_size)
+        return None
 
     def has_test(self) -> bool:
         return "test" in self.dataset.splits

@@ -99,6 +99,12 @@ class InMemoryBatches:
     exactly. Under torch.distributed each rank takes every ``world_size``-th
     batch of the same permutation (padded so all ranks run the same number
     of steps, which DDP needs to avoid hanging).
+
+    ``steps_per_batch`` > 1 (one process only) hands out ``steps_per_batch``
+    consecutive batches of the permutation as one: the trainer's loop then
+    runs once for several optimizer steps, which the module takes on
+    ``batch_size`` slices in order. The slices are exactly the batches
+    ``steps_per_batch=1`` would give, so the steps are the same.
     """
 
     def __init__(
@@ -110,6 +116,7 @@ class InMemoryBatches:
         train: bool,
         seed: int = 0,
         drop_last: bool = False,
+        steps_per_batch: int = 1,
     ) -> None:
         self.split = split
         self.batch_size = batch_size
@@ -117,6 +124,7 @@ class InMemoryBatches:
         self.train = train
         self.seed = seed
         self.drop_last = drop_last
+        self.steps_per_batch = max(1, int(steps_per_batch))
         self.epoch = 0
 
     def _world(self) -> tuple[int, int]:
@@ -125,34 +133,35 @@ class InMemoryBatches:
             return dist.get_rank(), dist.get_world_size()
         return 0, 1
 
-    def _num_batches_total(self) -> int:
+    def _group(self, world: int) -> int:
+        # Under DDP every rank must take the same number of optimizer steps;
+        # one step per batch keeps that true whatever the last batch holds.
+        return self.batch_size * (self.steps_per_batch if world == 1 else 1)
+
+    def _samples(self) -> int:
         n = len(self.split)
-        if self.drop_last:
-            return n // self.batch_size
-        return -(-n // self.batch_size)
+        return n - n % self.batch_size if self.drop_last else n
 
     def __len__(self) -> int:
         _, world = self._world()
-        return -(-self._num_batches_total() // world)
+        total = -(-self._samples() // self._group(world))
+        return -(-total // world)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.split)
+        n = self._samples()
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         self.epoch += 1
-        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = torch.randperm(len(self.split), generator=g) if self.shuffle else None
         rank, world = self._world()
-        total = self._num_batches_total()
+        size = self._group(world)
+        total = -(-n // size)
         per_rank = -(-total // world)
         for i in range(per_rank):
             b = (i * world + rank) % max(total, 1)  # wraps around to pad the last ranks
-            index = order[b * self.batch_size : (b + 1) * self.batch_size]
-            if self.shuffle is False and not self.train:
+            start, stop = b * size, min((b + 1) * size, n)
+            if order is None and self.split.frames is None:
                 # Contiguous slices are views: no gather needed for plain evaluation of images.
-                start = b * self.batch_size
-                if self.split.frames is None:
-                    yield (
-                        self.split.x[start : start + len(index)],
-                        self.split.y[start : start + len(index)],
-                    )
-                    continue
+                yield self.split.x[start:stop], self.split.y[start:stop]
+                continue
+            index = order[start:stop] if order is not None else torch.arange(start, stop)
             yield self.split.batch(index, self.train, g)

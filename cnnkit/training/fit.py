@@ -20,6 +20,8 @@ import re
 import shlex
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,12 @@ DEFAULTS = {
 # at batch 128 is at 93% on 4,000 digits after 5 epochs, at batch 64 at 97%.
 MODEL_DEFAULTS = {"lenet5": {"batch_size": 64}, "lecun1989": {"batch_size": 64}}
 MAX_IMG_SIZE = 4096  # a 4096² RGB batch of 128 is already 6 GiB of uint8
+# In one process, in-memory batches are handed to Lightning's loop several at a
+# time (at most this many, and this many bytes of uint8 input): its per-batch
+# work, about 0.4 ms on a CPU, a twentieth of LeNet-5's step, is then paid once
+# for several optimizer steps. The idea of Keras's steps_per_execution.
+MAX_STEPS_PER_BATCH = 16
+STEPS_GROUP_BYTES = 8 << 20
 # What `cnnkit train` sets for reproducibility; recorded in config.yaml and checkpoints.
 DETERMINISM = {"deterministic": "warn", "seed_workers": True}
 
@@ -329,7 +337,7 @@ def _quiet_lightning() -> None:
         ".*Experiment logs directory.*exists and is not empty.*",  # the run folder is new
         ".*LeafSpec.*",
         ".*smaller than the logging interval.*",
-        ".*overridden `on_after_batch_transfer`.*",
+        ".*overridden `(on_after_batch_transfer|transfer_batch_to_device)`.*",
         ".*The dirpath has changed from.*",  # --resume always writes to a new run folder
     ):
         warnings.filterwarnings("ignore", message=message)
@@ -475,6 +483,13 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     augment = None
     if cfg.augment:
         augment = BatchAugment(hflip=data.hflip)
+    devices = _parse_devices(cfg.devices)
+    if device.index is not None:
+        devices = [device.index]
+    group = steps_per_batch(data, batch_size, devices, cfg.num_nodes)
+    datamodule = ClassifierDataModule(
+        data, batch_size, workers=cfg.workers, seed=cfg.seed, steps_per_batch=group
+    )
     module = ClassifierModule(
         model,
         num_classes=data.num_classes,
@@ -487,10 +502,9 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
         label_smoothing=cfg.label_smoothing,
         augment=augment,
         hparams=hparams,
+        step_batch_size=batch_size,
+        steps_per_epoch=datamodule.optimizer_steps_per_epoch() if group > 1 else None,
     )
-    devices = _parse_devices(cfg.devices)
-    if device.index is not None:
-        devices = [device.index]
     trainer = build_trainer(
         run_dir,
         TrainerOptions(
@@ -505,8 +519,6 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
             limit_batches=cfg.limit_batches,
         ),
     )
-    datamodule = ClassifierDataModule(data, batch_size, workers=cfg.workers, seed=cfg.seed)
-
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP ranks started from here share the folder
     try:
         start = time.perf_counter()
@@ -520,14 +532,56 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     return _finish(trainer, module, data, run_dir, device, batch_size, train_seconds)
 
 
+NVML_CHECK_ENV = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+@contextmanager
+def _cuda_check_without_nvml(on_cpu: bool) -> Iterator[None]:
+    """On the CPU, let torch answer "is CUDA available?" without NVML while training.
+
+    Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1, and Adam/AdamW
+    ask that question in every ``step()``. Until CUDA is initialised (never,
+    in a CPU run) torch does not cache the NVML answer, so on a machine with
+    a CUDA build of torch each step tries to load the NVML library again:
+    about 85 us, some 1% of LeNet-5's step. The variable only changes how
+    ``torch.cuda.is_available()`` finds its answer; it is restored afterwards.
+    """
+    saved = os.environ.get(NVML_CHECK_ENV)
+    if not on_cpu or saved is None:
+        yield
+        return
+    del os.environ[NVML_CHECK_ENV]
+    try:
+        yield
+    finally:
+        os.environ[NVML_CHECK_ENV] = saved
+
+
+def steps_per_batch(data: Any, batch_size: int, devices: Any, num_nodes: int) -> int:
+    """How many optimizer steps each batch Lightning sees holds (see MAX_STEPS_PER_BATCH).
+
+    1 for data decoded from files (workers already overlap the loop) and
+    whenever more than one process trains: DDP needs every rank to take the
+    same number of steps, which one step per batch guarantees.
+    """
+    single = devices == 1 or (isinstance(devices, list) and len(devices) == 1)
+    if not data.in_memory or not single or num_nodes != 1:
+        return 1
+    sample_bytes = math.prod(data.input.shape())
+    return max(1, min(MAX_STEPS_PER_BATCH, STEPS_GROUP_BYTES // (batch_size * sample_bytes)))
+
+
 def _run_fit(trainer: Any, module: Any, datamodule: Any, cfg: TrainConfig) -> None:
     """trainer.fit, with Ctrl-C/SIGTERM and a diverging loss turned into clear reports."""
+    from lightning.pytorch.accelerators import CPUAccelerator
+
     from cnnkit.training.trainer import InterruptCheckpoint
 
     saver = next(c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint))
     last = saver.path
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
+        with _cuda_check_without_nvml(isinstance(trainer.accelerator, CPUAccelerator)):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
     except SystemExit:
         # Lightning 2.6 answers KeyboardInterrupt (our SIGTERM handler raises one
         # too) with on_exception callbacks, teardown and sys.exit(1).

@@ -19,19 +19,36 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 
-class TieToNewerCheckpoint(ModelCheckpoint):
+class FixedKeyCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose ``state_key`` is worked out once.
+
+    Lightning formats ``[Callback]{state_key}.{hook}`` for every callback on
+    every hook call, several times a step, and ModelCheckpoint builds its key
+    from a repr of its settings each time. The settings the key describes
+    are fixed at construction, so the value never changes. The key names
+    ModelCheckpoint, not the subclass, so checkpoints read the same as with
+    Lightning's own class (cnnkit.checkpoint and resume look for it there).
+    """
+
+    @property
+    def state_key(self) -> str:
+        key = self.__dict__.get("_fixed_state_key")
+        if key is None:
+            key = self.__dict__["_fixed_state_key"] = self._make_state_key()
+        return key
+
+    def _make_state_key(self) -> str:
+        key = ModelCheckpoint.state_key.fget(self)
+        return key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+
+class TieToNewerCheckpoint(FixedKeyCheckpoint):
     """ModelCheckpoint where an equal score replaces the saved best.
 
     Accuracy on a small validation set moves in coarse steps, so ties are
     common, and under a decaying learning rate the newer of two equally
     scored epochs is the better-trained one.
     """
-
-    @property
-    def state_key(self) -> str:
-        # Stored under ModelCheckpoint's own key, so readers of the checkpoint
-        # (cnnkit.checkpoint, resume) find best_model_score where they expect it.
-        return super().state_key.replace(type(self).__name__, "ModelCheckpoint", 1)
 
     def check_monitor_top_k(self, trainer: L.Trainer, current: Any = None) -> bool:
         if current is None:
@@ -121,7 +138,7 @@ def build_trainer(run_dir: str | Path, options: TrainerOptions) -> L.Trainer:
     )
     # A second, unmonitored checkpoint keeps the newest epoch: Lightning 2.6's own
     # save_last only writes last.ckpt in epochs where best.ckpt was written too.
-    last = ModelCheckpoint(
+    last = FixedKeyCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="last",
         save_top_k=1,
