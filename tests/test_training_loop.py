@@ -45,7 +45,7 @@ def _config(tmp_path, name: str, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def _weights(summary: dict) -> dict[str, torch.Tensor]:
+def _weights(summary: dict) -> tuple[dict[str, torch.Tensor], int]:
     ckpt = torch.load(summary["last_checkpoint"], map_location="cpu", weights_only=True)
     return ckpt["state_dict"], int(ckpt["global_step"])
 

@@ -14,6 +14,8 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -115,7 +117,7 @@ class ClassifierModule(L.LightningModule):
         self, batch: Any, device: torch.device, dataloader_idx: int
     ) -> Any:
         # Our batches are always (x, y) tensors: move them directly instead of
-        # Lightning's walk over arbitrary collections, which runs every step.
+        # Lightning's walk over arbitrary collections, which runs every batch.
         if (
             isinstance(batch, (tuple, list))
             and len(batch) == 2
@@ -145,9 +147,6 @@ class ClassifierModule(L.LightningModule):
         exact. Under DDP or mixed precision (loss scaling, gradient sync) the
         wrappers do real work and are always used.
         """
-        from lightning.pytorch.plugins.precision import Precision
-        from lightning.pytorch.strategies import SingleDeviceStrategy
-
         trainer = self.trainer
         if type(trainer.strategy) is not SingleDeviceStrategy:
             return None
