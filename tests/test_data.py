@@ -210,6 +210,141 @@ def test_missing_mnist_offline_names_folder_and_files(tmp_path, monkeypatch):
     assert "train-images-idx3-ubyte" in err.value.hint
 
 
+def _md5(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _fake_cifar(root: Path, monkeypatch, cls, label_key: str, names: list[str]) -> np.ndarray:
+    """torchvision's CIFAR pickles with ``per_file`` images each; returns the test images.
+
+    torchvision verifies every file's MD5, so the class's checksums are set to
+    those of the files written here (the check itself still runs).
+    """
+    import pickle
+
+    folder = root / cls.base_folder
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    test_images = None
+    lists = {}
+    for attr in ("train_list", "test_list"):
+        entries = []
+        for file_name, _ in getattr(cls, attr):
+            images = rng.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
+            labels = [(i * 3) % len(names) for i in range(4)]
+            blob = {"data": images.reshape(4, 3072), label_key: labels}
+            (folder / file_name).write_bytes(pickle.dumps(blob))
+            entries.append([file_name, _md5(folder / file_name)])
+            test_images = images if attr == "test_list" else test_images
+        lists[attr] = entries
+    meta = folder / cls.meta["filename"]
+    meta.write_bytes(pickle.dumps({cls.meta["key"]: names}))
+    for attr, entries in lists.items():
+        monkeypatch.setattr(cls, attr, entries)
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": _md5(meta)})
+    return test_images
+
+
+@pytest.mark.parametrize(
+    "name,class_name,label_key,n_classes",
+    [("cifar10", "CIFAR10", "labels", 10), ("cifar100", "CIFAR100", "fine_labels", 100)],
+)
+def test_cifar_reads_torchvision_layout_offline(
+    tmp_path, monkeypatch, name, class_name, label_key, n_classes
+):
+    from torchvision import datasets
+
+    cls = getattr(datasets, class_name)
+    names = [f"class{i}" for i in range(n_classes)]
+    test_images = _fake_cifar(tmp_path, monkeypatch, cls, label_key, names)
+
+    def no_network(self):
+        raise AssertionError("must not download when the files are there")
+
+    monkeypatch.setattr(cls, "download", no_network)
+    data = load_dataset(DatasetRequest(name, data_dir=str(tmp_path), val_split=0.25))
+    n_train = 4 * len(cls.train_list)
+    assert data.classes == names
+    assert data.sizes() == {"train": n_train - n_train // 4, "val": n_train // 4, "test": 4}
+    # Channels first, pixel for pixel what the pickle holds.
+    assert torch.equal(data.splits["test"].x, torch.from_numpy(test_images))
+    assert data.splits["test"].y.tolist() == [0, 3, 6, 9]
+    assert data.input.channels == 3 and data.hflip is True
+
+
+def test_svhn_reads_torchvision_layout_with_zero_labelled_0(tmp_path, monkeypatch):
+    scipy_io = pytest.importorskip("scipy.io")
+    from torchvision.datasets import SVHN
+
+    rng = np.random.default_rng(2)
+    split_list = {}
+    images = {}
+    for split, n in (("train", 12), ("test", 5)):
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)  # SVHN's (H, W, C, N)
+        y = (np.arange(n) % 10 + 1).reshape(n, 1)  # 1..10, where 10 is the digit 0
+        file_name = f"{split}_32x32.mat"
+        scipy_io.savemat(tmp_path / file_name, {"X": x, "y": y})
+        split_list[split] = [SVHN.split_list[split][0], file_name, _md5(tmp_path / file_name)]
+        images[split] = x
+    monkeypatch.setattr(SVHN, "split_list", {**SVHN.split_list, **split_list})
+
+    def no_network(self):
+        raise AssertionError("must not download when the files are there")
+
+    monkeypatch.setattr(SVHN, "download", no_network)
+    data = load_dataset(DatasetRequest("svhn", data_dir=str(tmp_path), val_split=0.25))
+    assert data.classes == [str(d) for d in range(10)]
+    assert data.sizes() == {"train": 9, "val": 3, "test": 5}
+    expected = torch.from_numpy(images["test"].transpose(3, 2, 0, 1).copy())
+    assert torch.equal(data.splits["test"].x, expected)
+    assert data.splits["test"].y.tolist() == [1, 2, 3, 4, 5]
+    train_labels = torch.cat([data.splits["train"].y, data.splits["val"].y]).sort().values
+    assert train_labels.tolist() == [0, 1, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9]  # 10 became 0
+    assert data.hflip is False
+
+
+def test_svhn_without_scipy_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    from torchvision.datasets import SVHN
+
+    def offline(self):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(SVHN, "download", offline)
+    monkeypatch.setitem(sys.modules, "scipy.io", None)  # import scipy.io raises ImportError
+    with pytest.raises(DatasetError) as err:
+        load_dataset(DatasetRequest("svhn", data_dir=str(tmp_path)))
+    assert "scipy" in err.value.message and err.value.hint == "pip install scipy"
+
+
+@pytest.mark.parametrize(
+    "name,folder,hflip,first_class",
+    [("fashion-mnist", "FashionMNIST", True, "T-shirt/top"), ("kmnist", "KMNIST", False, "o")],
+)
+def test_mnist_like_sets_read_their_own_folders(
+    tmp_path, monkeypatch, name, folder, hflip, first_class
+):
+    from torchvision import datasets
+
+    raw = tmp_path / folder / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 20), ("t10k", 10)):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", np.full((n, 28, 28), 7))
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    cls = getattr(datasets, folder)
+
+    def no_network(self):
+        raise AssertionError("must not download when the files are there")
+
+    monkeypatch.setattr(cls, "download", no_network)
+    data = load_dataset(DatasetRequest(name, data_dir=str(tmp_path)))
+    assert data.classes[0] == first_class and len(data.classes) == 10
+    assert data.sizes()["test"] == 10 and data.hflip is hflip
+
+
 def test_cnnkit_data_env_is_the_default_folder(tmp_path, monkeypatch):
     from cnnkit.data.torchvision_sets import default_data_dir
 

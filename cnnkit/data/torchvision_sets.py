@@ -62,11 +62,24 @@ def expected_files(name: str, root: Path) -> list[Path]:
     return [root / v[1] for k, v in cls.split_list.items() if k in ("train", "test")]
 
 
+def _require_scipy() -> None:
+    """SVHN ships as MATLAB files, which torchvision reads with scipy (not a cnnkit dependency)."""
+    try:
+        import scipy.io  # noqa: F401
+    except ImportError as exc:
+        raise DatasetError(
+            "dataset 'svhn' needs scipy to read its .mat files, and scipy is not installed",
+            hint="pip install scipy",
+        ) from exc
+
+
 def _open(name: str, root: Path, train: bool):
     from torchvision import datasets
 
     cls = getattr(datasets, TORCHVISION_SETS[name].class_name)
     kwargs = {"split": "train" if train else "test"} if name == "svhn" else {"train": train}
+    if name == "svhn":
+        _require_scipy()
     try:
         return cls(str(root), download=False, **kwargs)
     except RuntimeError:
