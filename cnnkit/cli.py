@@ -337,7 +337,7 @@ def train(
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(min=1, help="Batch size (default 128 for images, 64 for lenet5, 32 clips)."),
+        typer.Option(min=1, help="Batch size (default 64 for images, 32 for clips)."),
     ] = None,
     lr: Annotated[
         float | None, typer.Option(min=0.0, help="Peak learning rate (default 3e-3).")
@@ -353,8 +353,9 @@ def train(
         Schedule, typer.Option(help="Learning-rate schedule, stepped per batch.")
     ] = Schedule.cosine,
     label_smoothing: Annotated[
-        float, typer.Option(min=0.0, max=0.5, help="Label smoothing.")
-    ] = 0.0,
+        float | None,
+        typer.Option(min=0.0, max=0.5, help="Label smoothing (default 0.1 for images, 0 clips)."),
+    ] = None,
     augment: Annotated[
         bool,
         typer.Option(

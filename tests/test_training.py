@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+import types
 
 import lightning as L
 import pytest
@@ -16,7 +17,8 @@ from cnnkit.data.registry import DatasetRequest, load_dataset
 from cnnkit.device import resolve_device
 from cnnkit.errors import DeviceError, InputError, ModelError
 from cnnkit.models.registry import create_model
-from cnnkit.training.fit import TrainConfig, fit, new_run_dir
+from cnnkit.training import module as module_mod
+from cnnkit.training.fit import TrainConfig, fit, new_run_dir, resolve_defaults
 from cnnkit.training.module import ClassifierModule
 from tests.media import make_image_folder
 
@@ -104,6 +106,48 @@ def test_fit_writes_the_run_folder_and_summary(tmp_path):
     assert "batch_size: 16" in config and "model: simplecnn" in config
     # A second run never overwrites the first.
     assert fit(tiny_config(tmp_path))["run_dir"] == str(tmp_path / "runs" / "train-2")
+
+
+def test_defaults_follow_the_data_kind_and_give_way_to_flags():
+    image = resolve_defaults(TrainConfig(), "image")
+    assert image == {
+        "model": "simplecnn",
+        "epochs": 10,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "label_smoothing": 0.1,
+    }
+    video = resolve_defaults(TrainConfig(dataset="moving-shapes"), "video")
+    assert (video["model"], video["batch_size"], video["label_smoothing"]) == ("c3d_small", 32, 0)
+    # An explicit 0 is a choice, not "unset".
+    given = TrainConfig(label_smoothing=0.0, batch_size=8, model="lenet5", lr=0.01, epochs=2)
+    assert resolve_defaults(given, "image") == {
+        "model": "lenet5",
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 0.01,
+        "label_smoothing": 0.0,
+    }
+
+
+@pytest.mark.parametrize("given,used", [(None, 0.1), (0.0, 0.0), (0.2, 0.2)])
+def test_label_smoothing_default_reaches_the_loss_and_the_records(
+    tmp_path, given, used, monkeypatch
+):
+    real = module_mod.F
+    seen = set()
+
+    def cross_entropy(logits, y, **kw):
+        if "label_smoothing" in kw:  # the training step's call
+            seen.add(kw["label_smoothing"])
+        return real.cross_entropy(logits, y, **kw)
+
+    monkeypatch.setattr(module_mod, "F", types.SimpleNamespace(cross_entropy=cross_entropy))
+    summary = fit(tiny_config(tmp_path, label_smoothing=given))
+    assert seen == {used}
+    assert f"label_smoothing: {used}" in (tmp_path / "runs" / "train" / "config.yaml").read_text()
+    ckpt = torch.load(summary["best_checkpoint"], weights_only=True)
+    assert ckpt["hyper_parameters"]["options"]["label_smoothing"] == used
 
 
 def test_same_seed_same_flags_same_metrics(tmp_path):

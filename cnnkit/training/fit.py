@@ -32,13 +32,27 @@ from cnnkit.errors import CheckpointError, DatasetError, InputError, ModelError,
 RUN_DIR_ENV = "CNNKIT_RUN_DIR"
 
 # Per data kind: what reaches the README's accuracy figures without flags.
+# The image defaults were chosen on 4,000 real MNIST digits (README): batch 64
+# and label smoothing 0.1 together took simplecnn's 10-epoch test accuracy
+# from 97.9-98.6% (batch 128, no smoothing, seeds 0-3) to 98.7-99.2% (seeds
+# 0-7); either alone gained about half as much (seeds 0-1). Small data learns more
+# per epoch from more, smaller steps; LeNet-5 went from 93% to 97% in 5.
 DEFAULTS = {
-    "image": {"model": "simplecnn", "epochs": 10, "batch_size": 128, "lr": 3e-3},
-    "video": {"model": "c3d_small", "epochs": 3, "batch_size": 32, "lr": 3e-3},
+    "image": {
+        "model": "simplecnn",
+        "epochs": 10,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "label_smoothing": 0.1,
+    },
+    "video": {
+        "model": "c3d_small",
+        "epochs": 3,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "label_smoothing": 0.0,
+    },
 }
-# The small classic nets learn more per epoch from more, smaller steps: LeNet-5
-# at batch 128 is at 93% on 4,000 digits after 5 epochs, at batch 64 at 97%.
-MODEL_DEFAULTS = {"lenet5": {"batch_size": 64}, "lecun1989": {"batch_size": 64}}
 MAX_IMG_SIZE = 4096  # a 4096² RGB batch of 128 is already 6 GiB of uint8
 # In one process, in-memory batches are handed to Lightning's loop several at a
 # time (at most this many, and this many bytes of uint8 input): its per-batch
@@ -62,7 +76,7 @@ class TrainConfig:
     optimizer: str = "adamw"
     weight_decay: float | None = None
     schedule: str = "cosine"
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None
     augment: bool = True
     img_size: int | None = None
     frames: int | None = None
@@ -164,6 +178,15 @@ def _data_kind(dataset: str) -> str:
     raise DatasetError(f"unknown dataset '{dataset}'")  # load_dataset raised already
 
 
+def resolve_defaults(cfg: TrainConfig, kind: str) -> dict[str, Any]:
+    """model, epochs, batch_size, lr, label_smoothing: cfg's where given, else the data kind's."""
+    chosen = dict(DEFAULTS[kind])
+    for key in chosen:
+        if getattr(cfg, key) is not None:
+            chosen[key] = getattr(cfg, key)
+    return chosen
+
+
 def _parse_devices(devices: str) -> Any:
     text = str(devices).strip()
     if text == "auto" or text == "-1":
@@ -203,7 +226,7 @@ def validate_options(cfg: TrainConfig) -> None:
         raise bad("--lr", cfg.lr, "must be above 0", "0.003")
     if cfg.weight_decay is not None and cfg.weight_decay < 0:
         raise bad("--weight-decay", cfg.weight_decay, "must be 0 or more", "0.05")
-    if not 0 <= cfg.label_smoothing < 1:
+    if cfg.label_smoothing is not None and not 0 <= cfg.label_smoothing < 1:
         raise bad("--label-smoothing", cfg.label_smoothing, "must be in [0, 1)", "0.1")
     if not 0 <= cfg.val_split < 1:
         raise bad("--val-split", cfg.val_split, "must be in [0, 1)", "0.1")
@@ -365,15 +388,13 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     validate_options(cfg)
     device = resolve_device(cfg.device)
     kind = _data_kind(cfg.dataset)
-    model_name = cfg.model or DEFAULTS[kind]["model"]
-    defaults = {**DEFAULTS[kind], **MODEL_DEFAULTS.get(model_name, {})}
+    chosen = resolve_defaults(cfg, kind)
+    model_name, epochs, batch_size = chosen["model"], chosen["epochs"], chosen["batch_size"]
+    lr, label_smoothing = chosen["lr"], chosen["label_smoothing"]
     spec = get_model_spec(model_name)
     _check_model_fits(model_name, spec.dims, kind)
     if not is_child:
         console.info(f"device: {device.accelerator} ({device.reason})")
-    epochs = cfg.epochs or defaults["epochs"]
-    batch_size = cfg.batch_size or defaults["batch_size"]
-    lr = cfg.lr or defaults["lr"]
     for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
         if value < 1:
             raise InputError(f"{flag} must be at least 1, got {value}", hint=f"e.g. {flag} 10")
@@ -427,7 +448,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
         "optimizer": cfg.optimizer,
         "weight_decay": cfg.weight_decay,
         "schedule": cfg.schedule,
-        "label_smoothing": cfg.label_smoothing,
+        "label_smoothing": label_smoothing,
         "augment": cfg.augment,
         "hflip": bool(cfg.augment and data.hflip),
         "val_split": cfg.val_split,
@@ -461,6 +482,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
             "epochs": epochs,
             "batch_size": batch_size,
             "lr": lr,
+            "label_smoothing": label_smoothing,
             "device_resolved": device.torch_device,
             "device_reason": device.reason,
             "data": {
@@ -499,7 +521,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
         optimizer=cfg.optimizer,
         weight_decay=cfg.weight_decay,
         schedule=cfg.schedule,
-        label_smoothing=cfg.label_smoothing,
+        label_smoothing=label_smoothing,
         augment=augment,
         hparams=hparams,
         step_batch_size=batch_size,
