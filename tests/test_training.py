@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import struct
 import subprocess
 import sys
 import types
@@ -148,6 +149,35 @@ def test_label_smoothing_default_reaches_the_loss_and_the_records(
     assert f"label_smoothing: {used}" in (tmp_path / "runs" / "train" / "config.yaml").read_text()
     ckpt = torch.load(summary["best_checkpoint"], weights_only=True)
     assert ckpt["hyper_parameters"]["options"]["label_smoothing"] == used
+
+
+def _tensorboard_scalars(folder) -> dict[str, list[float]]:
+    """Scalars of every event file under ``folder``, read from the TFRecord framing."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, list[float]] = {}
+    for path in sorted(folder.rglob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            event = Event.FromString(data[at + 12 : at + 12 + length])  # past length + its CRC
+            at += 12 + length + 4  # and the record's CRC
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append(value.simple_value)
+    return scalars
+
+
+def test_tensorboard_events_are_written_when_it_is_installed(tmp_path):
+    pytest.importorskip("tensorboardX")  # in the test extras; cnnkit itself only uses it if there
+    summary = fit(tiny_config(tmp_path, epochs=2))
+    scalars = _tensorboard_scalars(tmp_path / "runs" / "train" / "tensorboard")
+    assert len(scalars["val_acc"]) == 2 and len(scalars["train_loss"]) == 2
+    # The same numbers as metrics.csv, and the summary's are the best epoch's.
+    rows = list(csv.DictReader(open(f"{summary['run_dir']}/metrics.csv")))
+    logged = [float(r["val_acc"]) for r in rows if r["val_acc"]]
+    assert scalars["val_acc"] == pytest.approx(logged, abs=1e-6)
+    assert max(scalars["val_acc"]) == pytest.approx(summary["metrics"]["val_acc"], abs=1e-6)
 
 
 def test_same_seed_same_flags_same_metrics(tmp_path):
