@@ -155,3 +155,26 @@ def test_checkpoint_state_keys_are_lightnings_own(tmp_path, cls, monitor):
     ours, theirs = cls(**kw), ModelCheckpoint(**kw)
     assert ours.state_key == theirs.state_key == ours.state_key
     assert ours.state_key.startswith("ModelCheckpoint{")
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_progress_bar_counts_optimizer_steps(tmp_path, monkeypatch, grouped):
+    import cnnkit.training.trainer as trainer_mod
+
+    seen = []  # (total, completed) of the training bar after each Lightning batch
+
+    class Recording(trainer_mod.StepProgressBar):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            task = {t.id: t for t in self.progress.tasks}[self.train_progress_bar_id]
+            seen.append((task.total, task.completed))
+
+    monkeypatch.setattr(trainer_mod, "StepProgressBar", Recording)
+    monkeypatch.setattr(fit_mod.console, "progress_enabled", lambda: True)
+    if not grouped:
+        monkeypatch.setattr(fit_mod, "MAX_STEPS_PER_BATCH", 1)
+    fit(_config(tmp_path, "bar"))  # 40 training samples at batch 8: 5 steps an epoch
+    if grouped:  # one Lightning batch of 5 steps an epoch
+        assert seen == [(5, 5), (5, 5)]
+    else:
+        assert seen == [(5, s) for s in (1, 2, 3, 4, 5)] * 2

@@ -104,6 +104,42 @@ class InterruptCheckpoint(Callback):
             tmp.unlink(missing_ok=True)  # gone already after a successful rename
 
 
+class StepProgressBar(RichProgressBar):
+    """Rich progress that counts optimizer steps, not the batches Lightning sees.
+
+    In-memory data reaches Lightning several batches at a time (one Lightning
+    batch, several optimizer steps: see ``steps_per_batch`` in fit.py); the
+    module's ``steps_per_epoch`` then says how many steps an epoch has, and
+    ``global_step`` how many are done. Without it, steps and batches agree.
+    """
+
+    def _steps_per_epoch(self) -> int | None:
+        return getattr(self.trainer.lightning_module, "steps_per_epoch", None)
+
+    @property
+    def total_train_batches(self) -> int | float:
+        return self._steps_per_epoch() or super().total_train_batches
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        steps = self._steps_per_epoch()
+        if not steps:
+            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if not self.is_disabled and self.train_progress_bar_id is None:
+            self._initialize_train_progress_bar_id()  # a resume from the middle of an epoch
+        # Every epoch has the same number of steps, so the step within this one is:
+        done = trainer.global_step - trainer.current_epoch * steps
+        self._update(self.train_progress_bar_id, done)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
+
+
 @dataclass(frozen=True)
 class TrainerOptions:
     """Flags passed through to Lightning (``devices`` may be an int, "auto" or "0,1")."""
@@ -149,7 +185,7 @@ def build_trainer(run_dir: str | Path, options: TrainerOptions) -> L.Trainer:
     if options.patience:
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=options.patience))
     if options.progress:
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(StepProgressBar(leave=True))
     # name="" and version="" put metrics.csv directly in the run folder.
     loggers: list[Any] = [CSVLogger(run_dir, name="", version="")]
     if tensorboard_available():
