@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from typer.testing import CliRunner
 
 import cnnkit.training.fit as fit_module
@@ -199,3 +200,30 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     assert summary["run_dir"] == str(Path("runs") / "train")
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["train"]
     assert Path(tmp_path, summary["last_checkpoint"]).is_file()
+
+
+def test_ddp_rank_with_an_all_unreadable_batch_keeps_step_with_the_other(tmp_path):
+    # Decoded from files (memory budget 0), one image a batch: the broken file
+    # makes an empty batch on one rank. That rank must still join the gradient
+    # all-reduce, or the other waits for it forever.
+    make_image_folder(tmp_path / "data" / "train", ["a", "b"], per_class=4, h=8, w=8)
+    make_image_folder(tmp_path / "data" / "val", ["a", "b"], per_class=2, h=8, w=8)
+    (tmp_path / "data" / "train" / "a" / "broken.png").write_bytes(b"not a png")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "CNNKIT_MEMORY_BUDGET": "0"}
+    env.pop("CNNKIT_RUN_DIR", None)
+    args = "train --dataset data --img-size 8 --epochs 1 --batch-size 1 --workers 0"
+    args += " --device cpu --devices 2 --strategy ddp --json"
+    result = subprocess.run(
+        [sys.executable, "-m", "cnnkit", *args.split()],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "broken.png" in result.stderr  # reported, not silently dropped
+    summary = json.loads(result.stdout)
+    ckpt = torch.load(tmp_path / summary["last_checkpoint"], weights_only=True)
+    # 9 files over 2 ranks: 5 batches each (the sampler pads), one of them empty on one rank.
+    assert ckpt["global_step"] == 5

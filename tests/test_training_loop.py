@@ -178,3 +178,27 @@ def test_progress_bar_counts_optimizer_steps(tmp_path, monkeypatch, grouped):
         assert seen == [(5, 5), (5, 5)]
     else:
         assert seen == [(5, s) for s in (1, 2, 3, 4, 5)] * 2
+
+
+def test_an_all_unreadable_batch_is_skipped_with_augmentation_on(tmp_path, monkeypatch):
+    from tests.media import make_image_folder
+
+    make_image_folder(tmp_path / "data" / "train", ["a", "b"], per_class=4, h=8, w=8)
+    make_image_folder(tmp_path / "data" / "val", ["a", "b"], per_class=2, h=8, w=8)
+    (tmp_path / "data" / "train" / "a" / "broken.png").write_bytes(b"not a png")
+    monkeypatch.setenv("CNNKIT_MEMORY_BUDGET", "0")  # decoded from files, batch by batch
+    summary = fit(
+        _config(
+            tmp_path,
+            "broken",
+            dataset=str(tmp_path / "data"),
+            img_size=8,
+            batch_size=1,
+            epochs=1,
+            augment=True,
+            workers=0,
+            limit=None,
+        )
+    )
+    _, global_step = _weights(summary)
+    assert global_step == 8  # 9 files, one batch of nothing skipped

@@ -106,6 +106,8 @@ class ClassifierModule(L.LightningModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch
+        if len(y) == 0:
+            return batch  # every file unreadable: no pixels to warp (the steps skip it)
         if x.dtype == torch.uint8:
             x = x.float()  # still 0-255: the warp pads with 0 (black) before normalising
             if self.augment is not None and self.trainer is not None and self.trainer.training:
@@ -170,8 +172,10 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
-        if len(y) == 0:
-            return  # every file of this batch was unreadable: nothing to learn from
+        if len(y) == 0:  # every file of this batch was unreadable: nothing to learn from
+            if self.trainer.world_size > 1:
+                self._null_step()
+            return
         size = self.step_batch_size
         if size is None or len(y) <= size:
             self._optimizer_step(x, y)
@@ -209,6 +213,23 @@ class ClassifierModule(L.LightningModule):
         with torch.no_grad():
             self._loss_sum.add_(loss.detach(), alpha=n)  # in place: no Module.__setattr__
             self._correct.add_((logits.argmax(1) == y).sum())
+
+    def _null_step(self) -> None:
+        """This rank's share of a DDP step that has no samples here.
+
+        The other ranks wait in the gradient all-reduce for this one, so it
+        joins with zero gradients (a loss that touches every parameter, times
+        0) and then takes the same optimizer and schedule step as they do,
+        with the gradients they averaged: the replicas stay identical.
+        """
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.manual_backward(torch.stack([p.sum() for p in params]).sum() * 0.0)
+        opt.step()
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
 
     def _watch_loss(self, loss: torch.Tensor) -> None:
         """Stop with TrainingError when ``loss`` (a scalar) is NaN or infinite.
