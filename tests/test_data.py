@@ -171,6 +171,24 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
+def _no_download(monkeypatch, cls) -> None:
+    """Make ``cls.download`` fail the test: the files are there, the network must not be used."""
+
+    def no_network(self):
+        raise AssertionError("must not download when the files are there")
+
+    monkeypatch.setattr(cls, "download", no_network)
+
+
+def _offline(monkeypatch, cls) -> None:
+    """Make ``cls.download`` fail the way it does without a network."""
+
+    def offline(self):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(cls, "download", offline)
+
+
 def _fake_mnist(root: Path, n_train: int = 30, n_test: int = 10) -> None:
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -185,10 +203,7 @@ def test_mnist_reads_torchvision_layout_offline(tmp_path, monkeypatch):
 
     _fake_mnist(tmp_path)
 
-    def no_network(self):
-        raise AssertionError("must not download when the files are there")
-
-    monkeypatch.setattr(MNIST, "download", no_network)
+    _no_download(monkeypatch, MNIST)
     data = load_dataset(DatasetRequest("mnist", data_dir=str(tmp_path), val_split=0.2))
     assert data.classes == [str(d) for d in range(10)]
     assert data.sizes() == {"train": 24, "val": 6, "test": 10}
@@ -200,10 +215,7 @@ def test_mnist_reads_torchvision_layout_offline(tmp_path, monkeypatch):
 def test_missing_mnist_offline_names_folder_and_files(tmp_path, monkeypatch):
     from torchvision.datasets import MNIST
 
-    def offline(self):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(MNIST, "download", offline)
+    _offline(monkeypatch, MNIST)
     with pytest.raises(DatasetError) as err:
         load_dataset(DatasetRequest("mnist", data_dir=str(tmp_path)))
     assert str(tmp_path) in err.value.message
@@ -260,10 +272,7 @@ def test_cifar_reads_torchvision_layout_offline(
     names = [f"class{i}" for i in range(n_classes)]
     test_images = _fake_cifar(tmp_path, monkeypatch, cls, label_key, names)
 
-    def no_network(self):
-        raise AssertionError("must not download when the files are there")
-
-    monkeypatch.setattr(cls, "download", no_network)
+    _no_download(monkeypatch, cls)
     data = load_dataset(DatasetRequest(name, data_dir=str(tmp_path), val_split=0.25))
     n_train = 4 * len(cls.train_list)
     assert data.classes == names
@@ -290,10 +299,7 @@ def test_svhn_reads_torchvision_layout_with_zero_labelled_0(tmp_path, monkeypatc
         images[split] = x
     monkeypatch.setattr(SVHN, "split_list", {**SVHN.split_list, **split_list})
 
-    def no_network(self):
-        raise AssertionError("must not download when the files are there")
-
-    monkeypatch.setattr(SVHN, "download", no_network)
+    _no_download(monkeypatch, SVHN)
     data = load_dataset(DatasetRequest("svhn", data_dir=str(tmp_path), val_split=0.25))
     assert data.classes == [str(d) for d in range(10)]
     assert data.sizes() == {"train": 9, "val": 3, "test": 5}
@@ -310,10 +316,7 @@ def test_svhn_without_scipy_is_a_clear_error(tmp_path, monkeypatch):
 
     from torchvision.datasets import SVHN
 
-    def offline(self):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(SVHN, "download", offline)
+    _offline(monkeypatch, SVHN)
     monkeypatch.setitem(sys.modules, "scipy.io", None)  # import scipy.io raises ImportError
     with pytest.raises(DatasetError) as err:
         load_dataset(DatasetRequest("svhn", data_dir=str(tmp_path)))
@@ -336,10 +339,7 @@ def test_mnist_like_sets_read_their_own_folders(
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
     cls = getattr(datasets, folder)
 
-    def no_network(self):
-        raise AssertionError("must not download when the files are there")
-
-    monkeypatch.setattr(cls, "download", no_network)
+    _no_download(monkeypatch, cls)
     data = load_dataset(DatasetRequest(name, data_dir=str(tmp_path)))
     assert data.classes[0] == first_class and len(data.classes) == 10
     assert data.sizes()["test"] == 10 and data.hflip is hflip
