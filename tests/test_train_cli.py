@@ -28,8 +28,10 @@ SUMMARY = {
 }
 
 
-def _cnnkit(*args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def _cnnkit(
+    *args: str, cwd: Path, timeout: int = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     env.pop("CNNKIT_RUN_DIR", None)
     return subprocess.run(
         [sys.executable, "-m", "cnnkit", *args],
@@ -209,18 +211,9 @@ def test_ddp_rank_with_an_all_unreadable_batch_keeps_step_with_the_other(tmp_pat
     make_image_folder(tmp_path / "data" / "train", ["a", "b"], per_class=4, h=8, w=8)
     make_image_folder(tmp_path / "data" / "val", ["a", "b"], per_class=2, h=8, w=8)
     (tmp_path / "data" / "train" / "a" / "broken.png").write_bytes(b"not a png")
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "CNNKIT_MEMORY_BUDGET": "0"}
-    env.pop("CNNKIT_RUN_DIR", None)
     args = "train --dataset data --img-size 8 --epochs 1 --batch-size 1 --workers 0"
     args += " --device cpu --devices 2 --strategy ddp --json"
-    result = subprocess.run(
-        [sys.executable, "-m", "cnnkit", *args.split()],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    result = _cnnkit(*args.split(), cwd=tmp_path, timeout=90, env={"CNNKIT_MEMORY_BUDGET": "0"})
     assert result.returncode == 0, result.stderr
     assert "broken.png" in result.stderr  # reported, not silently dropped
     summary = json.loads(result.stdout)

@@ -194,6 +194,13 @@ class ClassifierModule(L.LightningModule):
         logits = self.model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         self._watch_loss(loss)
+        self._step_on(loss)
+        with torch.no_grad():
+            self._loss_sum.add_(loss.detach(), alpha=n)  # in place: no Module.__setattr__
+            self._correct.add_((logits.argmax(1) == y).sum())
+
+    def _step_on(self, loss: torch.Tensor) -> None:
+        """zero_grad, backward, optimizer step and schedule step for ``loss``."""
         direct = self._direct
         if direct is not None:
             opt, progress = direct
@@ -210,9 +217,6 @@ class ClassifierModule(L.LightningModule):
         sched = self.lr_schedulers()
         if sched is not None:
             sched.step()
-        with torch.no_grad():
-            self._loss_sum.add_(loss.detach(), alpha=n)  # in place: no Module.__setattr__
-            self._correct.add_((logits.argmax(1) == y).sum())
 
     def _null_step(self) -> None:
         """This rank's share of a DDP step that has no samples here.
@@ -222,14 +226,8 @@ class ClassifierModule(L.LightningModule):
         0) and then takes the same optimizer and schedule step as they do,
         with the gradients they averaged: the replicas stay identical.
         """
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.manual_backward(torch.stack([p.sum() for p in params]).sum() * 0.0)
-        opt.step()
-        sched = self.lr_schedulers()
-        if sched is not None:
-            sched.step()
+        self._step_on(torch.stack([p.sum() for p in params]).sum() * 0.0)
 
     def _watch_loss(self, loss: torch.Tensor) -> None:
         """Stop with TrainingError when ``loss`` (a scalar) is NaN or infinite.
