@@ -1,0 +1,99 @@
+"""``cnnkit eval``: measure a checkpoint on a dataset split."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnnkit import console
+from cnnkit.cli.app import CheckpointArg, DeviceOpt, JsonOpt, QuietOpt, app, print_json
+from cnnkit.cli.render import print_eval
+
+
+class EvalSplit(str, Enum):
+    test = "test"
+    val = "val"
+    train = "train"
+
+
+@app.command(
+    name="eval",
+    epilog="Examples:\n\n"
+    "  cnnkit eval runs/train/checkpoints/best.ckpt\n\n"
+    "  cnnkit eval best.ckpt --dataset digits/ --confusion cm.png --misclassified wrong.csv\n\n"
+    "  cnnkit eval best.ckpt --json | jq .per_class",
+)
+def eval_(
+    checkpoint: CheckpointArg,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            help="Dataset name or folder (default: the checkpoint's own). "
+            "Its classes must be the checkpoint's.",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option("--data-dir", help="Where torchvision datasets live.")
+    ] = None,
+    split: Annotated[
+        EvalSplit | None, typer.Option(help="Split to measure (default: test, else val).")
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="k of the top-k accuracy.")] = 5,
+    confusion: Annotated[
+        Path | None,
+        typer.Option(help="Write the confusion matrix: FILE.png (heat map) or FILE.csv."),
+    ] = None,
+    misclassified: Annotated[
+        Path | None,
+        typer.Option(help="Write the wrong predictions as CSV: path, true, predicted, score."),
+    ] = None,
+    clips: Annotated[
+        int, typer.Option(min=1, help="Video models: windows per video, scores averaged.")
+    ] = 1,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Samples per batch.")
+    ] = 256,
+    device: DeviceOpt = "auto",
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Measure a trained checkpoint on a dataset split.
+
+    Accuracy, top-k accuracy, loss, per-class precision/recall/F1, macro F1
+    and the confusion matrix (rows: true classes, columns: predictions).
+    """
+    console.set_quiet(quiet)
+    for path, allowed in ((confusion, (".png", ".csv")), (misclassified, (".csv",))):
+        if path is not None and path.suffix.lower() not in allowed:
+            raise typer.BadParameter(f"{path}: use a file name ending in {' or '.join(allowed)}")
+    from cnnkit.checkpoint import load_checkpoint
+    from cnnkit.device import resolve_device
+    from cnnkit.evaluation import evaluate, load_eval_data, write_confusion, write_misclassified
+    from cnnkit.inference import Predictor
+
+    ckpt = load_checkpoint(checkpoint)
+    choice = resolve_device(device)
+    console.info(f"device: {choice.torch_device} ({choice.reason})")
+    predictor = Predictor.from_loaded(ckpt, choice.torch_device, batch_size)
+    data = load_eval_data(ckpt, dataset, data_dir, split.value if split else None)
+    console.info(f"evaluating on {data.dataset} ({data.split}, {len(data.data)} samples)")
+    report = evaluate(predictor, data.data, top_k=top_k, clips=clips)
+    if confusion is not None:
+        write_confusion(confusion, report.confusion, report.classes)
+        console.info(f"wrote {confusion}")
+    if misclassified is not None:
+        wrong = write_misclassified(
+            misclassified, [data.ids[i] for i in report.index], report.labels,
+            report.predicted, report.scores, report.classes,
+        )  # fmt: skip
+        console.info(f"wrote {misclassified} ({wrong} wrong)")
+    result = {"checkpoint": str(checkpoint), "dataset": data.dataset, "split": data.split}
+    result.update(report.to_json())
+    if json_:
+        print_json(result)
+    else:
+        print_eval(result)

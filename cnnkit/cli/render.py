@@ -1,0 +1,280 @@
+"""How results look on a terminal: rich tables and plain text for every command.
+
+rich is imported inside each renderer: it costs about 40 ms, which
+``--json`` and plain status lines do not need.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from cnnkit.cli.app import print_json
+
+
+def explain_text(expl: Any, report: Any) -> str:
+    """--explain as plain text: kernel matrix, shapes, and the filled-in size formula."""
+    from cnnkit.kernels import format_kernel
+
+    kernel = expl.kernel
+    names = ("T", "H", "W", "C") if report.is_video else ("H", "W", "C")
+    labels = "×".join(names[: len(expl.input_shape)])
+    kind = "Conv3d" if kernel.ndim == 3 else "Conv2d"
+    lines = [
+        f"kernel {kernel.name}: {shape_text(kernel.shape)}, cross-correlation as in {kind}"
+        + (" (flipped: true convolution)" if report.flip else ""),
+        *("  " + row for row in format_kernel(kernel).splitlines()),
+        f"input   {labels} = {shape_text(expl.input_shape)}",
+        f"stride {shape_text(report.stride)}, dilation {shape_text(report.dilation)}, "
+        f"padding {report.padding}"
+        + (f" ({expl.padding_mode})" if any(a.pad_before or a.pad_after for a in expl.axes) else "")
+        + ": "
+        + ", ".join(f"{a.name} {a.pad_before}+{a.pad_after}" for a in expl.axes),
+        "output size per axis: floor((n + pad_before + pad_after - d·(k-1) - 1) / s) + 1",
+        *("  " + a.formula() for a in expl.axes),
+        f"output  {labels} = {shape_text(expl.output_shape)}",
+    ]
+    if report.is_video and kernel.ndim == 2:
+        lines.append("(a 2D kernel is applied to each frame; the frame count is kept)")
+    return "\n".join(lines)
+
+
+def show_kernel_bank(as_json: bool) -> None:
+    """--list-kernels: every named kernel (with default parameters) as a matrix."""
+    from cnnkit.kernels import format_kernel, kernel_defs, kernel_usage, named_kernel
+
+    entries = []
+    for kdef in kernel_defs():
+        k = named_kernel(kdef.name)
+        entries.append((kdef, k))
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": kdef.name,
+                    "usage": kernel_usage(kdef),
+                    "dims": kdef.dims,
+                    "params": list(kdef.params),
+                    "defaults": list(kdef.defaults),
+                    "shape": list(k.shape),
+                    "combine": k.combine,
+                    "description": kdef.description,
+                    "weights": [c.tolist() for c in k.components],
+                }
+                for kdef, k in entries
+            ]
+        )
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="cnnkit kernels (defaults shown; parameters after ':')", show_lines=True)
+    # The description sits under the name: a column of its own is squeezed to
+    # nothing on an 80-column terminal next to wide weight matrices.
+    table.add_column("kernel", ratio=1, min_width=24)
+    table.add_column("size", no_wrap=True)
+    table.add_column("weights", no_wrap=True)
+    for kdef, k in entries:
+        usage = f"[bold]{escape(kernel_usage(kdef))}[/bold]"
+        if kdef.defaults:
+            usage += " (" + ",".join(f"{d:g}" for d in kdef.defaults) + ")"
+        usage += f"\n[dim]{escape(kdef.description)}[/dim]"
+        table.add_row(usage, shape_text(k.shape), format_kernel(k))
+    Console(highlight=False).print(table)
+
+
+def print_eval(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    top = result["top_k_accuracy"]
+    out.print(f"checkpoint  {result['checkpoint']}")
+    out.print(f"dataset     {result['dataset']} ({result['split']}, n={result['n']})")
+    out.print(f"accuracy    {result['accuracy']:.4f}")
+    out.print(f"top-{top['k']}       {top['value']:.4f}")
+    out.print(f"loss        {result['loss']:.4f}")
+    out.print(f"macro F1    {result['macro_f1']:.4f}")
+    if "video_accuracy" in result:
+        out.print(
+            f"video       {result['video_accuracy']:.4f} "
+            f"({result['clips_per_video']} clip(s) per video; clip-level "
+            f"{result['clip_accuracy']:.4f})"
+        )
+    table = Table(title="per class", show_edge=False, header_style="bold")
+    for col in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, m in result["per_class"].items():
+        table.add_row(
+            name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
+            str(m["support"]),
+        )  # fmt: skip
+    out.print(table)
+    classes = result["classes"]
+    if len(classes) > 20:
+        out.print(f"confusion matrix: {len(classes)} classes; write it with --confusion FILE.png")
+        return
+    cm = Table(title="confusion (rows: true, columns: predicted)", show_edge=False)
+    cm.add_column("true \\ pred", style="bold")
+    for name in classes:
+        cm.add_column(name, justify="right")
+    for i, (name, row) in enumerate(zip(classes, result["confusion_matrix"], strict=True)):
+        cells = [f"[bold]{v}[/bold]" if j == i else str(v) for j, v in enumerate(row)]
+        cm.add_row(name, *cells)
+    out.print(cm)
+
+
+def _stdout_console() -> Any:
+    from rich.console import Console
+
+    # Wide when piped, so that layer tables are not squeezed into 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def shape_text(values: Any) -> str:
+    if values is None:
+        return "-"
+    if isinstance(values, (list, tuple)):
+        return "×".join(str(v) for v in values)
+    return str(values)
+
+
+def _rf_unit(s: dict[str, Any]) -> str:
+    if s["receptive_field"] is None:  # no convolution: every output sees every input value
+        return ""
+    return " (frames×px)" if len(s["input_size"]) == 4 else " px"
+
+
+def _rf_text(rf: Any) -> str:
+    # A 2D field is one int when square: show it as the H×W patch it is.
+    if rf is None:
+        return "whole input"
+    return f"{rf}×{rf}" if isinstance(rf, int) else shape_text(rf)
+
+
+def render_inspect(result: dict[str, Any]) -> None:
+    renderers = {
+        "model": _render_model,
+        "checkpoint": _render_model,
+        "image": _render_image,
+        "video": _render_facts,
+        "dataset": _render_dataset,
+    }
+    renderers[result["kind"]](result)
+
+
+def _render_model(s: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out = _stdout_console()
+    table = Table(title=f"{s['name']} on input {shape_text(s['input_size'])} (batch of 1)")
+    for column in ("#", "layer", "type", "kernel", "stride", "padding", "output"):
+        table.add_column(column)
+    for column in ("params", "MACs", "receptive field"):
+        table.add_column(column, justify="right")
+    for i, layer in enumerate(s["layers"], 1):
+        rf = layer["receptive_field"]
+        table.add_row(
+            str(i),
+            layer["name"],
+            layer["type"],
+            shape_text(layer["kernel_size"]),
+            shape_text(layer["stride"]),
+            shape_text(layer["padding"]),
+            shape_text(layer["output_shape"]),
+            f"{layer['params']:,}",
+            f"{layer['macs']:,}",
+            _rf_text(rf),
+        )
+    table.add_section()
+    table.add_row(
+        "", "total", "", "", "", "", "", f"{s['params']:,}", f"{s['macs']:,}",
+        _rf_text(s["receptive_field"]),
+    )  # fmt: skip
+    out.print(table)
+    out.print(
+        f"params {s['params']:,} (trainable {s['trainable_params']:,})  ·  "
+        f"MACs {s['macs']:,} ({s['macs'] / 1e6:,.2f} M multiply-accumulates per input)  ·  "
+        f"receptive field of the last conv/pool stage: {_rf_text(s['receptive_field'])}"
+        + _rf_unit(s)
+    )
+    if s["kind"] == "checkpoint":
+        _render_facts(
+            {
+                "checkpoint": s["path"],
+                "classes": ", ".join(s["classes"]),
+                "dataset": s["dataset"],
+                **{f"input {k}": v for k, v in s["input"].items()},
+                **{f"metric {k}": v for k, v in s["metrics"].items()},
+                "cnnkit version": s["cnnkit_version"],
+            }
+        )
+    for item in s.get("feature_maps", []):
+        out.print(f"feature maps of {item['layer']} ({shape_text(item['shape'])}): {item['path']}")
+    if "kernels" in s:
+        k = s["kernels"]
+        out.print(f"filters of {k['layer']} ({shape_text(k['weight_shape'])}): {k['path']}")
+
+
+def _render_facts(facts: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for key, value in facts.items():
+        if key in ("kind", "pixels"):
+            continue
+        if isinstance(value, float):
+            value = f"{value:,.4g}"
+        elif isinstance(value, list):
+            value = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)
+        table.add_row(key, "-" if value is None else str(value))
+    _stdout_console().print(table)
+
+
+def _render_image(s: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    _render_facts(s)
+    block = s["pixels"]
+    values = block["values"]
+    names = {"gray": ["gray"], "gray+alpha": ["gray", "alpha"], "RGB": list("RGB")}
+    names = names.get(s["channel_order"], list("RGBA"))
+    for c, channel in enumerate(names[: s["channels"]]):
+        table = Table(
+            title=f"{channel} values, rows y={block['y']}.., columns x={block['x']}..",
+            show_header=False,
+        )
+        for _ in values[0]:
+            table.add_column(justify="right")
+        for row in values:
+            table.add_row(*(str(v[c] if isinstance(v, list) else v) for v in row))
+        _stdout_console().print(table)
+
+
+def _render_dataset(s: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out = _stdout_console()
+    splits = list(s.get("splits", {}))
+    table = Table(title=f"{len(s['classes'])} classes")
+    table.add_column("class")
+    for split in splits:
+        table.add_column(split, justify="right")
+    table.add_column("total", justify="right")
+    for name in s["classes"]:
+        per_split = [f"{s['splits'][split].get(name, 0):,}" for split in splits]
+        table.add_row(name, *per_split, f"{s['counts'].get(name, 0):,}")
+    table.add_section()
+    totals = [f"{sum(s['splits'][split].values()):,}" for split in splits]
+    table.add_row("total", *totals, f"{sum(s['counts'].values()):,}")
+    out.print(table)
+    unreadable = s.get("unreadable", [])
+    if unreadable:
+        out.print(f"{len(unreadable)} unreadable file(s):", markup=False)
+        for path in unreadable:
+            out.print(f"  {path}", markup=False)
+    for warning in s.get("warnings", []):
+        out.print(f"warning: {warning}", markup=False)
