@@ -9,9 +9,10 @@ image is decoded; the table is printed when all records are in.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from typing import Any, TextIO
+
+from cnnkit.jsontext import dumps
 
 Record = dict[str, Any]
 
@@ -40,7 +41,7 @@ class JsonLinesWriter:
         self.stream = stream
 
     def write(self, records: Sequence[Record]) -> None:
-        self.stream.write("".join(json.dumps(r) + "\n" for r in records))
+        self.stream.write("".join(dumps(r) + "\n" for r in records))
         self.stream.flush()
 
     def close(self) -> None:

@@ -8,7 +8,6 @@ bodies so that ``cnnkit --help`` and ``cnnkit convolve`` on images stay fast.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -54,17 +53,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document o
 
 
 def print_json(obj: Any) -> None:
-    """Write one JSON document to stdout."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """Write one JSON document to stdout (non-finite numbers as null: see cnnkit.jsontext)."""
+    from cnnkit.jsontext import dumps
+
+    sys.stdout.write(dumps(obj, indent=2) + "\n")
     sys.stdout.flush()
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 CheckpointArg = Annotated[

@@ -12,7 +12,6 @@ new one, and only rank 0 writes files and returns a summary.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -647,6 +646,7 @@ def _finish(trainer, module, data, run_dir: Path, device, batch_size: int, train
 
     from cnnkit.checkpoint import load_checkpoint
     from cnnkit.io.atomic import atomic_write_text
+    from cnnkit.jsontext import dumps
 
     ckpt_cb = trainer.checkpoint_callback
     best = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else None
@@ -678,5 +678,5 @@ def _finish(trainer, module, data, run_dir: Path, device, batch_size: int, train
         "images_per_second": round(samples / train_seconds, 1) if train_seconds > 0 else None,
         "metrics": metrics,
     }
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(run_dir / "summary.json", dumps(summary, indent=2) + "\n")
     return summary
