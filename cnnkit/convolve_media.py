@@ -2,8 +2,9 @@
 
 Images are convolved in one go. Videos are streamed: a 2D kernel filters
 frame by frame, a 3D kernel slides a window of frames over time
-(ops.convolve_frames), so only the frames in use are in memory (except for
-``.npy`` output, which holds the whole float32 result by nature).
+(ops.convolve_frames), so only the frames in use are in memory; ``.npy``
+output is streamed to disk too, its header written last. A video's frame
+count is what was read and written, never the container's claim.
 
 Output by extension: ``.npy`` stores the raw float32 result (negative values
 kept; H×W, H×W×C in RGB order, or T×H×W[×C]); image and video formats store
@@ -20,25 +21,41 @@ kept; H×W, H×W×C in RGB order, or T×H×W[×C]); image and video formats stor
   (sobel, scharr, prewitt), minmax for other signed kernels (derivatives,
   laplacian, log, outline, temporal-diff), whose negative half matters.
 
+Float images (32-bit TIFFs) hold 0-1 by convention: their 8-bit outputs map
+1.0 to 255, and a float image with values outside 0-1 (or NaN) is refused for
+8-bit outputs, as every other command refuses it; ``.npy`` keeps any values.
+
 Alpha channels are dropped before filtering: a filtered alpha has no meaning.
-This module never imports torch.
+GIFs are read (the first frame) but written as PNG. The output may not be the
+input file unless ``overwrite_input`` is set. This module never imports torch.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import struct
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from cnnkit import console, ops
 from cnnkit.errors import InputError, KernelError
 from cnnkit.io._opencv import cv2
-from cnnkit.io.image import IMAGE_EXTENSIONS, encode_png, read_image, read_image_bytes
+from cnnkit.io.image import (
+    IMAGE_EXTENSIONS,
+    WRITABLE_IMAGE_EXTENSIONS,
+    check_float_pixels,
+    encode_png,
+    read_image,
+    read_image_bytes,
+)
 from cnnkit.io.video import VIDEO_EXTENSIONS, VideoWriter, iter_frames, probe_video
 from cnnkit.kernels import Kernel
 
@@ -198,11 +215,17 @@ def _kind_of_output(output: str) -> str:
     ext = Path(output).suffix.lower()
     if ext == ".npy":
         return "npy"
+    if ext in IMAGE_EXTENSIONS - WRITABLE_IMAGE_EXTENSIONS:
+        raise InputError(
+            f"cannot write {output}: {ext} images are read but not written (OpenCV's "
+            "encoder reduces colours to a dithered palette and refuses gray images)",
+            hint=f"write {Path(output).with_suffix('.png')} instead",
+        )
     if ext in IMAGE_EXTENSIONS:
         return "image"
     if ext in VIDEO_EXTENSIONS:
         return "video"
-    known = ", ".join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS | {".npy"}))
+    known = ", ".join(sorted(WRITABLE_IMAGE_EXTENSIONS | VIDEO_EXTENSIONS | {".npy"}))
     raise InputError(
         f"unsupported output extension '{ext or Path(output).name}' in {output}",
         hint=f"use one of {known}, or '-' for PNG on stdout",
@@ -210,11 +233,35 @@ def _kind_of_output(output: str) -> str:
 
 
 def default_output(input: str, kernel: Kernel) -> str:
-    """``<input stem>-<kernel slug><input ext>`` in the working directory (PNG for stdin)."""
+    """``<input stem>-<kernel slug><input ext>`` in the working directory.
+
+    PNG for stdin, and for the formats read but not written (GIF).
+    """
     if input == "-":
         return f"stdin-{kernel.slug}.png"
     path = Path(input)
-    return f"{path.stem}-{kernel.slug}{path.suffix.lower()}"
+    ext = path.suffix.lower()
+    if ext in IMAGE_EXTENSIONS - WRITABLE_IMAGE_EXTENSIONS:
+        ext = ".png"
+    return f"{path.stem}-{kernel.slug}{ext}"
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (``x.png``, ``./x.png``, links)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # b does not exist yet
+        return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
+
+
+def _check_not_input(input: str, target: str, out_kind: str | None, overwrite: bool) -> None:
+    if overwrite or input == "-" or out_kind in (None, "stdout"):
+        return
+    if _same_file(input, target):
+        raise InputError(
+            f"the output {target} is the input file {input}: it would be overwritten",
+            hint="give another -o, or add --overwrite-input to replace the input",
+        )
 
 
 def _input_kind(input: str) -> str:
@@ -260,6 +307,56 @@ def _save_npy(path: str, array: np.ndarray) -> None:
         np.save(temp, np.ascontiguousarray(array, dtype=np.float32))
 
 
+# A .npy v1.0 header is magic (6 bytes), version (2), its length (2), then a
+# Python dict padded with spaces and ended by a newline. Reserving a fixed 128
+# bytes lets the frame count be filled in after the last frame.
+_NPY_HEADER_BYTES = 128
+
+
+class _NpyFrames:
+    """Float32 frames appended to an open .npy file; ``count`` so far, each of ``shape``."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.count = 0
+        self.shape: tuple[int, ...] | None = None
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = np.ascontiguousarray(frame, dtype=np.float32)
+        if self.shape is None:
+            self.shape = frame.shape
+        elif frame.shape != self.shape:
+            raise InputError(f"frame {self.count} is {frame.shape}, the first was {self.shape}")
+        self.file.write(memoryview(frame).cast("B"))
+        self.count += 1
+
+    def header(self) -> bytes:
+        shape = (self.count, *(self.shape or ()))
+        text = repr(
+            {"descr": np.dtype(np.float32).str, "fortran_order": False, "shape": shape}
+        ).encode("latin1")
+        room = _NPY_HEADER_BYTES - 10
+        if len(text) + 1 > room:  # only a frame shape of absurd rank could get here
+            raise InputError(f"cannot write a .npy result of shape {shape}")
+        body = text.ljust(room - 1) + b"\n"
+        return b"\x93NUMPY\x01\x00" + struct.pack("<H", room) + body
+
+
+@contextmanager
+def _npy_frame_writer(path: str) -> Iterator[_NpyFrames]:
+    """Stream T×H×W[×C] float32 frames into a .npy file, atomically; T is known at the end."""
+    from cnnkit.io.atomic import atomic_output
+
+    with atomic_output(path) as temp, open(temp, "wb") as file:
+        file.write(bytes(_NPY_HEADER_BYTES))  # the placeholder the header replaces
+        frames = _NpyFrames(file)
+        yield frames
+        if frames.count == 0:
+            raise InputError(f"no frames to write to {path}", hint="the video would be empty")
+        file.seek(0)
+        file.write(frames.header())
+
+
 # ---------------------------------------------------------------------------
 # the job
 # ---------------------------------------------------------------------------
@@ -289,12 +386,16 @@ def convolve_file(
     write: bool = True,
     stdin: bytes | None = None,
     want_stats: bool = True,
+    overwrite_input: bool = False,
 ) -> ConvolveReport:
     """Convolve an image or video file (or stdin image bytes) and write the result.
 
     ``output`` None means the default name; ``write=False`` only explains (the
     input is read for its shape, nothing is computed or written). Without
     ``want_stats`` an image's min/max/mean are not computed (a few ms saved).
+    An output that is the input file is refused unless ``overwrite_input``
+    (the input is then read whole, or streamed from the old file, before the
+    result replaces it).
     """
     start = time.perf_counter()
     kernel = options.kernel.flipped() if options.flip else options.kernel
@@ -316,6 +417,7 @@ def convolve_file(
             f"cannot write a video result to {'stdout' if target == '-' else target}",
             hint=f"use a video extension ({', '.join(sorted(VIDEO_EXTENSIONS))}) or .npy",
         )
+    _check_not_input(input, target, out_kind, overwrite_input)
     scale = auto_scale(kernel) if options.scale == "auto" else options.scale
     # BGR order is kept end to end for 8-bit outputs: OpenCV reads and writes it,
     # and per-channel filtering does not care. Only .npy wants RGB.
@@ -382,15 +484,21 @@ def _convolve_image(
     stats = Stats()
     if out_kind is None:
         return explanation, stats, None
+    if out_kind != "npy":
+        # 8-bit outputs read floats as 0-1, the rule of every command; .npy keeps any values.
+        check_float_pixels(image, "stdin" if input == "-" else input)
+    in_max = value_range(image.dtype)
     result = ops.convolve(
         image, kernel, options.stride, options.padding, options.padding_mode, options.dilation
     )
+    del image  # only its value range is needed from here on: free it before the 8-bit copy
     if want_stats or out_kind == "npy":
         stats.add(result)
     if out_kind == "npy":
         _save_npy(target, result)
         return explanation, stats, None
-    pixels = to_uint8(result, scale, value_range(image.dtype))
+    pixels = to_uint8(result, scale, in_max)
+    del result
     if out_kind == "stdout":
         sys.stdout.buffer.write(encode_png(pixels, rgb=rgb))
         sys.stdout.flush()
@@ -407,6 +515,19 @@ def _video_frames(input: str, rgb: bool, gray: bool, total: int) -> Iterator[np.
         yield _to_gray(frame, rgb) if gray else frame
 
 
+def _video_explanation(
+    frames: int, frame_shape: tuple[int, ...], kernel: Kernel, options: ConvolveOptions
+) -> ops.Explanation:
+    """The explanation for ``frames`` frames of ``frame_shape`` (H×W or H×W×C)."""
+    shape = (frames, *frame_shape)
+    if kernel.ndim == 3:
+        return _explain(shape, kernel, options)
+    frame_expl = _explain(frame_shape, kernel, options)
+    return ops.Explanation(
+        kernel, shape, (frames, *frame_expl.output_shape), options.padding_mode, frame_expl.axes
+    )
+
+
 def _convolve_video(
     input: str,
     kernel: Kernel,
@@ -416,25 +537,27 @@ def _convolve_video(
     scale: str,
     rgb: bool,
 ) -> tuple[ops.Explanation, Stats, float]:
-    # A 3D kernel's output length and its reflect padding at the end depend on
-    # the exact frame count, which some containers only estimate.
-    info = probe_video(input, exact=kernel.ndim == 3)
+    # Container headers can state any frame count (a truncated file keeps the
+    # original's). A 3D kernel's output length and its padding at the end need
+    # the true count up front, and --explain alone reports it: both count the
+    # frames by decoding them. A 2D run counts the frames it reads instead.
+    info = probe_video(input, exact=kernel.ndim == 3 or out_kind is None)
     channels = () if options.gray else (3,)
-    shape = (info.frames, info.height, info.width) + channels
-    if kernel.ndim == 2:
-        frame_expl = _explain(shape[1:], kernel, options)
-        explanation = ops.Explanation(
-            kernel,
-            shape,
-            (info.frames,) + frame_expl.output_shape,
-            options.padding_mode,
-            frame_expl.axes,
-        )
-    else:
-        explanation = _explain(shape, kernel, options)
+    frame_shape = (info.height, info.width, *channels)
+    explanation = _video_explanation(info.frames, frame_shape, kernel, options)
     stats = Stats()
     if out_kind is None:
         return explanation, stats, info.fps
+    # Refused before any writer opens (FFmpeg would allocate frames of the padded size).
+    kernel.check_float32_range(255.0, "8-bit input")  # decoded frames are uint8
+    ops.check_convolution_memory(
+        frame_shape,
+        np.uint8,
+        kernel,
+        explanation.axes,
+        options.padding_mode,
+        num_frames=info.frames,
+    )
     frames = _video_frames(input, rgb, options.gray, info.frames)
     if kernel.ndim == 2:
         results: Iterator[np.ndarray] = (
@@ -448,19 +571,39 @@ def _convolve_video(
             frames, info.frames, kernel, explanation.axes, options.padding_mode
         )
     if out_kind == "npy":
-        kept = []
-        for r in results:
-            stats.add(r)
-            kept.append(r)
-        _save_npy(target, np.stack(kept))
-        return explanation, stats, info.fps
+        with _npy_frame_writer(target) as npy:
+            for r in results:
+                stats.add(r)
+                npy.write(r)
+        written = npy.count
+    else:
+        written = _write_video_frames(
+            input, target, results, stats, kernel, scale, rgb, info.fps, explanation
+        )
+    if kernel.ndim == 2:  # one output frame per frame read: the count is now known
+        explanation = _video_explanation(written, frame_shape, kernel, options)
+    return explanation, stats, info.fps
+
+
+def _write_video_frames(
+    input: str,
+    target: str,
+    results: Iterator[np.ndarray],
+    stats: Stats,
+    kernel: Kernel,
+    scale: str,
+    rgb: bool,
+    fps: float,
+    explanation: ops.Explanation,
+) -> int:
+    """Write float32 result frames as 8-bit video frames; returns how many were written."""
     bounds = kernel.value_bounds(0.0, 255.0) if scale == "minmax" else None
-    out_h, out_w = explanation.output_shape[-3:-1] if channels else explanation.output_shape[-2:]
-    fps = info.fps if info.fps > 0 else 25.0
-    if info.fps <= 0:
-        console.warn(f"{input} states no frame rate; writing {fps:g} fps")
-    with VideoWriter(target, fps, out_w, out_h, is_color=bool(channels), rgb=rgb) as writer:
+    colour = len(explanation.output_shape) == 4
+    out_h, out_w = explanation.output_shape[1:3]
+    if fps <= 0:
+        console.warn(f"{input} states no frame rate; writing 25 fps")
+    with VideoWriter(target, fps if fps > 0 else 25.0, out_w, out_h, colour, rgb) as writer:
         for r in results:
             stats.add(r)
             writer.write(to_uint8(r, scale, 255.0, bounds))
-    return explanation, stats, info.fps
+    return writer.frames_written

@@ -38,6 +38,10 @@ KERNEL_FILE_EXTENSIONS = (".txt", ".csv", ".npy")
 # and building it would take the memory of a large image.
 MAX_KERNEL_WEIGHTS = 1_000_000
 
+# Results are computed and stored in float32: a weight (or a result) beyond this
+# becomes inf, and inf - inf becomes NaN, in an output that otherwise looks fine.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 @dataclass(frozen=True)
 class Kernel:
@@ -86,6 +90,31 @@ class Kernel:
         """The kernel flipped on every axis: cross-correlation with it is true convolution."""
         flipped = tuple(np.ascontiguousarray(np.flip(c)) for c in self.components)
         return Kernel(f"{self.name} (flipped)", flipped, self.combine, self.description)
+
+    def largest_result(self, peak: float) -> float:
+        """The largest |result| possible for inputs with |value| <= ``peak``.
+
+        For a magnitude kernel this is the largest sum of the squared
+        components, the float32 intermediate sqrt(gx² + gy²) is taken of.
+        """
+        reach = [float(np.abs(c).sum()) * peak for c in self.components]
+        if self.is_magnitude:
+            return sum(r * r for r in reach)
+        return max(reach)
+
+    def check_float32_range(self, peak: float, what: str) -> None:
+        """Refuse a kernel whose float32 result could overflow on inputs up to ``peak``.
+
+        ``what`` names the input in the message ("16-bit input").
+        """
+        if self.largest_result(peak) <= FLOAT32_MAX:
+            return
+        total = sum(float(np.abs(c).sum()) for c in self.components)
+        raise KernelError(
+            f"kernel '{self.name}' would overflow float32 on {what}: the sum of |weights| "
+            f"({total:.3g}) times the largest input value ({peak:g}) exceeds {FLOAT32_MAX:.3g}",
+            hint="scale the kernel's weights down",
+        )
 
     def value_bounds(self, low: float, high: float) -> tuple[float, float]:
         """The smallest and largest result possible for inputs in [low, high]."""
@@ -349,7 +378,7 @@ def _is_file(spec: str) -> bool:
         return False
 
 
-def _parse_number(token: str, where: str) -> float:
+def _parse_number(token: str, where: str, weight: bool = False) -> float:
     # Fractions such as 1/16 make normalised kernels easy to type; no eval involved.
     try:
         if "/" in token:
@@ -364,19 +393,24 @@ def _parse_number(token: str, where: str) -> float:
         ) from None
     if not math.isfinite(value):
         raise KernelError(f"{where} contains '{token}' (not finite)", hint="use finite numbers")
+    if weight and abs(value) > FLOAT32_MAX:
+        raise KernelError(
+            f"{where} contains '{token}' (not finite in float32, the precision used)",
+            hint=f"use weights within ±{FLOAT32_MAX:.3g}",
+        )
     return value
 
 
-def _numbers(text: str, where: str) -> list[float]:
+def _numbers(text: str, where: str, weights: bool = False) -> list[float]:
     tokens = [t for t in re.split(r"[,\s]+", text.strip()) if t]
     if not tokens:
         raise KernelError(f"{where} are empty", hint="give numbers after the ':'")
-    return [_parse_number(t, where) for t in tokens]
+    return [_parse_number(t, where, weights) for t in tokens]
 
 
 def _parse_rows(text: str, where: str) -> list[list[float]]:
     rows = text.strip().rstrip(";").split(";")
-    return [_numbers(row, f"kernel '{where}'") if row.strip() else [] for row in rows]
+    return [_numbers(row, f"kernel '{where}'", True) if row.strip() else [] for row in rows]
 
 
 def _from_slices(slices: list[list[list[float]]], name: str, where: str) -> Kernel:
@@ -420,6 +454,13 @@ def kernel_from_array(array: np.ndarray, name: str = "custom") -> Kernel:
     weights = array.astype(np.float64)
     if not np.isfinite(weights).all():
         raise KernelError(f"kernel '{name}' contains NaN or infinite values", hint="fix them")
+    largest = float(np.abs(weights).max())
+    if largest > FLOAT32_MAX:
+        raise KernelError(
+            f"kernel '{name}' contains values not finite in float32, the precision used "
+            f"(largest |value| {largest:.3g})",
+            hint=f"use weights within ±{FLOAT32_MAX:.3g}",
+        )
     return Kernel(name, (np.ascontiguousarray(weights),), None, "")
 
 

@@ -24,8 +24,11 @@ the frames still needed, so videos need not be held in memory.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -50,6 +53,10 @@ _AXIS_NAMES = {2: ("height", "width"), 3: ("time", "height", "width")}
 _CV_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)
 
 Padding = str | int | Sequence[int]
+
+# Magnitude kernels combine their components band by band: this many output
+# rows at a time keeps the temporaries small and filter2D's halo overhead low.
+_BAND_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,173 @@ def _check_padding_fits(axes: Sequence[AxisGeometry], mode: str) -> None:
 
 
 # ---------------------------------------------------------------------------
+# what a convolution needs: memory, and a float32 range that holds its results
+# ---------------------------------------------------------------------------
+
+# Below this, asking the OS what is free costs more than it could ever save.
+_MEMORY_CHECK_BYTES = 256 * 2**20
+
+
+def available_memory() -> int | None:
+    """Bytes that can still be allocated without swapping, or None when the OS does not say.
+
+    Linux's MemAvailable (free memory plus the page cache it can drop), capped
+    by a cgroup v2 memory limit (containers); elsewhere the free physical pages.
+    """
+    found: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, ValueError, OSError):
+            pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+            found.append(max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def _size_text(nbytes: float) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as free(1) -h and file managers show them)."""
+    units = ("bytes", "KB", "MB", "GB", "TB", "PB")
+    step = 0
+    while nbytes >= 1000 and step < len(units) - 1:
+        nbytes /= 1000
+        step += 1
+    return f"{nbytes:,.0f} bytes" if step == 0 else f"{nbytes:,.1f} {units[step]}"
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse up front to allocate ``nbytes`` when the machine does not have them free.
+
+    Without this, a huge --padding ends in OpenCV's "Insufficient memory"
+    traceback or in the OOM killer, after minutes of swapping.
+    """
+    if nbytes <= _MEMORY_CHECK_BYTES:
+        return
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise InputError(
+            f"{what} needs {_size_text(nbytes)} of memory, more than the "
+            f"{_size_text(free)} available",
+            hint="use a smaller --padding or a smaller input",
+        )
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "×".join(str(int(n)) for n in shape)
+
+
+def _padded_shape(axes: Sequence[AxisGeometry], tail: Sequence[int]) -> tuple[int, ...]:
+    return tuple(a.size + a.pad_before + a.pad_after for a in axes) + tuple(tail)
+
+
+def _bytes_2d(
+    shape: Sequence[int],
+    dtype: np.dtype,
+    kernel: Kernel,
+    gh: AxisGeometry,
+    gw: AxisGeometry,
+    mode: str,
+    method: str,
+) -> int:
+    """What one 2D correlation of an H×W[×C] input allocates at its peak, in bytes.
+
+    Direct OpenCV path: the float32 result (plus a float32 copy of an input
+    filter2D cannot take). OpenCV with explicit padding: the padded input and
+    filter2D's float32 result on it. numpy path: the padded input as float32,
+    the result and a product of the same size. A magnitude kernel holds one
+    more result while it adds the squares (a band of one on the direct path).
+    """
+    tail = tuple(shape[2:])
+    values = math.prod(shape)
+    padded = math.prod(_padded_shape((gh, gw), tail))
+    out = gh.out * gw.out * math.prod(tail)
+    source = 0 if np.dtype(dtype).type in _CV_DTYPES else 4 * values
+    extra = kernel.combine is not None and len(kernel.components) > 1
+    if _direct(gh, gw, mode, method):
+        return source + 4 * out
+    fast_ok = gh.stride == gw.stride == gh.dilation == gw.dilation == 1
+    if method != "numpy" and fast_ok:
+        itemsize = 4 if source else np.dtype(dtype).itemsize
+        return source + itemsize * padded + 4 * padded * (2 if extra else 1)
+    return 4 * (padded + 2 * out + (out if extra else 0))
+
+
+def check_convolution_memory(
+    frame_shape: Sequence[int],
+    dtype: np.dtype | type,
+    kernel: Kernel,
+    axes: Sequence[AxisGeometry],
+    padding_mode: str,
+    method: str = "auto",
+    num_frames: int = 1,
+    whole_result: bool = False,
+) -> None:
+    """Refuse, before anything is allocated, a convolution that would not fit in memory.
+
+    ``frame_shape`` is one image or frame, H×W[×C], of ``dtype``; ``axes`` come
+    from :func:`resolve_geometry` on (H, W) or (T, H, W). A 3D kernel also keeps
+    the frames a later output still needs (its reach in time, every frame for
+    circular time padding) and one output frame; ``whole_result`` adds the
+    whole T'×H'×W'[×C] float32 result (an array in, an array out).
+    """
+    gh, gw = axes[-2:]
+    tail = tuple(frame_shape[2:])
+    needed = _bytes_2d(frame_shape, np.dtype(dtype), kernel, gh, gw, padding_mode, method)
+    out_frame = (gh.out, gw.out, *tail)
+    if len(axes) == 3:
+        gt = axes[0]
+        kept = num_frames if padding_mode == "circular" else min(num_frames, gt.reach)
+        frame_bytes = np.dtype(dtype).itemsize * math.prod(frame_shape)
+        needed += kept * frame_bytes + 4 * math.prod(out_frame)
+        if whole_result:
+            needed += 4 * gt.out * math.prod(out_frame)
+    what = "an input" if len(axes) == 2 else "frames"
+    check_memory(
+        needed,
+        f"the convolution of {what} of {_shape_text(frame_shape)} (padded to "
+        f"{_shape_text(_padded_shape((gh, gw), tail))}, output {_shape_text(out_frame)} "
+        "in float32)",
+    )
+
+
+def input_peak(x: np.ndarray) -> tuple[float, str]:
+    """The largest |value| an input can hold, and how to name that input in a message.
+
+    Integer inputs can hold their dtype's full range (65535 for 16-bit), so a
+    kernel that overflows on one 16-bit image is refused for all of them; float
+    inputs are judged by the values they actually hold.
+    """
+    if x.dtype == np.bool_:
+        return 1.0, "a boolean input"
+    if np.issubdtype(x.dtype, np.integer):
+        info = np.iinfo(x.dtype)
+        return float(max(abs(int(info.min)), int(info.max))), f"{info.bits}-bit input"
+    if x.size == 0:
+        return 0.0, "this input"
+    peak = max(abs(float(x.max())), abs(float(x.min())))
+    return peak, "this input"
+
+
+def check_result_range(kernel: Kernel, x: np.ndarray) -> None:
+    """Refuse a kernel whose float32 result could overflow on ``x`` (see Kernel.largest_result)."""
+    peak, what = input_peak(x)
+    if math.isfinite(peak):  # non-finite inputs give non-finite results whatever the kernel
+        kernel.check_float32_range(peak, what)
+
+
+# ---------------------------------------------------------------------------
 # 2D on one frame (H×W or H×W×C, channels last)
 # ---------------------------------------------------------------------------
 
@@ -190,6 +364,7 @@ def _correlate2d_opencv(
 ) -> np.ndarray:
     """Stride 1, dilation 1: cv2.filter2D with the anchor set to the padding before."""
     x = _as_cv_source(x)
+    shape = x.shape
     w32 = w.astype(np.float32)
     if mode != "circular" and gh.out == gh.size and gw.out == gw.size:
         # Padding totals k-1 on both axes: filter2D's own border handling gives the
@@ -202,10 +377,14 @@ def _correlate2d_opencv(
     )
     # With anchor (0, 0) the first out×out outputs only read padded pixels, never
     # filter2D's own border, so any padding the user asked for is honoured.
+    del x  # when it is a float32 copy made for filter2D, free it before the large result
     full = cv2.filter2D(padded, cv2.CV_32F, w32, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
-    if padded.ndim == 3 and full.ndim == 2:
+    del padded
+    if full.ndim == 2 and len(shape) == 3:
         full = full[:, :, None]  # OpenCV drops a single channel axis
-    return np.ascontiguousarray(full[: gh.out, : gw.out])
+    # A view, not a copy: the cropped rows and columns are only the kernel's k-1,
+    # and a copy would hold a second whole float32 image for a moment.
+    return full[: gh.out, : gw.out]
 
 
 def _correlate2d_numpy(
@@ -215,7 +394,10 @@ def _correlate2d_numpy(
     pads = [(gh.pad_before, gh.pad_after), (gw.pad_before, gw.pad_after)]
     pads += [(0, 0)] * (x.ndim - 2)
     padded = np.pad(x.astype(np.float32, copy=False), pads, mode=_NP_PAD[mode])
-    out = np.zeros((gh.out, gw.out) + x.shape[2:], dtype=np.float64)
+    # float32 throughout, as Conv2d and filter2D accumulate: a float64 accumulator
+    # would double the memory of the largest array here.
+    out = np.zeros((gh.out, gw.out) + x.shape[2:], dtype=np.float32)
+    product = np.empty_like(out)
     rows = gh.stride * (gh.out - 1) + 1
     cols = gw.stride * (gw.out - 1) + 1
     for i in range(w.shape[0]):
@@ -223,8 +405,10 @@ def _correlate2d_numpy(
             if w[i, j] == 0:
                 continue
             r, c = i * gh.dilation, j * gw.dilation
-            out += w[i, j] * padded[r : r + rows : gh.stride, c : c + cols : gw.stride]
-    return out.astype(np.float32)
+            tap = padded[r : r + rows : gh.stride, c : c + cols : gw.stride]
+            np.multiply(tap, np.float32(w[i, j]), out=product)
+            out += product
+    return out
 
 
 def _correlate2d(
@@ -243,12 +427,74 @@ def _correlate2d(
     return _correlate2d_opencv(x, w, gh, gw, mode)
 
 
-def _combine(results: list[np.ndarray], combine: str | None) -> np.ndarray:
-    if combine is None:
-        return results[0]
-    total = np.square(results[0])
-    for r in results[1:]:
-        total += np.square(r)
+def _direct(gh: AxisGeometry, gw: AxisGeometry, mode: str, method: str) -> bool:
+    """Whether filter2D's own border handling gives the result (no explicit padding)."""
+    return (
+        method != "numpy"
+        and mode != "circular"
+        and gh.stride == gw.stride == gh.dilation == gw.dilation == 1
+        and gh.out == gh.size
+        and gw.out == gw.size
+    )
+
+
+def _add_squares_by_bands(
+    total: np.ndarray, x: np.ndarray, w: np.ndarray, gh: AxisGeometry, gw: AxisGeometry, mode: str
+) -> None:
+    """total += (x ⋆ w)², computed a band of rows at a time (direct filter2D case only).
+
+    Each band is filtered with the rows its kernel reaches around it; where a
+    band touches the image's top or bottom, filter2D's border is the image's
+    own, and elsewhere the extra rows' outputs, which saw filter2D's band
+    border, are dropped. So only a band-sized temporary exists, not a second
+    whole float32 image.
+    """
+    x = _as_cv_source(x)
+    w32 = w.astype(np.float32)
+    height = x.shape[0]
+    # Rows read beyond the band on each side: more than the kernel reaches, so
+    # that at the image's top and bottom the rows reflect padding mirrors are in
+    # the slice too.
+    halo = gh.pad_before + gh.pad_after + 1
+    for r0 in range(0, height, _BAND_ROWS):
+        r1 = min(height, r0 + _BAND_ROWS)
+        a, b = max(0, r0 - halo), min(height, r1 + halo)
+        part = cv2.filter2D(
+            x[a:b],
+            cv2.CV_32F,
+            w32,
+            anchor=(gw.pad_before, gh.pad_before),
+            borderType=_CV_BORDER[mode],
+        )
+        part = part[r0 - a : r1 - a]
+        if part.ndim == 2 and total.ndim == 3:
+            part = part[:, :, None]
+        np.square(part, out=part)
+        total[r0:r1] += part
+
+
+def _correlate_kernel(
+    x: np.ndarray, kernel: Kernel, gh: AxisGeometry, gw: AxisGeometry, mode: str, method: str
+) -> np.ndarray:
+    """One 2D kernel on one frame: its component, or the magnitude of its components.
+
+    The magnitude sqrt(gx² + gy²) is accumulated in place, so at most one more
+    float32 image than the result exists at any time (a band of one, on the
+    direct OpenCV path).
+    """
+    first = _correlate2d(x, kernel.components[0], gh, gw, mode, method)
+    if kernel.combine is None:
+        return first
+    total = np.square(first, out=first)  # a fresh array (or a crop of one): squared in place
+    del first
+    for w in kernel.components[1:]:
+        if _direct(gh, gw, mode, method):
+            _add_squares_by_bands(total, x, w, gh, gw, mode)
+            continue
+        part = _correlate2d(x, w, gh, gw, mode, method)
+        np.square(part, out=part)
+        total += part
+        del part
     return np.sqrt(total, out=total)
 
 
@@ -269,6 +515,14 @@ def _source_frame(position: int, n: int, pad_before: int, mode: str) -> int | No
     if mode == "circular":
         return i % n
     return -i if i < 0 else 2 * (n - 1) - i  # reflect, pad < n checked before
+
+
+def _magnitude(results: list[np.ndarray]) -> np.ndarray:
+    """sqrt(Σ r²) of fresh float32 arrays, computed in the first one (the others are spent)."""
+    total = np.square(results[0], out=results[0])
+    for r in results[1:]:
+        total += np.square(r, out=r)
+    return np.sqrt(total, out=total)
 
 
 def convolve_frames(
@@ -315,6 +569,11 @@ def convolve_frames(
                     hint="the file may be truncated; re-encode it",
                 )
             read += 1
+            if tail is None:  # the first frame: its dtype, values and channels are known now
+                check_result_range(kernel, frame)
+                check_convolution_memory(
+                    frame.shape, frame.dtype, kernel, axes, padding_mode, method, num_frames
+                )
             tail = frame.shape[2:]
             if read in last_use:
                 cache[read] = frame
@@ -329,7 +588,7 @@ def convolve_frames(
             if acc is None:
                 acc = np.zeros((gh.out, gw.out) + (tail or ()), dtype=np.float32)
             results.append(acc)
-        yield _combine(results, kernel.combine)
+        yield _magnitude(results) if kernel.combine else results[0]
         for src in set(sources):
             if src is not None and last_use[src] == t:
                 del cache[src]
@@ -386,7 +645,13 @@ def convolve(
         method: ``"auto"``; ``"opencv"`` or ``"numpy"`` force a path (for tests).
 
     Returns:
-        float32 array H'×W'[×C] or T'×H'×W'[×C], sizes per :func:`output_shape`.
+        float32 array H'×W'[×C] or T'×H'×W'[×C], sizes per :func:`output_shape`
+        (with explicit padding, a view that skips filter2D's last k-1 rows and
+        columns rather than a copy of the whole result).
+
+    Raises:
+        KernelError: the result could overflow float32 on this input's range.
+        InputError: bad geometry, or a result that would not fit in memory.
     """
     kernel = as_kernel(kernel)
     if flip:
@@ -399,12 +664,19 @@ def convolve(
     _check_input(x, kernel)
     axes = resolve_geometry(x.shape[: kernel.ndim], kernel.shape, stride, padding, dilation)
     _check_padding_fits(axes, padding_mode)
+    check_result_range(kernel, x)
     if kernel.ndim == 2:
         gh, gw = axes
-        results = [_correlate2d(x, w, gh, gw, padding_mode, method) for w in kernel.components]
-        return _combine(results, kernel.combine)
-    frames = convolve_frames(iter(x), x.shape[0], kernel, axes, padding_mode, method)
-    return np.stack(list(frames))
+        check_convolution_memory(x.shape, x.dtype, kernel, axes, padding_mode, method)
+        return _correlate_kernel(x, kernel, gh, gw, padding_mode, method)
+    check_convolution_memory(
+        x.shape[1:], x.dtype, kernel, axes, padding_mode, method, x.shape[0], whole_result=True
+    )
+    out_shape = tuple(a.out for a in axes) + x.shape[3:]
+    out = np.empty(out_shape, np.float32)  # filled frame by frame: no list, then a stacked copy
+    for t, frame in enumerate(convolve_frames(x, x.shape[0], kernel, axes, padding_mode, method)):
+        out[t] = frame
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -193,3 +193,23 @@ def test_inspect_never_imports_lightning_and_errors_exit_1(tmp_path) -> None:
     assert failed.returncode == 1
     assert failed.stderr.startswith("error: 'lenet' is not a model") and "lenet5" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_inspect_of_an_image_never_imports_torch(tmp_path) -> None:
+    """A file is recognised by its extension: the model registries (torch) stay unloaded,
+    which keeps inspect's fixed memory near 80 MB instead of a gigabyte."""
+    make_image(tmp_path / "a.png", h=8, w=8)
+    code = (
+        "import sys\n"
+        "from cnnkit.cli import app\n"
+        "try:\n"
+        "    app(['inspect', 'a.png', '--json'])\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["kind"] == "image"

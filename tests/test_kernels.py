@@ -105,6 +105,8 @@ def test_kernel_files(tmp_path):
         ("gausian:5,1", "did you mean 'gaussian'"),
         ("1,nan;1,1", "not finite"),
         ("1,inf", "not finite"),
+        ("1e308,1;1,1", "contains '1e308' (not finite in float32"),
+        ("1|-4e38", "contains '-4e38' (not finite in float32"),
         ("1,0;1", "ragged"),
         ("1,2;;3,4", "empty row"),
         ("1,x,3", "'x'"),
@@ -129,6 +131,7 @@ def test_bad_kernel_files(tmp_path):
     np.save(tmp_path / "deep.npy", np.ones((2, 2, 2, 2)))
     np.save(tmp_path / "empty.npy", np.ones((0, 3)))
     np.save(tmp_path / "nan.npy", np.array([[1.0, np.nan]]))
+    np.save(tmp_path / "huge.npy", np.array([[1.0, -1e39]]))
     (tmp_path / "blank.txt").write_text("# only a comment\n\n")
     (tmp_path / "ragged.csv").write_text("1,2\n3\n")
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
@@ -137,6 +140,7 @@ def test_bad_kernel_files(tmp_path):
         "deep.npy": "4 dimension",
         "empty.npy": "empty",
         "nan.npy": "NaN",
+        "huge.npy": "not finite in float32",
         "blank.txt": "no values",
         "ragged.csv": "ragged",
         "junk.npy": "cannot read",
@@ -151,6 +155,16 @@ def test_flip_and_bounds():
     np.testing.assert_array_equal(k.weights, [[4, 3], [2, 1]])
     assert parse_kernel("sobel-x").value_bounds(0, 255) == (-1020, 1020)
     assert parse_kernel("box").value_bounds(0, 255) == pytest.approx((0, 255))
+
+
+def test_largest_result_and_float32_range():
+    sobel_x = parse_kernel("sobel-x")
+    assert sobel_x.largest_result(255) == 8 * 255
+    assert parse_kernel("sobel").largest_result(255) == 2 * (8 * 255) ** 2  # gx² + gy²
+    parse_kernel("1e34").check_float32_range(255, "8-bit input")  # 2.55e36: fits
+    with pytest.raises(KernelError, match="overflow float32 on 16-bit input") as info:
+        parse_kernel("1e34").check_float32_range(65535, "16-bit input")
+    assert "weights down" in info.value.hint
 
 
 def test_format_matrix_shows_values():

@@ -7,10 +7,12 @@ import pytest
 import torch
 from torch import nn
 
+from cnnkit import summary
 from cnnkit.errors import InputError, ModelError
 from cnnkit.io.image import read_image
 from cnnkit.models import create_model
 from cnnkit.summary import (
+    channel_stats,
     feature_map_grids,
     kernel_grid,
     parse_input_size,
@@ -149,7 +151,7 @@ def test_parse_input_size_rejects(text: str) -> None:
         parse_input_size(text)
 
 
-@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("channels", [1, 3, 4])
 def test_summarize_image(tmp_path, channels: int) -> None:
     pixels = make_image(tmp_path / "a.png", h=12, w=20, channels=channels, seed=3)
     facts = summarize_image(tmp_path / "a.png")
@@ -163,6 +165,19 @@ def test_summarize_image(tmp_path, channels: int) -> None:
     y, x = block["y"], block["x"]
     assert np.array_equal(np.array(block["values"]), pixels[y : y + 8, x : x + 8])
     assert (y, x) == (2, 6)  # the 8x8 block around the centre
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_channel_stats_in_chunks_match_numpy(monkeypatch, dtype) -> None:
+    rng = np.random.default_rng(4)
+    image = (rng.random((37, 11, 3)) * (1 if dtype == np.float32 else 60000)).astype(dtype)
+    monkeypatch.setattr(summary, "_STATS_CHUNK_VALUES", 50)  # 1 row a chunk: 37 chunks
+    mean, std = channel_stats(image)
+    flat = image.reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(mean, flat.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(std, flat.std(axis=0), rtol=1e-9)
+    gray_mean, gray_std = channel_stats(image[:, :, 0])
+    assert gray_mean == pytest.approx([flat[:, 0].mean()]) and len(gray_std) == 1
 
 
 def test_summarize_video(tmp_path) -> None:

@@ -55,7 +55,7 @@ def convolve(
             "--output",
             "-o",
             help="Output file (.npy keeps raw float32; image/video formats are 8-bit); "
-            "'-' writes PNG to stdout. Default: <stem>-<kernel>.<ext> here.",
+            "'-' writes PNG to stdout. Default: <stem>-<kernel>.<ext> here (.png for a GIF).",
         ),
     ] = None,
     stride: Annotated[
@@ -82,6 +82,14 @@ def convolve(
             "min-max signed ones), abs, clip, minmax."
         ),
     ] = Scale.auto,
+    overwrite_input: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite-input",
+            help="Allow -o to name the input file itself (refused otherwise); the input is "
+            "read before the result replaces it.",
+        ),
+    ] = False,
     explain: Annotated[
         bool, typer.Option("--explain", help="Show the kernel, shapes and output-size formula.")
     ] = False,
@@ -95,6 +103,8 @@ def convolve(
 
     2D kernels filter images (and videos frame by frame); 3D kernels also slide
     over time on videos. Values are computed on the pixels as stored (0-255).
+    Float images (32-bit TIFF) must hold 0-1 for 8-bit outputs, where 1.0 is
+    255; .npy outputs keep any values.
     """
     console.set_quiet(quiet)
     # Only numpy/OpenCV work here: torch is never imported on this path.
@@ -139,6 +149,7 @@ def convolve(
         write=not explain or output is not None,
         stdin=stdin,
         want_stats=json_,
+        overwrite_input=overwrite_input,
     )
     if json_:
         doc = report.to_dict()

@@ -16,13 +16,23 @@ import numpy as np
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Bring 16-bit or float pixels to uint8 (16-bit keeps its high byte)."""
+    """Bring 16-bit or float pixels to uint8 (same shape).
+
+    16-bit keeps its high byte. Float pixels must be finite and within 0-1 (the
+    convention of float TIFFs): they are scaled by 255 and rounded; anything
+    else is a ReadError, as in every command (cnnkit.io.image.check_float_pixels).
+    """
     if image.dtype == np.uint8:
         return image
     if image.dtype == np.uint16:
         return (image >> 8).astype(np.uint8)
     if np.issubdtype(image.dtype, np.floating):
-        return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+        from cnnkit.io.image import check_float_pixels
+
+        check_float_pixels(image)
+        # Scaled in float32 (exact enough for 256 levels), and rounded in place.
+        scaled = np.multiply(image, np.float32(255.0), dtype=np.float32)
+        return np.rint(scaled, out=scaled).astype(np.uint8)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 

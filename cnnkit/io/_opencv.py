@@ -3,6 +3,11 @@
 OpenCV logs warnings such as "Unsupported depth image for selected encoder" or
 libtiff notes straight to stderr. cnnkit reports problems itself (as errors or
 through cnnkit.console), so only OpenCV's errors are let through.
+
+FFmpeg, inside OpenCV, logs its own errors ("moov atom not found" for a
+truncated MP4) beside cnnkit's clean "not a readable video". OpenCV reads
+OPENCV_FFMPEG_LOGLEVEL when it first opens a video and hands it to FFmpeg;
+-8 is AV_LOG_QUIET. setdefault: a user who sets it keeps FFmpeg's messages.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import cv2
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+import cv2  # noqa: E402  (after the variable above, which OpenCV reads once)
 
 _logging = getattr(getattr(cv2, "utils", None), "logging", None)
 if _logging is not None:  # cv2.utils.logging exists in every OpenCV 4.x/5.x wheel

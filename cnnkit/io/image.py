@@ -5,12 +5,21 @@ file stores (uint8, uint16; float32 for float TIFFs). OpenCV's own BGR order
 stays inside this module unless a caller asks for it with ``rgb=False`` (the
 convolve fast path does, to save two colour conversions per image).
 
+GIFs are read, not written: an animated GIF reads as its first frame (OpenCV
+decodes it as RGBA). OpenCV's GIF encoder maps colours to a dithered 256-colour
+palette and refuses gray images, so no output is ever a GIF.
+
+Float pixels follow one rule everywhere they become 8-bit (predict, train,
+eval, convolve's image outputs): values in 0-1 are scaled by 255; values
+outside 0-1, NaN or infinity are refused (:func:`check_float_pixels`).
+
 OpenCV answers a file it cannot decode with a silent ``None``; here that
 always becomes a ReadError naming the file.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 
@@ -20,7 +29,9 @@ from cnnkit.errors import CnnkitError, InputError, ReadError
 from cnnkit.io._opencv import cv2
 from cnnkit.io.atomic import atomic_write_bytes
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+# What cnnkit writes: everything it reads except GIF (see the module docstring).
+WRITABLE_IMAGE_EXTENSIONS = IMAGE_EXTENSIONS - {".gif"}
 
 # Formats that store more than 8 bits per channel; others get the high byte of
 # 16-bit pixels (OpenCV would otherwise saturate 16-bit values to 255).
@@ -34,8 +45,31 @@ def is_image_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _supported() -> str:
-    return ", ".join(sorted(IMAGE_EXTENSIONS))
+def _supported(extensions: frozenset[str] = IMAGE_EXTENSIONS) -> str:
+    return ", ".join(sorted(extensions))
+
+
+def check_float_pixels(image: np.ndarray, name: str | None = None) -> None:
+    """Refuse float pixels that are not all finite and within 0-1 (ReadError).
+
+    Float images (32-bit TIFFs from scientific tools) hold 0-1 by convention;
+    anything else has no single 8-bit meaning, and casting it would give an
+    almost black (or white) image without a word. ``name`` prefixes the message.
+    Integer images pass unchecked.
+    """
+    if not np.issubdtype(image.dtype, np.floating) or image.size == 0:
+        return
+    low, high = float(image.min()), float(image.max())  # NaN anywhere makes both NaN
+    if 0.0 <= low and high <= 1.0:
+        return
+    if math.isnan(low) or math.isnan(high):
+        values = "it holds NaN"
+    else:
+        values = f"min {low:.6g}, max {high:.6g}"
+    raise ReadError(
+        f"{name + ': ' if name else ''}float image with values outside 0-1 ({values})",
+        hint="save it as 8- or 16-bit, or scale it to 0-1",
+    )
 
 
 def read_image(path: str | Path, rgb: bool = True) -> np.ndarray:
@@ -183,13 +217,24 @@ def _encodable(image: np.ndarray, ext: str, rgb: bool) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def _check_writable(ext: str, what: str) -> None:
+    if ext == ".gif":
+        raise InputError(
+            f"cannot write {what}: GIF is read but not written (OpenCV's GIF encoder "
+            "reduces colours to a dithered palette and refuses gray images)",
+            hint="write .png instead",
+        )
+    if ext not in WRITABLE_IMAGE_EXTENSIONS:
+        raise InputError(
+            f"cannot write {what}: unknown image extension '{ext}'",
+            hint=f"use one of {_supported(WRITABLE_IMAGE_EXTENSIONS)} (or .npy)",
+        )
+
+
 def encode_image(image: np.ndarray, ext: str = ".png", rgb: bool = True) -> bytes:
     """Encode H×W or H×W×C (RGB/RGBA unless ``rgb=False``) uint8/uint16 as ``ext`` bytes."""
     ext = ext.lower() if ext.startswith(".") else f".{ext.lower()}"
-    if ext not in IMAGE_EXTENSIONS:
-        raise InputError(
-            f"cannot write images as '{ext}'", hint=f"use one of {_supported()} (or .npy)"
-        )
+    _check_writable(ext, "an image")
     image = _encodable(image, ext, rgb)
     try:
         ok, encoded = cv2.imencode(ext, image)
@@ -214,9 +259,5 @@ def write_image(path: str | Path, image: np.ndarray, rgb: bool = True) -> None:
     formats that store 8 bits.
     """
     path = Path(path)
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise InputError(
-            f"cannot write {path}: unknown image extension '{path.suffix}'",
-            hint=f"use one of {_supported()}",
-        )
+    _check_writable(path.suffix.lower(), str(path))
     atomic_write_bytes(path, encode_image(image, path.suffix, rgb))
