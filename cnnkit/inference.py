@@ -16,14 +16,16 @@ import itertools
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
+from cnnkit import console
 from cnnkit.data.preprocess import normalize, prepare_clip, prepare_image
 from cnnkit.errors import CnnkitError, InputError
 
@@ -79,6 +81,9 @@ class Predictor:
         self.device = device
         self.batch_size = batch_size
         self.name = name
+        # Conversions already noted on stderr; decoding runs on several threads.
+        self._noted: set[str] = set()
+        self._noted_lock = threading.Lock()
 
     @classmethod
     def from_checkpoint(
@@ -104,11 +109,38 @@ class Predictor:
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
         """Decoded H×W[×C] image -> C×H×W uint8 at the checkpoint's channels and size."""
+        self._note_channels(image)
         return prepare_image(image, self.input.channels, self.input.size)
 
     def prepare_clip(self, frames: np.ndarray) -> np.ndarray:
         """T×H×W[×C] frames -> C×T×H×W uint8 at the checkpoint's channels and size."""
+        if len(frames):
+            self._note_channels(frames[0])
         return prepare_clip(frames, self.input.channels, self.input.size)
+
+    def note_once(self, kind: str, message: str) -> None:
+        """Say ``message`` on stderr the first time a conversion of ``kind`` happens.
+
+        A colour photo given to a gray digit model still gets an answer; the
+        user should know it was converted, once, not once per image.
+        """
+        with self._noted_lock:
+            if kind in self._noted:
+                return
+            self._noted.add(kind)
+        console.info(f"note: {message}")
+
+    def _note_channels(self, image: np.ndarray) -> None:
+        """Note how an H×W[×C] image's channels are converted to the model's (see fit_channels)."""
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        want = self.input.channels
+        if channels in (2, 4):
+            self.note_once("alpha", "the alpha channel of inputs is dropped")
+        colour = channels >= 3
+        if colour and want == 1:
+            self.note_once("gray", "colour inputs are converted to gray for this 1-channel model")
+        elif not colour and want == 3:
+            self.note_once("colour", "gray inputs are repeated to 3 channels for this colour model")
 
     def logits(self, batch: Any) -> np.ndarray:
         """uint8 batch (numpy or torch, N×C×H×W or N×C×T×H×W) -> N×K float32 logits."""
@@ -178,6 +210,22 @@ def probabilities(logits: np.ndarray) -> np.ndarray:
 
 STALL = object()  # yielded by map_ahead(..., stalls=True) while the input has nothing new
 
+# How long closing map_ahead or prefetch waits for a decode in progress (it
+# normally ends within milliseconds); a bound, because a stuck thread must not
+# hang the exit: the CLI then leaves with os._exit instead.
+JOIN_TIMEOUT_S = 2.0
+
+
+def _put_unless(stop: threading.Event, slots: queue.Queue, entry: Any) -> bool:
+    """Put ``entry`` into ``slots``, giving up (False) once ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            slots.put(entry, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
 
 def map_ahead(
     fn: Callable[[T], R],
@@ -185,7 +233,7 @@ def map_ahead(
     workers: int = 2,
     ahead: int = 64,
     stalls: bool = False,
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """Yield ``(item, fn(item))`` in input order, computing up to ``ahead`` items early.
 
     ``items`` is read on a feeder thread, so a slow source (paths arriving on a
@@ -194,6 +242,10 @@ def map_ahead(
     a caller can flush a partial batch instead of waiting. An exception raised
     by ``fn`` is yielded in place of the result, so one bad input does not stop
     the others; one raised by ``items`` itself is re-raised here.
+
+    Closing the generator early (the consumer stops) cancels the decodes not
+    started and waits up to JOIN_TIMEOUT_S for those running: a thread left
+    inside OpenCV's C++ code while the interpreter shuts down aborts it.
     """
 
     def call(item: T) -> R | BaseException:
@@ -207,23 +259,14 @@ def map_ahead(
     stop = threading.Event()
     end = object()
 
-    def put(entry: Any) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def feed() -> None:
         try:
             for item in items:
-                if not put((item, pool.submit(call, item))):
+                if stop.is_set() or not _put_unless(stop, slots, (item, pool.submit(call, item))):
                     return
-            put((end, None))
+            _put_unless(stop, slots, (end, None))
         except BaseException as exc:  # re-raised in the consumer's thread
-            put((end, exc))
+            _put_unless(stop, slots, (end, exc))
 
     feeder = threading.Thread(target=feed, daemon=True, name="feed")
     feeder.start()
@@ -240,10 +283,33 @@ def map_ahead(
     finally:
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
+        # Decodes already running (OpenCV's C++ code) finish, bounded; the rest are cancelled.
+        wait_futures(_running_futures(slots), timeout=JOIN_TIMEOUT_S)
+        # The feeder only reads ``items`` and stops at its next put; when it is
+        # blocked reading a pipe, no wait would end that.
+        feeder.join(0.2)
 
 
-def prefetch(items: Iterator[T], depth: int = 32) -> Iterator[T]:
-    """Run ``items`` on a background thread, ``depth`` values ahead; errors re-raised here."""
+def _running_futures(slots: queue.Queue) -> list[Any]:
+    """Empty ``slots`` of map_ahead, cancelling its futures; return those already running."""
+    running = []
+    while True:
+        try:
+            _, future = slots.get_nowait()
+        except queue.Empty:
+            return running
+        # cancel() is False for a future that is running or done (waiting on a done one is free).
+        if isinstance(future, Future) and not future.cancel():
+            running.append(future)
+
+
+def prefetch(items: Iterator[T], depth: int = 32) -> Generator[T, None, None]:
+    """Run ``items`` on a background thread, ``depth`` values ahead; errors re-raised here.
+
+    Closing the generator early stops the thread after the value it is
+    computing (waiting up to JOIN_TIMEOUT_S) and closes ``items`` there, so a
+    video capture is released by the thread that used it.
+    """
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
     stop = threading.Event()
@@ -251,17 +317,16 @@ def prefetch(items: Iterator[T], depth: int = 32) -> Iterator[T]:
     def produce() -> None:
         try:
             for value in items:
-                while not stop.is_set():
-                    try:
-                        q.put((value, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put((done, None))
+                if not _put_unless(stop, q, (value, None)):
+                    break
+            else:
+                _put_unless(stop, q, (done, None))
         except BaseException as exc:  # re-raised in the consumer's thread
-            q.put((done, exc))
+            _put_unless(stop, q, (done, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
 
     thread = threading.Thread(target=produce, daemon=True, name="prefetch")
     thread.start()
@@ -275,6 +340,7 @@ def prefetch(items: Iterator[T], depth: int = 32) -> Iterator[T]:
             yield value
     finally:
         stop.set()
+        thread.join(JOIN_TIMEOUT_S)
 
 
 # ---------------------------------------------------------------------------
@@ -300,19 +366,33 @@ def predict_images(
     ``{"path", "error"}`` for a file that cannot be read (or a PredictInput that
     arrives with an error already, such as a missing path).
     """
-    from cnnkit.io.image import read_image
+    from cnnkit.io.image import read_image, read_image_bytes
 
     def load(item: str | PredictInput) -> np.ndarray:
         if isinstance(item, PredictInput):
             if item.error:
                 raise InputError(item.error)
+            if item.data is not None:
+                return predictor.prepare_image(read_image_bytes(item.data, item.path))
             item = item.path
         return predictor.prepare_image(read_image(item))
 
+    ahead = max(2 * predictor.batch_size, 8)
+    loaded = map_ahead(load, paths, workers=workers, ahead=ahead, stalls=True)
+    try:
+        yield from _image_batches(predictor, loaded, top_k)
+    finally:
+        # Stop the decode threads now, not when the generator is collected (see map_ahead).
+        loaded.close()
+
+
+def _image_batches(
+    predictor: Predictor, loaded: Iterator[Any], top_k: int
+) -> Iterator[list[Record]]:
+    """Records for map_ahead's (input, decoded image or error) pairs, one list per batch."""
     batch: list[tuple[Record, np.ndarray]] = []
     out: list[Record] = []
-    ahead = max(2 * predictor.batch_size, 8)
-    for entry in map_ahead(load, paths, workers=workers, ahead=ahead, stalls=True):
+    for entry in loaded:
         if entry is STALL:
             # Nothing more to decode right now (a pipe feeding paths slowly):
             # answer what is here rather than wait for a full batch.
@@ -398,11 +478,35 @@ def predict_video(
     frames = prefetch(
         (predictor.prepare_image(f) for f in iter_frames(path)), depth=max(2 * window, 32)
     )
+    try:
+        yield from _video_records(predictor, path, frames, fps, window, stride, top_k)
+    finally:
+        # Stop the decode thread now rather than when the generator is collected:
+        # a consumer that stops early (`| head -1`) must not exit under a running decoder.
+        frames.close()
+
+
+def _video_records(
+    predictor: Predictor,
+    path: str,
+    frames: Iterator[np.ndarray],
+    fps: float,
+    window: int,
+    stride: int,
+    top_k: int,
+) -> Iterator[list[Record]]:
+    """predict_video's records from prepared ``frames``, a batch at a time, then the summary."""
     total = np.zeros(len(predictor.classes))
     count = 0
     last_frame = -1
     pending: list[tuple[Record, np.ndarray]] = []
     for start, end, sample in _windows(frames, window, stride, predictor.is_video_model):
+        if predictor.is_video_model and end - start + 1 < window:
+            predictor.note_once(
+                "padded",
+                f"videos shorter than the {window}-frame window are padded by repeating "
+                f"their last frame ({path}: {end - start + 1} frames)",
+            )
         last_frame = max(last_frame, end)
         record = _time_fields(path, start, end, fps, predictor.is_video_model)
         pending.append((record, sample))
@@ -473,11 +577,15 @@ def _time_fields(path: str, start: int, end: int, fps: float, clips: bool) -> Re
 
 @dataclass(frozen=True)
 class PredictInput:
-    """One input as predict sees it: a path, whether it is a video, and an error if known."""
+    """One input as predict sees it: a path, whether it is a video, and an error if known.
+
+    ``data`` holds an encoded image read from stdin (``path`` is then "-").
+    """
 
     path: str
     is_video: bool = False
     error: str | None = None
+    data: bytes | None = None
 
 
 def predict_inputs(
@@ -487,7 +595,7 @@ def predict_inputs(
     window: int | None = None,
     stride: int | None = None,
     workers: int = 2,
-) -> Iterator[list[Record]]:
+) -> Generator[list[Record], None, None]:
     """Classify images and videos in input order, yielding record lists as they are ready.
 
     Runs of consecutive images share batches and the decode-ahead pool; each

@@ -155,6 +155,43 @@ def test_prefetch_passes_values_and_errors() -> None:
         list(prefetch(broken()))
 
 
+def test_closing_prefetch_early_stops_its_thread_and_closes_the_source() -> None:
+    closed = threading.Event()
+
+    def frames():
+        try:
+            for i in range(1000):
+                time.sleep(0.02)  # a frame being decoded
+                yield i
+        finally:
+            closed.set()
+
+    before = set(threading.enumerate())
+    values = prefetch(frames(), depth=2)
+    assert next(values) == 0
+    values.close()  # the consumer stops, as predict does when stdout's reader goes away
+    # No thread is left decoding: one still inside OpenCV at interpreter exit aborts it.
+    assert [t for t in threading.enumerate() if t not in before and t.is_alive()] == []
+    assert closed.is_set()
+
+
+def test_closing_map_ahead_early_waits_for_the_calls_running() -> None:
+    started: list[int] = []
+    finished: list[int] = []
+
+    def decode(i: int) -> int:
+        started.append(i)
+        time.sleep(0.1)
+        finished.append(i)
+        return i
+
+    results = map_ahead(decode, range(100), workers=2, ahead=4)
+    assert next(results) == (0, 0)
+    results.close()
+    assert sorted(finished) == sorted(started)  # none still running
+    assert len(started) < 10  # and the rest never started
+
+
 def test_window_starts() -> None:
     assert window_starts(10, 4, 4) == [0, 4]
     assert window_starts(10, 4, 2) == [0, 2, 4, 6]

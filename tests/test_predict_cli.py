@@ -11,10 +11,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cnnkit.cli import app
+from cnnkit.cli import app, main
 from tests.checkpoints import make_checkpoint
 from tests.media import make_image, make_video
 
@@ -190,3 +191,93 @@ def test_closed_pipe_stops_quietly(tmp_path, ckpt) -> None:
         time.sleep(0.05)
     stderr = proc.stderr.read().decode()
     assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+
+
+# ---------------------------------------------------------------------------
+# '-': one image on stdin, or paths
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_one_image_on_stdin_is_classified_as_path_dash(tmp_path, ckpt, ext) -> None:
+    photo = tmp_path / f"photo{ext}"
+    make_image(photo, 20, 24, channels=3, seed=4)
+    runner = CliRunner()
+    piped = runner.invoke(app, ["predict", ckpt, "-", "-q"], input=photo.read_bytes())
+    named = runner.invoke(app, ["predict", ckpt, str(photo), "-q"])
+    assert piped.exit_code == 0 and named.exit_code == 0, piped.output
+    (got,) = [json.loads(line) for line in piped.stdout.splitlines()]
+    (want,) = [json.loads(line) for line in named.stdout.splitlines()]
+    assert got["path"] == "-"
+    assert (got["label"], got["score"], got["topk"]) == (want["label"], want["score"], want["topk"])
+
+
+def _main_with_stdin(monkeypatch, capsys, data: bytes, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    monkeypatch.setattr(sys, "argv", ["cnnkit", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def test_binary_stdin_that_is_no_image_is_one_clean_error(monkeypatch, capsys, ckpt) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    status, out, err = _main_with_stdin(monkeypatch, capsys, noise, "predict", ckpt, "-", "-q")
+    assert status == 1 and out == ""
+    assert err.startswith("error: stdin is neither an image nor a list of paths"), err
+    assert err.endswith("\n") and err[:-1].isprintable(), err  # one line, no binary garbage
+
+
+def test_paths_that_start_like_an_image_signature_stay_paths(
+    tmp_path, monkeypatch, capsys, ckpt
+) -> None:
+    # "BM" starts a BMP and "RIFF" a WebP; as text they are just file names.
+    for name in ("BMW.png", "RIFFLE.png"):
+        make_image(tmp_path / name, 16, 16, channels=1)
+    monkeypatch.chdir(tmp_path)
+    status, out, _ = _main_with_stdin(
+        monkeypatch, capsys, b"BMW.png\nRIFFLE.png\n", "predict", ckpt, "-", "-q"
+    )
+    assert status == 0
+    assert [json.loads(line)["path"] for line in out.splitlines()] == ["BMW.png", "RIFFLE.png"]
+
+
+# ---------------------------------------------------------------------------
+# inputs converted to fit the model are noted once
+# ---------------------------------------------------------------------------
+
+
+def _notes(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("note:")]
+
+
+def test_colour_inputs_to_a_gray_model_are_noted_once(tmp_path, ckpt) -> None:
+    for i in range(5):
+        make_image(tmp_path / f"c{i}.png", 16, 16, channels=3, seed=i)
+        make_image(tmp_path / f"g{i}.png", 16, 16, channels=1, seed=i)
+    colour = sorted(str(p) for p in tmp_path.glob("c*.png"))
+    gray = sorted(str(p) for p in tmp_path.glob("g*.png"))
+    runner = CliRunner()
+    noted = runner.invoke(app, ["predict", ckpt, *colour, "--batch-size", "2"])
+    assert noted.exit_code == 0, noted.output
+    assert _notes(noted.stderr) == [
+        "note: colour inputs are converted to gray for this 1-channel model"
+    ]
+    plain = runner.invoke(app, ["predict", ckpt, *gray])
+    assert plain.exit_code == 0 and _notes(plain.stderr) == []
+    quiet = runner.invoke(app, ["predict", ckpt, *colour, "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_a_video_shorter_than_the_window_is_noted_as_padded(tmp_path) -> None:
+    ckpt3d = make_checkpoint(tmp_path / "v.ckpt", "c3d_small", ["l", "r"], 3, (16, 16), frames=4)
+    make_video(tmp_path / "short.mp4", frames=2)
+    make_video(tmp_path / "long.mp4", frames=8)
+    args = ["predict", str(ckpt3d), str(tmp_path / "short.mp4"), str(tmp_path / "short.mp4")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (note,) = _notes(result.stderr)
+    assert "padded by repeating their last frame" in note and "2 frames" in note
+    result = CliRunner().invoke(app, ["predict", str(ckpt3d), str(tmp_path / "long.mp4")])
+    assert result.exit_code == 0 and _notes(result.stderr) == []

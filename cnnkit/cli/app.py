@@ -8,6 +8,7 @@ bodies so that ``cnnkit --help`` and ``cnnkit convolve`` on images stay fast.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
@@ -94,16 +95,140 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated
 
 
+# ---------------------------------------------------------------------------
+# standard output: a reader that goes away, a disk that fills up
+# ---------------------------------------------------------------------------
+
+
+_stdout_failure: dict[str, OSError | None] = {"error": None}
+
+
+class _StdoutFile(io.FileIO):
+    """File descriptor 1 that remembers a failed write and never writes part of its data.
+
+    A failed write() raises an OSError without a file name, so without this
+    the error path could not tell "standard output is on a full disk" from
+    any other OSError escaping a command. Under PYTHONUNBUFFERED there is no
+    BufferedWriter above to retry a short write to a pipe, and callers (PNG
+    bytes for `convolve -o -`) do not check the count: the rest is written here.
+    """
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                done += super().write(view[done:]) or 0
+        except OSError as exc:
+            _stdout_failure["error"] = exc
+            raise
+        return done
+
+
+def _watch_stdout() -> None:
+    """Put the real sys.stdout on a _StdoutFile, buffered as it was; a test's capture is left."""
+    _stdout_failure["error"] = None
+    out = sys.stdout
+    if out is None or out is not sys.__stdout__ or not isinstance(out, io.TextIOWrapper):
+        return
+    try:
+        out.flush()
+        fd = out.fileno()
+    except (OSError, ValueError):
+        return  # already unusable: the first write will say so
+    raw = _StdoutFile(fd, "w", closefd=False)
+    unbuffered = isinstance(out.buffer, io.FileIO)  # python -u, PYTHONUNBUFFERED
+    sys.stdout = io.TextIOWrapper(
+        raw if unbuffered else io.BufferedWriter(raw),
+        encoding=out.encoding,
+        errors=out.errors,
+        newline=None if os.name == "nt" else "\n",  # what Python gives its own sys.stdout
+        line_buffering=out.line_buffering,
+        write_through=out.write_through,
+    )
+
+
+def _is_stdout_error(exc: OSError) -> bool:
+    seen = _stdout_failure["error"]
+    return seen is not None and (exc is seen or (exc.filename is None and exc.errno == seen.errno))
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so that what is still buffered goes nowhere without an error.
+
+    Otherwise the interpreter's last flush at exit fails again and prints
+    "Exception ignored ... stdout" after the one line already reported.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture): nothing flushes it at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def _flush_stdout() -> None:
     """Push out what was already printed; a reader that went away is not an error here."""
     try:
         sys.stdout.flush()
     except (OSError, ValueError):
-        pass  # closed pipe or closed stream: nothing left to deliver it to
+        _silence_stdout()  # closed pipe or full disk: nothing left to deliver it to
+
+
+def _write_stderr(line: str) -> None:
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr is gone too: the exit status still tells
 
 
 class Stopped(SystemExit):
-    """The exit of an interruption already reported on stderr (main() adds nothing)."""
+    """An exit already reported on stderr (main() adds nothing, and leaves at once).
+
+    Interruptions (130, 143), a reader that went away (0) and a standard
+    output that cannot be written (1).
+    """
+
+
+class _ReaderGone(Stopped):
+    """stdout's reader went away (`| head -1`): a quiet, successful end, as for other filters."""
+
+
+def _reader_gone() -> None:
+    _silence_stdout()
+    raise _ReaderGone(0)
+
+
+def _stdout_failed(exc: OSError) -> None:
+    """Report a standard output that cannot be written (full disk, I/O error) and exit 1."""
+    if os.environ.get("CNNKIT_DEBUG"):
+        raise exc
+    _silence_stdout()
+    _write_stderr(f"error: cannot write to standard output: {exc.strerror or exc}")
+    raise Stopped(1)
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for an OSError no command turned into a CnnkitError: reason and file names."""
+    line = f"error: {exc.strerror or str(exc) or type(exc).__name__}"
+    names = [os.fsdecode(n) for n in (exc.filename, exc.filename2) if n is not None]
+    if names:
+        line += ": " + " -> ".join(names)
+    return line + " (hint: CNNKIT_DEBUG=1 shows where it happened)"
+
+
+def _final_flush() -> None:
+    """Flush stdout before the interpreter does, so that a failure is reported like any other."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _reader_gone()
+    except OSError as exc:
+        _stdout_failed(exc)
+    except ValueError:
+        pass  # closed by the command: nothing buffered
 
 
 def _stopped(code: int, note: str | None = None) -> None:
@@ -115,27 +240,26 @@ def _stopped(code: int, note: str | None = None) -> None:
     if _received["signal"] == signal.SIGTERM:
         code = 128 + signal.SIGTERM
     word = "terminated" if code == 128 + signal.SIGTERM else "interrupted"
-    try:
-        sys.stderr.write(f"{note or word}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass  # stderr is gone too: the exit status still tells
+    _write_stderr(note or word)
     raise Stopped(code)
 
 
 def main() -> None:
     """Console-script entry: run the app, turning CnnkitError into ``error:`` + exit 1.
 
-    Ctrl-C exits 130 and SIGTERM 143 (128 + signal number, as shells report a
-    killed job) with one word on stderr instead of a traceback.
+    Ctrl-C exits 130 and SIGTERM 143 (128 + the signal number, as shells
+    report a killed job) with one word on stderr instead of a traceback; a
+    closed stdout pipe exits 0 quietly; a stdout that cannot be written
+    (full disk) is one ``error:`` line and exit 1.
     """
     try:
         _run_app()
     except Stopped as stop:
         # An interrupted predict can leave a daemon thread blocked reading
-        # stdin; interpreter shutdown around such a thread has been seen to
-        # abort ("terminate called without an active exception", status -6)
-        # instead of exiting 130. Everything was flushed and reported, and
+        # stdin, and one whose reader went away a thread still inside
+        # OpenCV's C++ decoder; interpreter shutdown around such a thread
+        # aborts ("terminate called without an active exception", status
+        # 134) instead of exiting. Everything was flushed and reported, and
         # outputs were cleaned up while unwinding, so leave at once.
         if threading.active_count() > 1 and threading.current_thread() is threading.main_thread():
             for stream in (sys.stdout, sys.stderr):
@@ -143,7 +267,7 @@ def main() -> None:
                     stream.flush()
                 except (OSError, ValueError):
                     pass  # the reader went away: the status still tells
-            os._exit(int(stop.code))
+            os._exit(int(stop.code or 0))
         raise
 
 
@@ -154,10 +278,12 @@ def _run_app() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
         handler_set = True
+    _watch_stdout()
+    debug = bool(os.environ.get("CNNKIT_DEBUG"))
     try:
         app(prog_name="cnnkit")  # not "python -m ...": usage lines name the command
     except CnnkitError as exc:
-        if os.environ.get("CNNKIT_DEBUG"):
+        if debug:
             raise
         _flush_stdout()
         line = f"error: {exc.message}"
@@ -165,12 +291,28 @@ def _run_app() -> None:
             line += f" (hint: {exc.hint})"
         sys.stderr.write(line + "\n")
         sys.exit(1)
+    except BrokenPipeError:
+        _reader_gone()
+    except OSError as exc:
+        if _is_stdout_error(exc):
+            _stdout_failed(exc)
+        if debug:
+            raise
+        # Last resort: commands turn the OSErrors they expect into CnnkitErrors.
+        _flush_stdout()
+        _write_stderr(_os_error_line(exc))
+        sys.exit(1)
     except KeyboardInterrupt:
         # Typer turns Ctrl-C inside a command into exit 130; this is Ctrl-C outside one.
         _stopped(130)
     except SystemExit as exc:
         if exc.code == 130 and not isinstance(exc, Stopped):
             _stopped(130)
+        if isinstance(exc.__context__, BrokenPipeError):
+            # Typer answers a broken pipe with exit 1; for a filter it is a normal end.
+            _reader_gone()
+        if not isinstance(exc, Stopped):
+            _final_flush()
         raise
     finally:
         if handler_set:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from enum import Enum
 from typing import Annotated, Any
@@ -24,6 +23,7 @@ class PredictFormat(str, Enum):
     epilog="Examples:\n\n"
     "  cnnkit predict runs/train/checkpoints/best.ckpt photos/\n\n"
     "  find . -name '*.png' | cnnkit predict best.ckpt - --format csv > labels.csv\n\n"
+    "  cnnkit predict best.ckpt - < photo.jpg\n\n"
     "  cnnkit predict best.ckpt clip.mp4 --window 16 --stride 8 | jq -c 'select(.window)'",
 )
 def predict(
@@ -31,7 +31,8 @@ def predict(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="Images, videos, folders (recursive, sorted), globs, or '-' for paths on stdin."
+            help="Images, videos, folders (recursive, sorted), globs, or '-': stdin holding "
+            "one image (its bytes, recorded as path '-') or paths, one per line."
         ),
     ],
     top_k: TopKOpt = 5,
@@ -68,7 +69,7 @@ def predict(
     from cnnkit.checkpoint import load_checkpoint
     from cnnkit.device import resolve_device
     from cnnkit.inference import PredictInput, Predictor, predict_inputs, share_cpu_with_decoders
-    from cnnkit.io.sources import expand_sources
+    from cnnkit.io.sources import expand_sources, iter_sources
     from cnnkit.records import CsvWriter, JsonLinesWriter, TableWriter, csv_columns
 
     ckpt = load_checkpoint(checkpoint)
@@ -83,11 +84,11 @@ def predict(
     def stream() -> Any:
         # Paths on stdin are taken one line at a time, so `find ... | cnnkit predict -`
         # answers while find is still running.
-        expanded = named or _iter_expanded(inputs, expand_sources)
+        expanded = named or iter_sources(inputs)
         # A bar on a terminal's stderr only; it counts inputs taken up for decoding.
         for s in console.track(expanded, total=len(named) or None, description="predicting"):
             counts["inputs"] += 1
-            yield PredictInput(s.path, s.kind == "video", s.error)
+            yield PredictInput(s.path, s.kind == "video", s.error, s.data)
 
     fmt = format or (PredictFormat.table if sys.stdout.isatty() else PredictFormat.jsonl)
     if fmt is PredictFormat.jsonl:
@@ -98,31 +99,22 @@ def predict(
     else:
         writer = TableWriter(sys.stdout)
     failed = 0
+    results = predict_inputs(predictor, stream(), top_k, window, stride, workers)
     try:
-        for records in predict_inputs(predictor, stream(), top_k, window, stride, workers):
+        for records in results:
             for r in records:
                 if "error" in r:
                     failed += 1
                     sys.stderr.write(f"error: {r['path']}: {r['error']}\n")
             writer.write(records)
         writer.close()
-    except BrokenPipeError:
-        # The reader went away (`| head -1`): stop quietly, like other Unix filters.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise typer.Exit(0) from None
+    finally:
+        # When stdout's reader goes away (`| head -1`: BrokenPipeError, a quiet
+        # exit in cli.app) or it cannot be written, the decode threads stop here
+        # and now: a decoder still running at interpreter exit aborts it.
+        results.close()
     if failed:
         raise CnnkitError(
             f"{failed} of {counts['inputs']} inputs could not be classified",
             hint="see the error lines above; the other results are complete",
         )
-
-
-def _iter_expanded(inputs: list[str], expand: Any) -> Any:
-    """Expand INPUT arguments in order, reading '-' (paths on stdin) lazily, line by line."""
-    for item in inputs:
-        if item != "-":
-            yield from expand([item])
-            continue
-        for line in sys.stdin:
-            if line.strip():
-                yield from expand([line.strip()])

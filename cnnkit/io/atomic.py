@@ -9,6 +9,8 @@ the extension of the file it is asked to write.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +24,24 @@ from cnnkit.errors import InputError
 # umask means setting it, so do it once, at import time.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+# What to do about the OSErrors a write can meet; the rest get the generic hint.
+_WRITE_HINTS = {
+    errno.ENOSPC: "free some disk space, or write to another disk",
+    errno.EDQUOT: "free some space within your disk quota, or write elsewhere",
+    errno.EFBIG: "the file is too large for this file system: write elsewhere",
+    errno.EROFS: "the file system is read-only: choose a folder you can write to",
+    errno.EACCES: "choose a folder you can write to",
+    errno.EPERM: "choose a folder you can write to",
+}
+
+
+def write_error(path: Path, exc: OSError) -> InputError:
+    """The InputError for an OSError met while writing ``path``: the file and the reason."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hint = _WRITE_HINTS.get(exc.errno or 0, "check the folder and the disk, then try again")
+    return InputError(f"cannot write {path}: {reason}", hint=hint)
 
 
 def _check_folder(path: Path) -> None:
@@ -42,7 +62,8 @@ def atomic_output(path: str | Path, suffix: str | None = None) -> Iterator[Path]
     The temporary file is created (empty) in the same folder as ``path`` and
     ends with ``suffix`` (default: the extension of ``path``). On any
     exception, KeyboardInterrupt included, it is removed and ``path`` is left
-    untouched.
+    untouched; an OSError writing or renaming it (disk full, read-only file
+    system, quota) becomes an InputError naming ``path`` and the reason.
     """
     path = Path(path)
     _check_folder(path)
@@ -54,15 +75,33 @@ def atomic_output(path: str | Path, suffix: str | None = None) -> Iterator[Path]
             f"cannot write {path}: permission denied",
             hint=f"choose a folder you can write to instead of {path.parent}",
         ) from None
+    except OSError as exc:  # read-only file system, no space or inodes left
+        raise write_error(path, exc) from None
     os.close(fd)
     temp = Path(name)
     try:
         yield temp
         os.chmod(temp, 0o666 & ~_UMASK)
         os.replace(temp, path)
+    except OSError as exc:
+        _discard(temp)
+        # A full disk, a quota or a file system turned read-only while writing or
+        # renaming; an OSError about another file (an input read inside the block)
+        # is not about this output, and goes on as it is.
+        about = exc.filename
+        if about is not None and os.fspath(about) not in (name, str(path)):
+            raise
+        raise write_error(path, exc) from None
     except BaseException:
-        temp.unlink(missing_ok=True)
+        _discard(temp)
         raise
+
+
+def _discard(temp: Path) -> None:
+    # On a file system that turned read-only even this can fail; the error
+    # being raised says what went wrong, and a hidden .tmp file is all that is left.
+    with contextlib.suppress(OSError):
+        temp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
