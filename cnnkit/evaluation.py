@@ -448,18 +448,37 @@ def _recorded_data_dir(options: dict) -> str | None:
     return str(recorded) if recorded and Path(recorded).is_dir() else None
 
 
+def _plain_folder(name: str) -> bool:
+    """Whether ``name`` is a dataset folder without train/ val/ test/ subfolders."""
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        return False
+    from cnnkit.data.folders import scan_folder
+
+    return "all" in scan_folder(path).files
+
+
 def load_eval_data(
     ckpt: Any,
     dataset: str | None = None,
     data_dir: str | None = None,
     split: str | None = None,
+    limit: int | None = None,
 ) -> EvalData:
-    """Load ``dataset`` (default: the checkpoint's own) the way training loaded it.
+    """The samples ``cnnkit eval`` measures.
 
-    Size, frames, validation share and seed come from the checkpoint, so the
-    default split holds exactly the samples training measured. ``split``
-    defaults to test, else val. The dataset's classes must be the checkpoint's,
-    in the same order: a different set is a DatasetError naming the differences.
+    - No ``dataset``: the checkpoint's own, loaded the way training loaded it
+      (size, frames, validation share and seed from the checkpoint), so the val
+      split holds exactly the samples training measured; ``split`` defaults to
+      test, else val.
+    - A folder without train/ val/ test/ subfolders: every file in it (split
+      "all"); ``split`` does not apply.
+    - A folder with split subfolders, or a dataset name: ``split`` chooses,
+      default test, else val.
+
+    Training's ``--limit`` is never inherited; ``limit`` takes a seeded,
+    class-stratified sample of the chosen split. The dataset's classes must be
+    the checkpoint's, in the same order (a DatasetError names the differences).
     """
     from cnnkit.data.registry import DatasetRequest, load_dataset, memory_budget_from_env
     from cnnkit.errors import DatasetError
@@ -474,30 +493,41 @@ def load_eval_data(
             f"checkpoint {ckpt.path} does not say which dataset it was trained on",
             hint="give one with --dataset NAME|PATH",
         )
+    whole = dataset is not None and _plain_folder(dataset)
+    if whole and split is not None:
+        raise InputError(
+            f"--split {split}: folder {dataset} has no train/ val/ test/ subfolders, so eval "
+            "measures every file in it",
+            hint="leave out --split, or leave out --dataset to measure training's own splits",
+        )
+    val_split = options.get("val_split")
     request = DatasetRequest(
         name=str(name),
         data_dir=data_dir or _recorded_data_dir(options),
         img_size=size[0] if size[0] == size[1] else None,
         frames=spec.get("frames"),
-        val_split=float(options.get("val_split") or 0.1),
+        val_split=float(0.1 if val_split is None else val_split),
         seed=int(ckpt.seed if ckpt.seed is not None else 0),
-        limit=options.get("limit"),
+        limit=limit,
         default_size=(size[0], size[1]),
         default_frames=int(spec.get("frames") or 8),
         memory_budget=memory_budget_from_env(),
+        channels=int(spec["channels"]) if Path(str(name)).expanduser().is_dir() else None,
+        whole=whole,
     )
     loaded = load_dataset(request)
     check_classes(list(ckpt.classes), list(loaded.classes), loaded.name)
-    if split is None:
+    if whole:
+        split = "all"
+    elif split is None:
         split = "test" if "test" in loaded.splits else "val"
     if split not in loaded.splits:
         raise DatasetError(
             f"dataset '{loaded.name}' has no {split} split",
-            hint=f"it has: {', '.join(loaded.splits)}",
+            hint=f"it has: {', '.join(loaded.splits)}; choose one with --split",
         )
     data = loaded.splits[split]
-    ids = _sample_ids(loaded, request, split, len(data))
-    return EvalData(loaded.name, split, data, list(loaded.classes), ids)
+    return EvalData(loaded.name, split, data, list(loaded.classes), _sample_ids(data, split))
 
 
 def check_classes(expected: list[str], found: list[str], dataset: str) -> None:
@@ -524,21 +554,11 @@ def check_classes(expected: list[str], found: list[str], dataset: str) -> None:
     )
 
 
-def _sample_ids(loaded: Any, request: Any, split: str, n: int) -> list[str]:
-    """File paths of a folder dataset's split, when they can be matched one to one."""
-    data = loaded.splits[split]
+def _sample_ids(data: Any, split: str) -> list[str]:
+    """The file each sample came from, where known; else ``split[index]``."""
     paths = getattr(data, "paths", None)
     if paths is None and hasattr(data, "items") and not isinstance(data, dict):
-        paths = [p for p, _ in data.items]  # FileDataset: (path, label) pairs
-    if paths is None and Path(loaded.name).is_dir():
-        from cnnkit.data.folders import scan_folder, split_files
-
-        files = split_files(scan_folder(loaded.name), request.val_split, request.seed)
-        items = files.get(split, [])
-        if request.limit:
-            items = items[: request.limit]
-        # Unreadable files are skipped while decoding; then indices no longer match paths.
-        paths = [str(p) for p, _ in items] if len(items) == n else None
-    if paths is not None and len(paths) == n:
+        paths = [str(p) for p, _ in data.items]  # FileDataset: (path, label) pairs
+    if paths is not None and len(paths) == len(data):
         return [str(p) for p in paths]
-    return [f"{split}[{i}]" for i in range(n)]
+    return [f"{split}[{i}]" for i in range(len(data))]

@@ -260,3 +260,35 @@ def test_eval_finds_the_data_dir_training_used(tmp_path, monkeypatch) -> None:
     out = _eval(str(Path("work") / summary["best_checkpoint"]))
     assert out["dataset"] == "mnist" and out["n"] == 20
     assert out["accuracy"] == pytest.approx(summary["metrics"]["test_acc"], abs=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# which samples are measured
+# ---------------------------------------------------------------------------
+
+
+def test_a_folder_without_splits_is_measured_whole(tmp_path, ckpt) -> None:
+    plain = tmp_path / "plain"
+    make_image_folder(plain, CLASSES, 7, 16, 16, seed=4)
+    out = _eval(ckpt, "--dataset", str(plain))
+    assert out["split"] == "all" and out["n"] == 21  # every image, not a 10% "val" slice
+    assert [m["support"] for m in out["per_class"].values()] == [7, 7, 7]
+    result = CliRunner().invoke(app, ["eval", ckpt, "--dataset", str(plain), "--split", "test"])
+    assert result.exit_code == 1 and "measures every file in it" in result.exception.message
+
+
+def test_a_folder_with_splits_is_measured_per_split(ckpt, folder) -> None:
+    assert _eval(ckpt, "--dataset", str(folder))["n"] == 15  # test/ by default
+    # 12 train images less the validation split held out of them, one per class.
+    assert _eval(ckpt, "--dataset", str(folder), "--split", "train")["n"] == 9
+
+
+def test_eval_never_inherits_the_training_limit_and_has_its_own(tmp_path, folder) -> None:
+    ckpt = make_checkpoint(
+        tmp_path / "limited.ckpt", "lenet5", CLASSES, 3, (16, 16),
+        dataset=str(folder.resolve()), options={"limit": 4, "val_split": 0.1},
+    )  # fmt: skip
+    assert _eval(str(ckpt))["n"] == 15
+    sample = _eval(str(ckpt), "--limit", "6")
+    assert sample["n"] == 6
+    assert [m["support"] for m in sample["per_class"].values()] == [2, 2, 2]

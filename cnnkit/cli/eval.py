@@ -32,15 +32,27 @@ def eval_(
         str | None,
         typer.Option(
             "--dataset",
-            help="Dataset name or folder (default: the checkpoint's own). "
-            "Its classes must be the checkpoint's.",
+            help="Dataset name or folder (default: the checkpoint's own). A folder without "
+            "train/ val/ test/ subfolders is measured whole; its classes must be the checkpoint's.",
         ),
     ] = None,
     data_dir: Annotated[
         str | None, typer.Option("--data-dir", help="Where torchvision datasets live.")
     ] = None,
     split: Annotated[
-        EvalSplit | None, typer.Option(help="Split to measure (default: test, else val).")
+        EvalSplit | None,
+        typer.Option(
+            help="Split to measure (default: test, else val). Not for a folder without "
+            "split subfolders, which is measured whole."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Measure a seeded sample of at most N samples, classes in proportion "
+            "(default: all; training's --limit is not inherited).",
+        ),
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="k of the top-k accuracy.")] = 5,
     confusion: Annotated[
@@ -79,7 +91,7 @@ def eval_(
     choice = resolve_device(device)
     console.info(f"device: {choice.torch_device} ({choice.reason})")
     predictor = Predictor.from_loaded(ckpt, choice.torch_device, batch_size)
-    data = load_eval_data(ckpt, dataset, data_dir, split.value if split else None)
+    data = load_eval_data(ckpt, dataset, data_dir, split.value if split else None, limit)
     console.info(f"evaluating on {data.dataset} ({data.split}, {len(data.data)} samples)")
     report = evaluate(predictor, data.data, top_k=top_k, clips=clips)
     if confusion is not None:

@@ -1,8 +1,13 @@
 """The LightningDataModule: batches from a LoadedDataset, in memory or from files.
 
 In-memory splits are served by InMemoryBatches (tensor slices, no workers);
-file-backed splits by a DataLoader with workers that decode in parallel, to
-which Lightning adds a DistributedSampler under DDP.
+file-backed splits by a DataLoader with workers that decode in parallel.
+
+Under DDP the data is sharded here rather than by Lightning (the Trainer has
+``use_distributed_sampler=False``): training takes a DistributedSampler, which
+pads the last ranks so that every rank takes the same number of steps, while
+validation and test take each sample on exactly one rank, so that the
+metrics, reduced over ranks, count every sample once.
 """
 
 from __future__ import annotations
@@ -11,11 +16,53 @@ import os
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from cnnkit.data.dataset import LoadedDataset
 from cnnkit.data.folders import collate_skipping
 from cnnkit.data.memory import InMemoryBatches, TensorSplit
+
+
+def _world() -> tuple[int, int]:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class ShardSampler(Sampler[int]):
+    """Samples ``rank, rank + world, ...`` in order: each sample on exactly one rank.
+
+    Every rank gets the same count (DDP pairs up each forward pass's buffer
+    broadcast across ranks), so the shorter shards end with PAD, which
+    ``SkipPadding`` turns into a skipped sample rather than a repeated one.
+    """
+
+    PAD = -1
+
+    def __init__(self, length: int, rank: int, world: int) -> None:
+        self.length, self.rank, self.world = length, rank, world
+
+    def __iter__(self):
+        own = list(range(self.rank, self.length, self.world))
+        return iter(own + [self.PAD] * (len(self) - len(own)))
+
+    def __len__(self) -> int:
+        return -(-self.length // self.world)
+
+
+class SkipPadding:
+    """A map-style dataset whose item ``ShardSampler.PAD`` is None (dropped by the collate)."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> Any:
+        return None if i == ShardSampler.PAD else self.data[i]
 
 
 def default_workers() -> int:
@@ -43,6 +90,8 @@ class ClassifierDataModule(L.LightningDataModule):
         self.steps_per_batch = steps_per_batch
 
     def _loader(self, split: str, train: bool) -> Any:
+        if split not in self.dataset.splits:
+            return []  # no validation split (--val-split 0): Lightning skips the loop
         data = self.dataset.splits[split]
         if isinstance(data, TensorSplit):
             return InMemoryBatches(
@@ -53,10 +102,18 @@ class ClassifierDataModule(L.LightningDataModule):
                 seed=self.seed,
                 steps_per_batch=self.steps_per_batch,
             )
+        rank, world = _world()
+        sampler: Any = None
+        if world > 1 and train:
+            sampler = DistributedSampler(data, world, rank, shuffle=True, seed=self.seed)
+        elif world > 1:
+            sampler = ShardSampler(len(data), rank, world)
+            data = SkipPadding(data)
         return DataLoader(
             data,
             batch_size=self.batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             num_workers=self.workers,
             collate_fn=collate_skipping,
             persistent_workers=self.workers > 0,
@@ -78,6 +135,3 @@ class ClassifierDataModule(L.LightningDataModule):
         if isinstance(data, TensorSplit):
             return -(-len(data) // self.batch_size)
         return None
-
-    def has_test(self) -> bool:
-        return "test" in self.dataset.splits

@@ -47,7 +47,9 @@ class LoadedDataset:
     decodes files on demand and yields (uint8 tensor, int label).
     ``hflip``: whether mirroring an input keeps its label (not for digits, nor
     for motion directions). ``warnings``: things the user should hear about
-    (corrupt files skipped, hidden folders ignored).
+    (corrupt files skipped, hidden folders ignored). ``decisions``: what was
+    decided for the user (channels, flips, a validation split, a --limit
+    sample), each in words: said on stderr and kept in the run's config.yaml.
     """
 
     name: str
@@ -58,6 +60,7 @@ class LoadedDataset:
     hflip: bool = False
     in_memory: bool = True
     warnings: list[str] = field(default_factory=list)
+    decisions: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:

@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -157,57 +158,118 @@ def scan_folder(root: str | Path) -> FolderScan:
     return scan
 
 
-def _stratified_split(
+def _split_items(
     items: list[tuple[Path, int]], fraction: float, seed: int
 ) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
-    """Seeded split that holds out ``fraction`` of each class (at least one when it has two)."""
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    labels = sorted({lab for _, lab in items})
-    for lab in labels:
-        group = [it for it in items if it[1] == lab]
-        order = rng.permutation(len(group))
-        n_val = int(round(len(group) * fraction))
-        if fraction > 0 and n_val == 0 and len(group) >= 2:
-            n_val = 1
-        val += [group[i] for i in order[:n_val]]
-        train += [group[i] for i in order[n_val:]]
-    return train, val
+    """(train, val) file lists: ``fraction`` of each class held out, seeded."""
+    from cnnkit.data.sampling import stratified_split
+
+    kept, held = stratified_split(np.array([lab for _, lab in items], np.int64), fraction, seed)
+    return [items[i] for i in kept], [items[i] for i in held]
+
+
+def sample_items(items: list[tuple[Path, int]], limit: int, seed: int) -> list[tuple[Path, int]]:
+    """A seeded, class-stratified sample of at most ``limit`` (path, label) pairs, in order."""
+    from cnnkit.data.sampling import stratified_sample
+
+    index = stratified_sample(np.array([lab for _, lab in items], np.int64), limit, seed)
+    return [items[i] for i in index]
 
 
 def split_files(scan: FolderScan, val_split: float, seed: int) -> dict[str, list[tuple[Path, int]]]:
-    """train/val(/test) file lists: the folder's own splits, or a seeded ``val_split``."""
+    """train/val(/test) file lists: the folder's own splits, or a seeded ``val_split``.
+
+    ``val_split`` 0 on a folder without a val/ folder means no validation split.
+    """
     files = dict(scan.files)
     if "all" in files:
-        files["train"], files["val"] = _stratified_split(files.pop("all"), val_split, seed)
-    elif "val" not in files:
-        files["train"], files["val"] = _stratified_split(files["train"], val_split, seed)
-    if not files["val"]:
-        raise DatasetError(
-            f"no validation samples in {scan.root}",
-            hint="add a val/ folder or raise --val-split (and have 2+ files per class)",
-        )
-    return files
+        files["train"] = files.pop("all")
+    if "val" not in files and val_split > 0:
+        files["train"], files["val"] = _split_items(files["train"], val_split, seed)
+        if not files["val"]:
+            raise DatasetError(
+                f"no validation samples in {scan.root}",
+                hint="add a val/ folder, or raise --val-split (and have 2+ files per class), "
+                "or train without validation with --val-split 0",
+            )
+    order = {"train": 0, "val": 1, "test": 2}
+    return dict(sorted(files.items(), key=lambda kv: order.get(kv[0], 3)))
 
 
-def detect_channels(paths: Sequence[Path], kind: str) -> int:
-    """1 when the first few readable images are all gray, else 3 (videos: 3)."""
+# Channel detection reads at most this many files, spread over the classes.
+CHANNEL_SAMPLE = 512
+_CHANNEL_CHUNK = 32  # files decoded at a time; a colour one ends the search
+
+
+@dataclass(frozen=True)
+class ChannelChoice:
+    """How many channels a folder dataset gets, and why (said on stderr, kept in config.yaml)."""
+
+    channels: int
+    reason: str
+
+
+def _is_colour(image: np.ndarray) -> bool:
+    """Whether a decoded image holds colour: 3+ channels that are not all the same."""
+    if image.ndim != 3 or image.shape[2] < 3:
+        return False
+    rgb = image[:, :, :3]
+    return not (
+        np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 0], rgb[:, :, 2])
+    )
+
+
+def _spread_over_classes(items: Sequence[tuple[Path, int]], limit: int) -> list[Path]:
+    """Up to ``limit`` paths taken round-robin over the classes, evenly spaced within each."""
+    by_class: dict[int, list[Path]] = {}
+    for path, label in items:
+        by_class.setdefault(label, []).append(path)
+    per_class = max(1, -(-limit // max(1, len(by_class))))
+    picked = []
+    for paths in by_class.values():
+        if len(paths) > per_class:
+            step = len(paths) / per_class
+            paths = [paths[int(i * step)] for i in range(per_class)]
+        picked.append(paths)
+    # Round-robin, so the first chunk read already covers every class.
+    out = [p for group in zip_longest(*picked) for p in group if p is not None]
+    return out[:limit]
+
+
+def detect_channels(files: dict[str, list[tuple[Path, int]]], kind: str) -> ChannelChoice:
+    """1 channel when every image checked is gray, else 3 (videos: 3).
+
+    All files are checked when there are at most CHANNEL_SAMPLE of them, else
+    a sample spread over every class and split: one colour image anywhere makes
+    the dataset colour, so a class that differs only in colour is never lost.
+    A 3-channel file whose channels are equal everywhere counts as gray.
+    """
     if kind == "video":
-        return 3
+        return ChannelChoice(3, "video frames are read in colour")
     from cnnkit.io.image import read_image
 
-    seen = 0
-    for p in paths[:16]:
-        try:
-            img = read_image(p)
-        except CnnkitError:
-            continue
-        seen += 1
-        if img.ndim == 3 and img.shape[2] >= 3:
-            return 3
-        if seen >= 4:
-            break
-    return 1 if seen else 3
+    every = [item for items in files.values() for item in items]
+    sample = _spread_over_classes(every, CHANNEL_SAMPLE)
+    checked = 0
+    for start in range(0, len(sample), _CHANNEL_CHUNK):
+        chunk = sample[start : start + _CHANNEL_CHUNK]
+        for path, (image, err) in zip(chunk, parallel_map(read_image, chunk), strict=True):
+            if err is not None:
+                continue
+            checked += 1
+            if _is_colour(image):
+                return ChannelChoice(3, f"3 channels: colour images found (e.g. {path})")
+    if checked == 0:
+        return ChannelChoice(3, "3 channels: no image could be read to check")
+    of = (
+        "all" if len(sample) == len(every) else f"a sample spread over the classes, of {len(every)}"
+    )
+    return ChannelChoice(1, f"1 channel: the {checked} images checked ({of}) are all gray")
+
+
+def glyph_classes(classes: Sequence[str]) -> bool:
+    """Whether every class is named by one character (digits, letters): mirrored glyphs change."""
+    return bool(classes) and all(len(c) == 1 for c in classes)
 
 
 def decode_image(path: Path, channels: int, size: Sequence[int]) -> np.ndarray:

@@ -23,24 +23,23 @@ class TensorSplit:
     the number of stored frames per video (shorter videos are padded with
     their last frame and ``lengths`` says how many are real). ``y``: int64
     labels (N,). ``frames``: the clip length T a batch gets; ``None`` for images.
+    ``paths``: the file each sample was decoded from, when it came from files.
     """
 
     x: torch.Tensor
     y: torch.Tensor
     frames: int | None = None
     lengths: torch.Tensor | None = None
+    paths: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    @property
-    def nbytes(self) -> int:
-        return self.x.numel() * self.x.element_size()
-
     def subset(self, index: torch.Tensor) -> TensorSplit:
         """The samples at ``index`` (1-D int64), as a new split (copies)."""
         lengths = self.lengths[index] if self.lengths is not None else None
-        return TensorSplit(self.x[index], self.y[index], self.frames, lengths)
+        paths = [self.paths[i] for i in index.tolist()] if self.paths is not None else None
+        return TensorSplit(self.x[index], self.y[index], self.frames, lengths, paths)
 
     def batch(
         self, index: torch.Tensor, train: bool, generator: torch.Generator | None = None
@@ -97,8 +96,12 @@ class InMemoryBatches:
 
     Shuffles with ``seed + epoch`` each time it is iterated, so runs repeat
     exactly. Under torch.distributed each rank takes every ``world_size``-th
-    batch of the same permutation (padded so all ranks run the same number
-    of steps, which DDP needs to avoid hanging).
+    batch of the same permutation. For training the last ranks are padded by
+    wrapping around, so all ranks run the same number of steps, which DDP
+    needs to avoid hanging; for evaluation (``train=False``) they are padded
+    with empty batches instead (every rank still runs the same number of
+    forward passes, whose buffer broadcasts must pair up), so every sample is
+    counted exactly once over all ranks.
 
     ``steps_per_batch`` > 1 (one process only) hands out ``steps_per_batch``
     consecutive batches of the permutation as one: the trainer's loop then
@@ -157,7 +160,11 @@ class InMemoryBatches:
         total = -(-n // size)
         per_rank = -(-total // world)
         for i in range(per_rank):
-            b = (i * world + rank) % max(total, 1)  # wraps around to pad the last ranks
+            b = i * world + rank
+            if b >= total and not self.train:
+                yield self.split.x[:0], self.split.y[:0]  # padding: no sample counted twice
+                continue
+            b %= max(total, 1)  # training wraps around to pad the last ranks
             start, stop = b * size, min((b + 1) * size, n)
             if order is None and self.split.frames is None:
                 # Contiguous slices are views: no gather needed for plain evaluation of images.

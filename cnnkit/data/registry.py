@@ -9,6 +9,7 @@ Lightning (inspect's describe_dataset uses it).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,15 @@ class DatasetRequest:
     frames: int | None = None
     val_split: float = 0.1
     seed: int = 0
-    limit: int | None = None  # at most this many samples per split (quick runs, benchmarks)
+    # At most this many samples per split: a seeded, class-stratified sample of
+    # each split, taken after the validation split is held out (quick runs, eval --limit).
+    limit: int | None = None
+    # Folders: decode to this many channels instead of detecting them (eval uses
+    # the checkpoint's). None: detect.
+    channels: int | None = None
+    # Folders without train/ val/ test/: one split "all" of every file, no
+    # validation split held out (eval measures a folder it is given whole).
+    whole: bool = False
     default_size: tuple[int, int] = (32, 32)  # folders: the model's own input size
     default_frames: int = 8
     memory_budget: int = DEFAULT_MEMORY_BUDGET
@@ -82,16 +91,18 @@ def memory_budget_from_env() -> int:
         ) from exc
 
 
-def is_builtin(name: str) -> bool:
-    return name.lower() in _REGISTRY
+def check_val_split(value: float) -> None:
+    """The one rule for --val-split: 0 (no validation split) up to, not including, 1."""
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise InputError(
+            f"--val-split {value} must be at least 0 and below 1",
+            hint="e.g. --val-split 0.1, or --val-split 0 to train on everything without validation",
+        )
 
 
 def load_dataset(request: DatasetRequest) -> LoadedDataset:
     """Resolve ``request.name``: a registered name, else an existing folder."""
-    if request.val_split is not None and not 0.0 < request.val_split < 1.0:
-        raise InputError(
-            f"--val-split {request.val_split} is not between 0 and 1", hint="e.g. --val-split 0.1"
-        )
+    check_val_split(request.val_split)
     entry = get_dataset_entry(request.name)
     if entry is not None:
         return entry.loader(request)
@@ -124,8 +135,25 @@ def _resize_all(x: np.ndarray, channels: int, size: Sequence[int]) -> np.ndarray
     return np.stack([prepare_image(img, channels, size) for img in hwc])
 
 
-def _take(x: np.ndarray, y: np.ndarray, limit: int | None):
-    return (x[:limit], y[:limit]) if limit else (x, y)
+def _limit_split(split, limit: int | None, seed: int):
+    """A seeded, class-stratified sample of at most ``limit`` samples of a TensorSplit."""
+    import torch
+
+    from cnnkit.data.sampling import stratified_sample
+
+    if not limit or len(split) <= limit:
+        return split
+    return split.subset(torch.from_numpy(stratified_sample(split.y.numpy(), limit, seed)))
+
+
+def limit_note(sizes_before: dict[str, int], sizes_after: dict[str, int], limit: int) -> str | None:
+    """What --limit did, in words (None when it cut nothing)."""
+    cut = [
+        f"{s} {sizes_after[s]:,} of {n:,}" for s, n in sizes_before.items() if n > sizes_after[s]
+    ]
+    if not cut:
+        return None
+    return f"--limit {limit}: a seeded, class-stratified sample per split ({', '.join(cut)})"
 
 
 def in_memory_dataset(
@@ -136,8 +164,13 @@ def in_memory_dataset(
     request: DatasetRequest,
     hflip: bool,
     frames: int | None = None,
+    resize: tuple[int, int] | None = None,
 ) -> LoadedDataset:
-    """Wrap numpy splits as TensorSplits; split val off train when there is none."""
+    """Wrap numpy splits as TensorSplits; split val off train when there is none.
+
+    Then ``request.limit`` samples each split, and ``resize`` (H, W) resizes
+    what is left (after the limit: a quick run does not resize all of MNIST).
+    """
     import torch
 
     from cnnkit.data.memory import TensorSplit, channel_stats, split_off
@@ -149,21 +182,50 @@ def in_memory_dataset(
         if frames is not None:
             lengths = torch.full((len(y),), xt.shape[2], dtype=torch.long)
         splits[split] = TensorSplit(xt, torch.from_numpy(y).long(), frames, lengths)
-    if "val" not in splits:
+    decisions: dict[str, str] = {}
+    if "val" not in splits and request.val_split > 0:
         splits["train"], splits["val"] = split_off(splits["train"], request.val_split, request.seed)
+        decisions["val_split"] = (
+            f"validation: {len(splits['val']):,} samples held out of train "
+            f"(--val-split {request.val_split:g}, seed {request.seed})"
+        )
+    if request.limit:
+        before = {k: len(v) for k, v in splits.items()}
+        splits = {k: _limit_split(v, request.limit, request.seed) for k, v in splits.items()}
+        note = limit_note(before, {k: len(v) for k, v in splits.items()}, request.limit)
+        if note:
+            decisions["limit"] = note
+    check_not_empty(name, {k: len(v) for k, v in splits.items()})
+    if resize is not None:
+        for k, v in splits.items():
+            x = _resize_all(v.x.numpy(), v.x.shape[1], resize)
+            splits[k] = TensorSplit(torch.from_numpy(x), v.y, v.frames, v.lengths, v.paths)
     x0 = splits["train"].x
     mean, std = channel_stats(x0)
     size = (int(x0.shape[-2]), int(x0.shape[-1]))
     spec = InputSpec(int(x0.shape[1]), size, frames, tuple(mean), tuple(std))
     order = {"train": 0, "val": 1, "test": 2}
     splits = dict(sorted(splits.items(), key=lambda kv: order.get(kv[0], 3)))
-    return LoadedDataset(name, kind, classes, spec, splits, hflip=hflip, in_memory=True)
+    return LoadedDataset(
+        name, kind, classes, spec, splits, hflip=hflip, in_memory=True, decisions=decisions
+    )
+
+
+def check_not_empty(name: str, sizes: dict[str, int]) -> None:
+    """A DatasetError when the train split, or a val split that exists, holds no sample."""
+    for split in ("train", "val"):
+        if split in sizes and sizes[split] == 0:
+            raise DatasetError(
+                f"dataset '{name}' has no {split} samples left",
+                hint="raise --limit, or give more data (each split needs at least one sample)",
+            )
 
 
 # ---------------------------------------------------------------------------
 # built-in generated datasets
 # ---------------------------------------------------------------------------
 
+MOVING_SHAPES_MIN_SIZE = 8
 _SYNTH_SIZES = {"shapes": (6000, 1000, 1000), "moving-shapes": (2400, 600, 600)}
 
 
@@ -175,6 +237,16 @@ def _synth_counts(name: str, limit: int | None) -> dict[str, int]:
     }
 
 
+def _note_synth_limit(data: LoadedDataset, name: str, limit: int | None) -> None:
+    full = dict(zip(("train", "val", "test"), _SYNTH_SIZES[name], strict=True))
+    if limit and any(n > limit for n in full.values()):
+        sizes = "/".join(f"{n:,}" for n in full.values())
+        data.decisions["limit"] = (
+            f"--limit {limit}: {limit:,} generated per split at most (instead of {sizes}), "
+            "classes balanced"
+        )
+
+
 @register_dataset("shapes", "image", "generated: 6 shape classes, 32x32 colour, 6000/1000/1000")
 def _load_shapes(request: DatasetRequest) -> LoadedDataset:
     from cnnkit.data.synthetic import SHAPE_CLASSES, make_shapes
@@ -184,7 +256,10 @@ def _load_shapes(request: DatasetRequest) -> LoadedDataset:
     for i, (split, n) in enumerate(_synth_counts("shapes", request.limit).items()):
         # Different seeds per split: the three splits never share an image.
         arrays[split] = make_shapes(n, seed=request.seed * 10 + i, size=size)
-    return in_memory_dataset("shapes", "image", list(SHAPE_CLASSES), arrays, request, hflip=True)
+    data = in_memory_dataset("shapes", "image", list(SHAPE_CLASSES), arrays, request, hflip=True)
+    _note_synth_limit(data, "shapes", request.limit)
+    data.decisions["hflip"] = "horizontal flips in augmentation: a mirrored shape keeps its class"
+    return data
 
 
 @register_dataset(
@@ -197,13 +272,22 @@ def _load_moving_shapes(request: DatasetRequest) -> LoadedDataset:
 
     size = request.img_size or 32
     frames = request.frames or request.default_frames
+    # Two moving discs need room to move, and motion needs two frames at least.
+    if size < MOVING_SHAPES_MIN_SIZE or frames < 2:
+        raise DatasetError(
+            f"moving-shapes needs at least {MOVING_SHAPES_MIN_SIZE}×{MOVING_SHAPES_MIN_SIZE} "
+            f"pixels and 2 frames, got {size}×{size} and {frames}",
+            hint=f"use --img-size {MOVING_SHAPES_MIN_SIZE} or more and --frames 2 or more",
+        )
     arrays = {}
     for i, (split, n) in enumerate(_synth_counts("moving-shapes", request.limit).items()):
         arrays[split] = make_moving_shapes(n, seed=request.seed * 10 + i, frames=frames, size=size)
-    # No flips: mirroring a clip turns "left" into "right".
-    return in_memory_dataset(
+    data = in_memory_dataset(
         "moving-shapes", "video", list(MOTION_CLASSES), arrays, request, False, frames
     )
+    _note_synth_limit(data, "moving-shapes", request.limit)
+    data.decisions["hflip"] = 'no horizontal flips: mirroring a clip turns "left" into "right"'
+    return data
 
 
 # ---------------------------------------------------------------------------
@@ -216,13 +300,14 @@ def _torchvision_loader(name: str, hflip: bool):
         from cnnkit.data.torchvision_sets import load_torchvision
 
         raw, classes = load_torchvision(name, request.data_dir)
-        arrays = {}
-        for split, (x, y) in raw.items():
-            x, y = _take(x, y, request.limit)
-            if request.img_size:
-                x = _resize_all(x, x.shape[1], (request.img_size, request.img_size))
-            arrays[split] = (x, y)
-        return in_memory_dataset(name, "image", classes, arrays, request, hflip)
+        size = (request.img_size, request.img_size) if request.img_size else None
+        data = in_memory_dataset(name, "image", classes, raw, request, hflip, resize=size)
+        data.decisions["hflip"] = (
+            "horizontal flips in augmentation: they keep this dataset's labels"
+            if hflip
+            else "no horizontal flips: mirrored digits and characters change meaning"
+        )
+        return data
 
     return load
 
@@ -260,20 +345,21 @@ def _decode_split_in_memory(items, channels, size, frames, lengths, cap, warning
             return decode_clip(path, (length - keep) // 2, keep, channels, size)
 
         results = parallel_map(clip, list(zip(items, lengths, strict=True)))
-    arrays, labels, kept_lengths = [], [], []
+    arrays, labels, kept_lengths, paths = [], [], [], []
     for (path, label), (arr, err) in zip(items, results, strict=True):
         if err is not None:
             warnings.append(f"skipping unreadable file {path}: {err.message}")
             continue
         arrays.append(arr)
         labels.append(label)
+        paths.append(str(path))
         if frames is not None:
             kept_lengths.append(arr.shape[1])
     if not arrays:
         return None
     y = torch.tensor(labels, dtype=torch.long)
     if frames is None:
-        return TensorSplit(torch.from_numpy(np.stack(arrays)), y)
+        return TensorSplit(torch.from_numpy(np.stack(arrays)), y, paths=paths)
     longest = max(kept_lengths)
     padded = []
     for arr in arrays:  # pad short videos with their last frame to a common length
@@ -282,7 +368,7 @@ def _decode_split_in_memory(items, channels, size, frames, lengths, cap, warning
             arr = np.concatenate([arr, pad], axis=1)
         padded.append(arr)
     x = torch.from_numpy(np.stack(padded))
-    return TensorSplit(x, y, frames, torch.tensor(kept_lengths, dtype=torch.long))
+    return TensorSplit(x, y, frames, torch.tensor(kept_lengths, dtype=torch.long), paths)
 
 
 def _probe_lengths(items, warnings):
@@ -300,21 +386,77 @@ def _probe_lengths(items, warnings):
     return kept, lengths
 
 
+def _folder_flip(kind: str, classes: list[str], channels: int) -> tuple[bool, str]:
+    """Whether mirrored inputs keep their labels in a folder dataset, and why (the default)."""
+    from cnnkit.data.folders import glyph_classes
+
+    if kind == "video":
+        return False, "no horizontal flips: mirroring a clip reverses the motion in it"
+    if glyph_classes(classes):
+        return False, (
+            "no horizontal flips: classes named by single characters look like glyphs "
+            "(digits, letters), which change meaning when mirrored"
+        )
+    if channels == 1:
+        return False, (
+            "no horizontal flips: gray images (scans, digits, documents) are often "
+            "glyph-like; --flip turns them on"
+        )
+    return True, "horizontal flips in augmentation (colour images); --no-flip turns them off"
+
+
+def _empty_class_warnings(files: dict[str, list], classes: list[str]) -> list[str]:
+    """'val: empty class(es): 2' for every split that lacks a class (as inspect says it)."""
+    out = []
+    for split, items in files.items():
+        present = {label for _, label in items}
+        empty = [c for i, c in enumerate(classes) if i not in present]
+        if empty and items:
+            out.append(f"{split}: empty class(es): {', '.join(empty)}")
+    return out
+
+
 def load_folder(request: DatasetRequest) -> LoadedDataset:
     """A class-per-subfolder dataset, decoded into memory when it fits the budget."""
     from cnnkit import console
-    from cnnkit.data.folders import FileDataset, detect_channels, scan_folder, split_files
+    from cnnkit.data.folders import (
+        ChannelChoice,
+        FileDataset,
+        detect_channels,
+        sample_items,
+        scan_folder,
+        split_files,
+    )
 
     scan = scan_folder(request.name)
     warnings = [f"ignored hidden folder {p}" for p in scan.hidden]
-    if scan.empty_classes:
-        warnings.append("empty class folder(s): " + ", ".join(scan.empty_classes))
-    files = split_files(scan, request.val_split, request.seed)
+    if request.whole and "all" in scan.files:
+        files = {"all": list(scan.files["all"])}
+    else:
+        files = split_files(scan, request.val_split, request.seed)
+    warnings += _empty_class_warnings(files, scan.classes)
+    decisions: dict[str, str] = {}
+    if "val" in files and "val" not in scan.files:
+        decisions["val_split"] = (
+            f"validation: {len(files['val']):,} files held out of train, per class "
+            f"(--val-split {request.val_split:g}, seed {request.seed})"
+        )
     if request.limit:
-        files = {s: items[: request.limit] for s, items in files.items()}
+        before = {k: len(v) for k, v in files.items()}
+        files = {s: sample_items(items, request.limit, request.seed) for s, items in files.items()}
+        note = limit_note(before, {k: len(v) for k, v in files.items()}, request.limit)
+        if note:
+            decisions["limit"] = note
     size = (request.img_size,) * 2 if request.img_size else tuple(request.default_size)
     frames = (request.frames or request.default_frames) if scan.kind == "video" else None
-    channels = detect_channels([p for p, _ in files["train"]], scan.kind)
+    if request.channels is not None:
+        choice = ChannelChoice(request.channels, f"{request.channels} channel(s), as asked")
+    else:
+        choice = detect_channels(files, scan.kind)
+        decisions["channels"] = choice.reason
+    channels = choice.channels
+    hflip, flip_reason = _folder_flip(scan.kind, scan.classes, channels)
+    decisions["hflip"] = flip_reason
 
     lengths: dict[str, list[int] | None] = dict.fromkeys(files)
     if frames is not None:
@@ -336,12 +478,18 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
                 splits[split] = decoded
         elif items:
             splits[split] = FileDataset(
-                items, channels, size, frames, lengths[split], train=(split == "train")
+                items,
+                channels,
+                size,
+                frames,
+                lengths[split],
+                train=(split == "train"),
+                seed=request.seed,
             )
     for w in warnings:
         console.warn(w)
-    for split in ("train", "val"):
-        if split not in splits or len(splits[split]) == 0:
+    for split in ("train", "val", "all"):
+        if split in files and (split not in splits or len(splits[split]) == 0):
             raise DatasetError(
                 f"no readable {split} samples in {scan.root}",
                 hint="check the files with `cnnkit inspect FOLDER`",
@@ -349,18 +497,18 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
     if in_memory:
         from cnnkit.data.memory import channel_stats
 
-        mean, std = channel_stats(splits["train"].x)
+        mean, std = channel_stats(splits["all" if "all" in splits else "train"].x)
     else:
         mean, std = [0.5] * channels, [0.25] * channels  # a sample pass would cost an epoch
     spec = InputSpec(channels, (int(size[0]), int(size[1])), frames, tuple(mean), tuple(std))
-    # Mirrors keep most photo classes but not motion directions, so no flips for videos.
     return LoadedDataset(
         str(scan.root.resolve()),
         scan.kind,
         scan.classes,
         spec,
         splits,
-        hflip=scan.kind == "image",
+        hflip=hflip,
         in_memory=in_memory,
         warnings=warnings,
+        decisions=decisions,
     )
