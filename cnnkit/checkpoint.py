@@ -38,6 +38,9 @@ class LoadedCheckpoint:
     seed: int | None
     state_dict: dict[str, Any]
     hparams: dict[str, Any] = field(default_factory=dict)
+    # Epochs whose training part was finished when the file was saved (Lightning's
+    # loop progress); None for files that do not record it.
+    epochs_done: int | None = None
 
 
 def _refuse(path: Path, why: str) -> CheckpointError:
@@ -80,7 +83,17 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> LoadedCheckp
         seed=hp.get("seed"),
         state_dict=state,
         hparams=dict(hp),
+        epochs_done=_epochs_done(raw),
     )
+
+
+def _epochs_done(raw: dict[str, Any]) -> int | None:
+    """How many epochs had all their training batches processed when ``raw`` was saved."""
+    try:
+        progress = raw["loops"]["fit_loop"]["epoch_progress"]["current"]
+        return int(progress["processed"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _load_weights_only(path: Path, map_location: Any) -> Any:

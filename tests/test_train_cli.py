@@ -175,41 +175,13 @@ def test_real_run_json(tmp_path, monkeypatch):
     assert "img_size: 8" in config and "command_line:" in config
 
 
-def test_ddp_on_two_cpu_processes(tmp_path):
-    make_image_folder(tmp_path / "data", ["a", "b"], per_class=8, h=8, w=8)
-    result = _cnnkit(
-        "train",
-        "--dataset",
-        "data",
-        "--img-size",
-        "8",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--device",
-        "cpu",
-        "--devices",
-        "2",
-        "--strategy",
-        "ddp",
-        "--json",
-        cwd=tmp_path,
-        timeout=90,
-    )
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)  # exactly one JSON document: only rank 0 reports
-    assert summary["run_dir"] == str(Path("runs") / "train")
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["train"]
-    assert Path(tmp_path, summary["last_checkpoint"]).is_file()
-
-
 def test_ddp_rank_with_an_all_unreadable_batch_keeps_step_with_the_other(tmp_path):
     # Decoded from files (memory budget 0), one image a batch: the broken file
     # makes an empty batch on one rank. That rank must still join the gradient
     # all-reduce, or the other waits for it forever.
     make_image_folder(tmp_path / "data" / "train", ["a", "b"], per_class=4, h=8, w=8)
     make_image_folder(tmp_path / "data" / "val", ["a", "b"], per_class=2, h=8, w=8)
+    (tmp_path / "data" / "val" / "b" / "img_001.png").unlink()  # 3: one rank validates 1
     (tmp_path / "data" / "train" / "a" / "broken.png").write_bytes(b"not a png")
     args = "train --dataset data --img-size 8 --epochs 1 --batch-size 1 --workers 0"
     args += " --device cpu --devices 2 --strategy ddp --json"
@@ -220,3 +192,7 @@ def test_ddp_rank_with_an_all_unreadable_batch_keeps_step_with_the_other(tmp_pat
     ckpt = torch.load(tmp_path / summary["last_checkpoint"], weights_only=True)
     # 9 files over 2 ranks: 5 batches each (the sampler pads), one of them empty on one rank.
     assert ckpt["global_step"] == 5
+    # Validation, decoded from files too, counts each of the 3 images once.
+    from tests.test_train_choices import assert_val_metrics_count_each_sample_once
+
+    assert_val_metrics_count_each_sample_once(tmp_path, summary, expected=3)

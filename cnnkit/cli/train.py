@@ -48,7 +48,12 @@ def train(
         typer.Option(help="Registered model. Default: simplecnn for images, c3d_small for video."),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(min=1, help="Epochs (default 10 for images, 3 for clips).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Epochs in all (default 10 for images, 3 for clips). With --resume: the total "
+            "to reach, counting the epochs already trained, so it must be more than those.",
+        ),
     ] = None,
     batch_size: Annotated[
         int | None,
@@ -74,9 +79,19 @@ def train(
     augment: Annotated[
         bool,
         typer.Option(
-            help="Random shifts, small rotations and (where they keep labels) flips, on the device."
+            help="Random shifts, small rotations and scalings (flips: see --flip), on the device."
         ),
     ] = True,
+    flip: Annotated[
+        bool | None,
+        typer.Option(
+            "--flip/--no-flip",
+            help="Horizontal flips in augmentation. Default: on for colour images, off for "
+            "video, gray images and classes named by single characters (digits and letters "
+            "change meaning when mirrored); the choice is printed and kept in config.yaml.",
+            show_default=False,
+        ),
+    ] = None,
     img_size: Annotated[
         int | None,
         typer.Option(
@@ -91,7 +106,9 @@ def train(
     val_split: Annotated[
         float,
         typer.Option(
-            min=0.0, max=1.0, help="Fraction held out for validation when there is no val split."
+            help="Fraction of each class held out for validation when the data has no val "
+            "split, 0 <= F < 1. 0: no validation (train on everything; best.ckpt is the last "
+            "epoch's).",
         ),
     ] = 0.1,
     seed: Annotated[
@@ -138,7 +155,12 @@ def train(
         ),
     ] = None,
     limit: Annotated[
-        int | None, typer.Option(min=1, help="Use at most N samples per split (quick runs).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Use at most N samples per split: a seeded sample with the classes in their "
+            "proportions (quick runs).",
+        ),
     ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -169,6 +191,7 @@ def train(
         schedule=schedule.value,
         label_smoothing=label_smoothing,
         augment=augment,
+        flip=flip,
         img_size=img_size,
         frames=frames,
         val_split=val_split,
@@ -199,12 +222,12 @@ def train(
         print_json(summary)
         return
     m = summary["metrics"]
-    parts = [f"val_acc {m['val_acc']:.4f}"]
-    if "test_acc" in m:
-        parts.append(f"test_acc {m['test_acc']:.4f}")
+    parts = [f"{k} {m[k]:.4f}" for k in ("val_acc", "test_acc") if m.get(k) is not None]
+    rate = summary["images_per_second"]
     typer.echo(
-        f"{summary['run_dir']}: {', '.join(parts)}, {summary['epochs']} epochs in "
-        f"{summary['train_seconds']:.1f} s ({summary['images_per_second']:.0f} samples/s)"
+        f"{summary['run_dir']}: {', '.join(parts or ['no validation'])}, "
+        f"{summary['epochs']} epochs in {summary['train_seconds']:.1f} s"
+        + (f" ({rate:.0f} samples/s)" if rate is not None else "")
     )
     typer.echo(f"best checkpoint: {summary['best_checkpoint']}")
 

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from typing import Any
 
 from cnnkit import __version__, console
 from cnnkit.errors import CheckpointError, DatasetError, InputError, ModelError, TrainingError
+from cnnkit.models.sizes import check_input_fits
 
 RUN_DIR_ENV = "CNNKIT_RUN_DIR"
 
@@ -78,6 +80,7 @@ class TrainConfig:
     schedule: str = "cosine"
     label_smoothing: float | None = None
     augment: bool = True
+    flip: bool | None = None  # horizontal flips in augmentation; None: the data's default
     img_size: int | None = None
     frames: int | None = None
     val_split: float = 0.1
@@ -125,13 +128,22 @@ def new_run_dir(out: str | Path, name: str | None) -> Path:
     and ``--resume`` continues in a new folder too (recorded in config.yaml).
     """
     out = Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(
+            f"--out {out} is a file, not a folder", hint="give a folder for the run folders"
+        ) from None
+    except OSError as exc:
+        raise _unwritable(out, exc) from None
     if name is not None:
         if not name or "/" in name or name in (".", ".."):
             raise InputError(f"--name {name!r} is not a folder name", hint="e.g. --name digits")
         path = out / name
         try:
             path.mkdir()
+        except PermissionError as exc:
+            raise _unwritable(out, exc) from None
         except FileExistsError:
             raise InputError(
                 f"run folder {path} already exists",
@@ -146,7 +158,16 @@ def new_run_dir(out: str | Path, name: str | None) -> Path:
             return path
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise _unwritable(out, exc) from None
     raise InputError(f"too many runs in {out}", hint="clean up old runs or use --out")
+
+
+def _unwritable(out: Path, exc: OSError) -> InputError:
+    return InputError(
+        f"cannot create a run folder in {out}: {exc.strerror or exc}",
+        hint="choose a folder you can write to with --out",
+    )
 
 
 def write_config(run_dir: Path, resolved: dict[str, Any]) -> None:
@@ -218,7 +239,6 @@ def validate_options(cfg: TrainConfig) -> None:
         ("--lr", cfg.lr, "0.003"),
         ("--weight-decay", cfg.weight_decay, "0.05"),
         ("--label-smoothing", cfg.label_smoothing, "0.1"),
-        ("--val-split", cfg.val_split, "0.1"),
     ):
         if value is not None and not math.isfinite(value):
             raise bad(flag, value, "is not a finite number", example)
@@ -228,8 +248,14 @@ def validate_options(cfg: TrainConfig) -> None:
         raise bad("--weight-decay", cfg.weight_decay, "must be 0 or more", "0.05")
     if cfg.label_smoothing is not None and not 0 <= cfg.label_smoothing < 1:
         raise bad("--label-smoothing", cfg.label_smoothing, "must be in [0, 1)", "0.1")
-    if not 0 <= cfg.val_split < 1:
-        raise bad("--val-split", cfg.val_split, "must be in [0, 1)", "0.1")
+    from cnnkit.data.registry import check_val_split
+
+    check_val_split(cfg.val_split)
+    if cfg.flip and not cfg.augment:
+        raise InputError(
+            "--flip is part of augmentation, which --no-augment turns off",
+            hint="drop --no-augment, or drop --flip",
+        )
     for flag, value, low, example in (
         ("--epochs", cfg.epochs, 1, "10"),
         ("--batch-size", cfg.batch_size, 1, "64"),
@@ -273,6 +299,7 @@ def apply_resume_defaults(cfg: TrainConfig, hparams: dict[str, Any]) -> TrainCon
         "schedule",
         "label_smoothing",
         "augment",
+        "flip",
         "val_split",
         "limit",
         "img_size",
@@ -379,12 +406,15 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     child_run_dir = os.environ.get(RUN_DIR_ENV)
     is_child = bool(child_run_dir) and os.environ.get("LOCAL_RANK", "0") != "0"
 
+    epochs_done = None
     if cfg.resume:
         from cnnkit.checkpoint import load_checkpoint
 
         # Before anything is read: an unsafe or damaged file is refused first, and
         # the options it records are the defaults of the resumed run.
-        cfg = apply_resume_defaults(cfg, load_checkpoint(cfg.resume).hparams)
+        resumed_ckpt = load_checkpoint(cfg.resume)
+        cfg = apply_resume_defaults(cfg, resumed_ckpt.hparams)
+        epochs_done = resumed_ckpt.epochs_done
     validate_options(cfg)
     device = resolve_device(cfg.device)
     kind = _data_kind(cfg.dataset)
@@ -398,6 +428,15 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
         if value < 1:
             raise InputError(f"{flag} must be at least 1, got {value}", hint=f"e.g. {flag} 10")
+    if epochs_done is not None and epochs <= epochs_done:
+        raise InputError(
+            f"--resume {cfg.resume} has trained {epochs_done} epoch(s) already, and --epochs "
+            f"is the total to reach ({epochs}), so nothing is left to train",
+            hint=f"give --epochs above {epochs_done}, e.g. --epochs {epochs_done + max(epochs, 1)}",
+        )
+    if cfg.img_size or cfg.frames:
+        # Sizes given on the command line are checked before any data is read.
+        check_input_fits(model_name, _planned_shape(spec, cfg))
 
     request = DatasetRequest(
         name=cfg.dataset,
@@ -412,10 +451,21 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
         memory_budget=memory_budget_from_env(),
     )
     data = load_dataset(request)
+    check_input_fits(model_name, data.input.shape())
+    has_val = "val" in data.splits
+    if not has_val and cfg.patience:
+        raise InputError(
+            "--patience stops on validation accuracy, and --val-split 0 leaves no validation split",
+            hint="drop --patience, or keep a validation split (e.g. --val-split 0.1)",
+        )
+    decisions = _decisions(cfg, data, has_val)
+    hflip = bool(cfg.augment and (data.hflip if cfg.flip is None else cfg.flip))
     if not is_child:
         sizes = ", ".join(f"{k} {v}" for k, v in data.sizes().items())
         where = "in memory" if data.in_memory else "decoded from files"
         console.info(f"data: {data.name}, {len(data.classes)} classes, {sizes} ({where})")
+        for note in decisions.values():
+            console.info(note)
 
     import lightning as L
 
@@ -450,7 +500,8 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
         "schedule": cfg.schedule,
         "label_smoothing": label_smoothing,
         "augment": cfg.augment,
-        "hflip": bool(cfg.augment and data.hflip),
+        "flip": cfg.flip,
+        "hflip": hflip,
         "val_split": cfg.val_split,
         "limit": cfg.limit,
         "img_size": cfg.img_size,
@@ -493,6 +544,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
             },
             "input": data.input.to_dict(),
             "classes": list(data.classes),
+            "decisions": decisions,
             "resumed_from": str(resumed) if resumed else None,
             "command_line": " ".join(cfg.command_line),
         }
@@ -504,7 +556,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
 
     augment = None
     if cfg.augment:
-        augment = BatchAugment(hflip=data.hflip)
+        augment = BatchAugment(hflip=hflip)
     devices = _parse_devices(cfg.devices)
     if device.index is not None:
         devices = [device.index]
@@ -537,7 +589,9 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
             precision=cfg.precision,
             max_epochs=epochs,
             patience=cfg.patience,
+            validate=has_val,
             progress=console.progress_enabled(),
+            epoch_lines=not is_child and not console.is_quiet() and not console.progress_enabled(),
             limit_batches=cfg.limit_batches,
         ),
     )
@@ -552,6 +606,39 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     if not trainer.is_global_zero:
         return None
     return _finish(trainer, module, data, run_dir, device, batch_size, train_seconds)
+
+
+def _planned_shape(spec: Any, cfg: TrainConfig) -> tuple[int, ...]:
+    """The input shape --img-size / --frames ask for, the model's defaults filling the rest."""
+    default = tuple(spec.default_input_size)
+    h, w = (cfg.img_size, cfg.img_size) if cfg.img_size else default[-2:]
+    if spec.dims == 3:
+        return (default[0], cfg.frames or default[1], h, w)
+    return (default[0], h, w)
+
+
+def _decisions(cfg: TrainConfig, data: Any, has_val: bool) -> dict[str, str]:
+    """What was decided for the user, in words: the data's own notes, then flips and validation."""
+    decisions = dict(data.decisions)
+    if not cfg.augment:
+        decisions["hflip"] = "no augmentation (--no-augment), so no flips"
+    elif cfg.flip is not None:
+        decisions["hflip"] = (
+            "horizontal flips in augmentation (--flip)"
+            if cfg.flip
+            else "no horizontal flips (--no-flip)"
+        )
+    given = cfg.explicit is None or "val_split" in cfg.explicit
+    if has_val and given and "val_split" not in decisions:
+        decisions["val_split"] = (
+            "validation: the dataset's own val split (--val-split does not apply)"
+        )
+    if not has_val:
+        decisions["val_split"] = (
+            "no validation split (--val-split 0): training uses every sample, "
+            "and best.ckpt is the last epoch's"
+        )
+    return decisions
 
 
 NVML_CHECK_ENV = "PYTORCH_NVML_BASED_CUDA_CHECK"
@@ -645,16 +732,20 @@ def _finish(trainer, module, data, run_dir: Path, device, batch_size: int, train
     import torch
 
     from cnnkit.checkpoint import load_checkpoint
-    from cnnkit.io.atomic import atomic_write_text
+    from cnnkit.io.atomic import atomic_output, atomic_write_text
     from cnnkit.jsontext import dumps
 
     ckpt_cb = trainer.checkpoint_callback
+    last = run_dir / "checkpoints" / "last.ckpt"
     best = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else None
     if best is not None:
         # Lightning reports an absolute path; name it the way run_dir was named
         # (as the user gave --out), like last_checkpoint.
         best = run_dir / "checkpoints" / best.name
-    last = run_dir / "checkpoints" / "last.ckpt"
+    if "val" not in data.splits and last.is_file():
+        best = last.with_name("best.ckpt")  # no validation: the last epoch is the best known
+        with atomic_output(best) as temp:
+            shutil.copyfile(last, temp)
     model = module.model
     if best is not None and best.is_file():
         model.load_state_dict(load_checkpoint(best).state_dict)

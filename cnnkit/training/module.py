@@ -88,6 +88,9 @@ class ClassifierModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.samples_seen = 0  # training samples on this rank, for images/s
+        # The latest epoch's numbers as plain floats (train_loss, train_acc, val_loss,
+        # val_acc), for the per-epoch line on stderr.
+        self.epoch_metrics: dict[str, float] = {}
         self._direct: tuple[Any, Any] | None = None  # set in on_train_start
         self.automatic_optimization = False
 
@@ -169,19 +172,25 @@ class ClassifierModule(L.LightningModule):
         self._seen = 0
         self._bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
         self._bad_loss = torch.zeros((), device=self.device)
+        self._train_logged = False
+        self.epoch_metrics = {}
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
         if len(y) == 0:  # every file of this batch was unreadable: nothing to learn from
             if self.trainer.world_size > 1:
                 self._null_step()
-            return
-        size = self.step_batch_size
-        if size is None or len(y) <= size:
+        elif self.step_batch_size is None or len(y) <= self.step_batch_size:
             self._optimizer_step(x, y)
-            return
-        for xs, ys in zip(x.split(size), y.split(size), strict=True):
-            self._optimizer_step(xs, ys)
+        else:
+            for xs, ys in zip(
+                x.split(self.step_batch_size), y.split(self.step_batch_size), strict=True
+            ):
+                self._optimizer_step(xs, ys)
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            # Logged at the epoch's last batch, before validation and before the
+            # progress bar and callbacks close the epoch, so they show this epoch's numbers.
+            self._log_train_epoch()
 
     def _optimizer_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         # Manual optimisation: the same zero_grad/backward/step an expert's loop
@@ -272,11 +281,20 @@ class ClassifierModule(L.LightningModule):
         # Before validation, hence before this epoch's checkpoints are written.
         self.check_loss_finite()
 
+    def _log_train_epoch(self) -> None:
+        self.check_loss_finite()
+        self._train_logged = True
+        if self._seen == 0:
+            return
+        loss, acc = float(self._loss_sum) / self._seen, float(self._correct) / self._seen
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("train_acc", acc, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.epoch_metrics.update(train_loss=loss, train_acc=acc)
+
     def on_train_epoch_end(self) -> None:
         self.check_loss_finite()
-        if self._seen > 0:
-            self.log("train_loss", float(self._loss_sum) / self._seen, sync_dist=True)
-            self.log("train_acc", float(self._correct) / self._seen, sync_dist=True)
+        if not self._train_logged:  # a loader whose length Lightning does not know
+            self._log_train_epoch()
 
     # Validation and test: the loss summed and the accuracy metric updated on
     # the device each batch, both logged once per epoch. Logging per batch
@@ -305,11 +323,29 @@ class ClassifierModule(L.LightningModule):
         seen = self.trainer.strategy.reduce(self._eval_seen, reduce_op="sum")
         if float(seen) == 0:
             return
-        self.log(f"{stage}_loss", loss_sum / seen)
-        self.log(f"{stage}_acc", metric.compute())
+        # Both are already reduced over every rank, so sync_dist only averages equal
+        # values; it also tells Lightning the values are global, which they are.
+        loss, acc = loss_sum / seen, metric.compute()
+        self.log(f"{stage}_loss", loss, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}_acc", acc, prog_bar=True, sync_dist=True)
+        self.epoch_metrics.update({f"{stage}_loss": float(loss), f"{stage}_acc": float(acc)})
 
     def on_validation_epoch_start(self) -> None:
+        self._share_buffers()
         self._eval_start(self.val_acc)
+
+    def _share_buffers(self) -> None:
+        """Under DDP, give every rank rank 0's buffers (batch-norm statistics) before validating.
+
+        Each rank updates its running statistics from its own batches, and DDP
+        only broadcasts them before training steps, so without this each rank
+        would validate a slightly different model, and none of them exactly
+        the one rank 0 saves in the checkpoint.
+        """
+        if self.trainer.world_size <= 1:
+            return
+        for buffer in self.model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, self.val_acc)

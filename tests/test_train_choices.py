@@ -1,0 +1,271 @@
+"""`cnnkit train` refusals that must come before anything is created, and what a run reports.
+
+Resume with nothing left to train, inputs too small for the model, unusable
+--out folders, training without validation, the per-epoch numbers on stderr,
+flips chosen by the user, and DDP validation that counts every sample once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from cnnkit import console
+from cnnkit.checkpoint import load_checkpoint
+from cnnkit.cli import app
+from cnnkit.errors import InputError, ModelError
+from cnnkit.models.sizes import check_input_fits
+from cnnkit.training.fit import TrainConfig, fit
+from tests.media import make_image_folder, write_array
+from tests.test_train_cli import _cnnkit
+
+
+def tiny(tmp_path: Path, **kw) -> TrainConfig:
+    base = dict(
+        dataset="shapes",
+        model="lenet5",
+        epochs=1,
+        batch_size=16,
+        limit=24,
+        img_size=16,
+        device="cpu",
+        out=str(tmp_path / "runs"),
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _run(tmp_path: Path, *args: str):
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        return CliRunner().invoke(app, ["train", "-q", "--device", "cpu", *args])
+    finally:
+        os.chdir(old)
+
+
+# ---------------------------------------------------------------------------
+# --resume and --epochs
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("resume")
+    fit(tiny(root, epochs=2))
+    return root / "runs" / "train" / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize("epochs", ["1", "2"])
+def test_resume_with_nothing_left_to_train_is_refused_before_anything_is_made(
+    tmp_path, two_epochs, epochs
+):
+    assert load_checkpoint(two_epochs).epochs_done == 2
+    result = _run(tmp_path, "--resume", str(two_epochs), "--epochs", epochs, "--out", "runs")
+    assert result.exit_code == 1
+    assert isinstance(result.exception, InputError)
+    assert "has trained 2 epoch(s) already" in result.exception.message
+    assert "--epochs above 2" in result.exception.hint
+    assert not (tmp_path / "runs").exists()  # no stale run folder
+
+
+def test_resume_with_more_epochs_trains_the_rest(tmp_path, two_epochs):
+    summary = fit(tiny(tmp_path, resume=str(two_epochs), epochs=3, explicit=["resume", "epochs"]))
+    assert summary["epochs"] == 3
+    assert Path(summary["best_checkpoint"]).is_file()
+    assert summary["images_per_second"] > 0
+
+
+# ---------------------------------------------------------------------------
+# inputs the model cannot take
+# ---------------------------------------------------------------------------
+
+
+def test_check_input_fits_names_the_smallest_size():
+    with pytest.raises(ModelError, match=r"at least 12×12 pixels, got 4×4") as info:
+        check_input_fits("lenet5", (1, 4, 4))
+    assert info.value.hint == "use --img-size 12 or more"
+    check_input_fits("lenet5", (1, 12, 12))  # the size it named works
+    with pytest.raises(ModelError, match="at least 2 frames, got 1") as info:
+        check_input_fits("c3d_small", (3, 1, 32, 32))
+    assert info.value.hint == "use --frames 2 or more"
+    check_input_fits("r3d_18", (3, 16, 112, 112))
+
+
+def test_too_small_img_size_is_refused_before_the_data_is_read(tmp_path, monkeypatch):
+    # An empty data folder: reading mnist would try a download and fail differently.
+    monkeypatch.setenv("CNNKIT_DATA", str(tmp_path / "nothing"))
+    result = _run(tmp_path, "--dataset", "mnist", "--model", "lenet5", "--img-size", "4")
+    assert isinstance(result.exception, ModelError), result.output
+    assert "needs inputs of at least 12×12 pixels" in result.exception.message
+    result = _run(tmp_path, "--dataset", "moving-shapes", "--frames", "1", "--limit", "4")
+    assert isinstance(result.exception, ModelError)
+    assert "needs clips of at least 2 frames" in result.exception.message
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_folder_of_tiny_images_is_checked_against_the_model(tmp_path):
+    make_image_folder(tmp_path / "data", ["a", "b"], per_class=3, h=6, w=6)
+    # No --img-size: the model's own size is used for folders, so this fits...
+    fit(tiny(tmp_path, dataset=str(tmp_path / "data"), img_size=None, limit=None))
+    # ...and an explicit size that does not is refused with the smallest one that does.
+    with pytest.raises(ModelError, match="at least 12×12"):
+        fit(tiny(tmp_path, dataset=str(tmp_path / "data"), img_size=6, limit=None))
+
+
+# ---------------------------------------------------------------------------
+# --out that cannot hold run folders
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["out", "run"])
+def test_out_without_write_permission_is_one_error(tmp_path, monkeypatch, where):
+    # Root ignores permission bits, so the refusal the file system would give is simulated.
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if where == "out" or self.name.startswith("train"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(InputError, match="cannot create a run folder in .*Permission denied"):
+        fit(tiny(tmp_path, out=str(tmp_path / "ro")))
+
+
+# ---------------------------------------------------------------------------
+# --val-split 0, --flip, decisions, per-epoch lines
+# ---------------------------------------------------------------------------
+
+
+def _digit_folder(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for digit in "012":
+        (root / digit).mkdir(parents=True)
+        for i in range(6):
+            img = rng.integers(0, 60, size=(12, 12), dtype=np.uint8)
+            img[2:10, 3 + int(digit) * 2] = 255  # a stroke whose place tells the class
+            write_array(root / digit / f"{i}.png", img)
+    return root
+
+
+def test_val_split_zero_trains_on_everything_and_keeps_the_last_as_best(tmp_path):
+    data = _digit_folder(tmp_path / "digits")
+    summary = fit(tiny(tmp_path, dataset=str(data), val_split=0.0, epochs=2, limit=None))
+    assert "val_acc" not in summary["metrics"]
+    best, last = (load_checkpoint(summary[k]) for k in ("best_checkpoint", "last_checkpoint"))
+    for key, value in last.state_dict.items():
+        assert torch.equal(value, best.state_dict[key]), key
+    config = yaml.safe_load((Path(summary["run_dir"]) / "config.yaml").read_text())
+    assert "no validation split" in config["decisions"]["val_split"]
+    assert config["data"]["sizes"] == {"train": 18}
+    with pytest.raises(InputError, match="--patience"):
+        fit(tiny(tmp_path, dataset=str(data), val_split=0.0, patience=2, limit=None))
+
+
+def test_flip_choice_is_said_recorded_and_overridable(tmp_path, capsys):
+    console.set_quiet(False)  # a CLI test before this one may have left --quiet on
+    data = _digit_folder(tmp_path / "digits")
+    summary = fit(tiny(tmp_path, dataset=str(data), limit=None, name="auto"))
+    err = capsys.readouterr().err
+    assert "no horizontal flips: classes named by single characters" in err
+    config = yaml.safe_load((Path(summary["run_dir"]) / "config.yaml").read_text())
+    assert "single characters" in config["decisions"]["hflip"]
+    assert "1 channel" in config["decisions"]["channels"]
+    assert load_checkpoint(summary["best_checkpoint"]).hparams["options"]["hflip"] is False
+    forced = fit(tiny(tmp_path, dataset=str(data), limit=None, flip=True, name="forced"))
+    assert load_checkpoint(forced["best_checkpoint"]).hparams["options"]["hflip"] is True
+    with pytest.raises(InputError, match="--no-augment"):
+        fit(tiny(tmp_path, dataset=str(data), flip=True, augment=False))
+
+
+def test_epoch_lines_on_stderr_count_from_one(tmp_path, capsys):
+    console.set_quiet(False)
+    summary = fit(tiny(tmp_path, epochs=2))
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    for line in lines:
+        for name in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            assert f" {name} " in line, line
+    with open(Path(summary["run_dir"]) / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["val_acc"]]
+    assert lines[-1].split(" val_acc ")[1].split()[0] == f"{float(rows[-1]['val_acc']):.4f}"
+
+
+def test_progress_bar_on_a_terminal_shows_epochs_from_one_with_metrics(tmp_path):
+    # stderr is a pseudo-terminal, so the rich bar is drawn instead of the plain lines.
+    leader, follower = pty.openpty()
+    code = "import sys; from cnnkit.cli import main; sys.argv[0] = 'cnnkit'; main()"
+    args = "train --limit 16 --epochs 2 --img-size 16 --model lenet5 --device cpu"
+    env = {**os.environ, "COLUMNS": "200", "TERM": "xterm", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args.split()],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=follower, env=env,
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(leader)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, screen[-2000:]
+    assert "Epoch 1/2" in screen and "Epoch 2/2" in screen and "Epoch 0/" not in screen
+    assert "train_loss" in screen and "val_acc" in screen
+    # Results on stdout, progress on stderr: the bar never reaches a --json pipe.
+    assert "Epoch" not in proc.stdout.read().decode()
+
+
+# ---------------------------------------------------------------------------
+# DDP: validation counts every sample once
+# ---------------------------------------------------------------------------
+
+
+def test_ddp_on_two_cpu_processes_validates_each_sample_once(tmp_path):
+    # 5 validation images, batch 2: 3 batches over 2 ranks, so one rank has a
+    # batch less. Padding by repeating a batch would count its samples twice.
+    make_image_folder(tmp_path / "data" / "train", ["a", "b"], per_class=4, h=8, w=8)
+    make_image_folder(tmp_path / "data" / "val", ["a", "b"], per_class=3, h=8, w=8, seed=5)
+    (tmp_path / "data" / "val" / "b" / "img_002.png").unlink()
+    args = "train --dataset data --img-size 8 --epochs 1 --batch-size 2 --no-augment"
+    args += " --device cpu --devices 2 --strategy ddp --json --model simplecnn"
+    result = _cnnkit(*args.split(), cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "sync_dist" not in result.stderr
+    summary = json.loads(result.stdout)  # exactly one JSON document: only rank 0 reports
+    assert summary["run_dir"] == str(Path("runs") / "train")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["train"]
+    assert_val_metrics_count_each_sample_once(tmp_path, summary, expected=5)
+
+
+def assert_val_metrics_count_each_sample_once(root: Path, summary: dict, expected: int) -> None:
+    """metrics.csv's val numbers equal one process measuring the same model on the val folder."""
+    from cnnkit.evaluation import evaluate, load_eval_data
+    from cnnkit.inference import Predictor
+
+    ckpt = load_checkpoint(root / summary["last_checkpoint"])
+    data = load_eval_data(ckpt, str(root / "data"), split="val")
+    assert len(data.data) == expected
+    report = evaluate(Predictor.from_loaded(ckpt, "cpu", 2), data.data)
+    with open(root / summary["run_dir"] / "metrics.csv") as f:
+        row = [r for r in csv.DictReader(f) if r["val_acc"]][-1]
+    assert float(row["val_acc"]) == pytest.approx(report.accuracy, abs=1e-6)
+    assert float(row["val_loss"]) == pytest.approx(report.loss, rel=1e-4)
