@@ -67,29 +67,21 @@ def make_checkpoint(
     """A random-weight checkpoint in the layout `cnnkit train` writes (no training needed)."""
     import torch
 
+    from cnnkit.checkpoint import save_checkpoint
     from cnnkit.models.registry import create_model
+    from cnnkit.spec import CheckpointMeta, InputSpec
 
     shape = (channels, *([frames] if frames else []), size, size)
     torch.manual_seed(0)
     net = create_model(model, classes, channels, input_size=shape)
-    hp = {
-        "model_name": model,
-        "model_args": {},
-        "classes": [f"class{i}" for i in range(classes)],
-        "input": {
-            "channels": channels,
-            "size": [size, size],
-            "frames": frames,
-            "mean": [0.5] * channels,
-            "std": [0.25] * channels,
-        },
-        "dataset": "",
-        "cnnkit_version": "bench",
-        "seed": 0,
-    }
-    state = {f"model.{k}": v for k, v in net.state_dict().items()}
-    torch.save({"state_dict": state, "hyper_parameters": hp, "epoch": 0, "global_step": 0}, path)
-    return path
+    meta = CheckpointMeta(
+        model_name=model,
+        classes=[f"class{i}" for i in range(classes)],
+        input=InputSpec(channels, (size, size), frames, [0.5] * channels, [0.25] * channels),
+        cnnkit_version="bench",
+        seed=0,
+    )
+    return save_checkpoint(path, meta, net.state_dict())
 
 
 def make_media(root: Path, n_images: int, n_frames: int) -> tuple[list[Path], Path]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CheckpointError
+from cnnkit.spec import CheckpointMeta, InputSpec, SchemaError
 
 _MODEL_PREFIX = "model."
 
@@ -23,24 +24,47 @@ _MODEL_PREFIX = "model."
 class LoadedCheckpoint:
     """Everything eval, predict and inspect need from a checkpoint.
 
-    ``state_dict``: weights of the bare network (keys without "model.").
-    ``input``: {"channels", "size": [H, W], "frames": int or None, "mean", "std"}.
+    ``meta``: its self-description (cnnkit.spec.CheckpointMeta); ``state_dict``:
+    weights of the bare network (keys without "model."); ``hparams``: the raw
+    hyper_parameters as stored.
     """
 
     path: Path
-    model_name: str
-    model_args: dict[str, Any]
-    classes: list[str]
-    input: dict[str, Any]
-    dataset: str
-    metrics: dict[str, Any]
-    cnnkit_version: str
-    seed: int | None
+    meta: CheckpointMeta
     state_dict: dict[str, Any]
     hparams: dict[str, Any] = field(default_factory=dict)
     # Epochs whose training part was finished when the file was saved (Lightning's
     # loop progress); None for files that do not record it.
     epochs_done: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        return self.meta.model_name
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        return self.meta.model_args
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta.classes
+
+    @property
+    def input(self) -> InputSpec:
+        return self.meta.input
+
+    @property
+    def dataset(self) -> str:
+        return self.meta.dataset
+
+    @property
+    def seed(self) -> int | None:
+        return self.meta.seed
+
+    @property
+    def cnnkit_version(self) -> str:
+        return self.meta.cnnkit_version
 
 
 def _refuse(path: Path, why: str) -> CheckpointError:
@@ -63,7 +87,10 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> LoadedCheckp
     hp = raw.get("hyper_parameters")
     if not isinstance(hp, dict) or "model_name" not in hp or "classes" not in hp:
         raise _refuse(path, "no cnnkit hyper_parameters")
-    _check_hparams(path, hp)
+    try:
+        meta = CheckpointMeta.from_dict(hp)
+    except SchemaError as exc:
+        raise _refuse(path, str(exc)) from None
     state = {
         k[len(_MODEL_PREFIX) :]: v
         for k, v in raw["state_dict"].items()
@@ -73,18 +100,34 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> LoadedCheckp
         raise _refuse(path, "no model weights")
     return LoadedCheckpoint(
         path=path,
-        model_name=str(hp["model_name"]),
-        model_args=dict(hp.get("model_args") or {}),
-        classes=[str(c) for c in hp["classes"]],
-        input=dict(hp.get("input") or {}),
-        dataset=str(hp.get("dataset", "")),
-        metrics=dict(hp.get("metrics") or _metrics_from_callbacks(raw)),
-        cnnkit_version=str(hp.get("cnnkit_version", "")),
-        seed=hp.get("seed"),
+        meta=meta,
         state_dict=state,
         hparams=dict(hp),
         epochs_done=_epochs_done(raw),
+        metrics=meta.metrics or _metrics_from_callbacks(raw),
     )
+
+
+def save_checkpoint(path: str | Path, meta: CheckpointMeta, state_dict: dict[str, Any]) -> Path:
+    """Write a bare network's weights with ``meta`` in the layout ``cnnkit train`` writes.
+
+    Lightning's own checkpoints add the loops' and optimizer's state; this
+    minimal form (for tests, benchmarks and hand-made models) loads the same
+    way everywhere except ``--resume``, which needs that state. Written atomically.
+    """
+    import torch
+
+    from cnnkit.io.atomic import atomic_output
+
+    raw = {
+        "state_dict": {f"{_MODEL_PREFIX}{k}": v for k, v in state_dict.items()},
+        "hyper_parameters": meta.to_dict(),
+        "epoch": 0,
+        "global_step": 0,
+    }
+    with atomic_output(path) as temp:
+        torch.save(raw, temp)
+    return Path(path)
 
 
 def _epochs_done(raw: dict[str, Any]) -> int | None:
@@ -142,18 +185,6 @@ def _first_line(exc: BaseException) -> str:
     return (text[:120] or type(exc).__name__).rstrip(".")
 
 
-def _check_hparams(path: Path, hp: dict[str, Any]) -> None:
-    """Refuse hyper_parameters whose types cnnkit could not rebuild a model from."""
-    classes = hp["classes"]
-    if not isinstance(classes, (list, tuple)) or not classes:
-        raise _refuse(path, "'classes' is not a list of class names")
-    for key in ("model_args", "input", "metrics"):
-        if hp.get(key) is not None and not isinstance(hp[key], dict):
-            raise _refuse(path, f"'{key}' is not a mapping")
-    if not isinstance(hp["model_name"], str):
-        raise _refuse(path, "'model_name' is not a name")
-
-
 def _metrics_from_callbacks(raw: dict[str, Any]) -> dict[str, Any]:
     """The best val_acc ModelCheckpoint recorded, and the epoch, as plain numbers."""
     out: dict[str, Any] = {}
@@ -171,17 +202,12 @@ def build_model(ckpt: LoadedCheckpoint) -> Any:
     """The checkpoint's network with its weights, in eval mode (an ``nn.Module``)."""
     from cnnkit.models.registry import create_model
 
-    channels = int(ckpt.input.get("channels", 3))
-    size = list(ckpt.input.get("size") or [])
-    frames = ckpt.input.get("frames")
-    input_size = None
-    if size:
-        input_size = (channels, *([frames] if frames else []), *size)
+    input_size = ckpt.input.shape()
     try:
         model = create_model(
             ckpt.model_name,
             num_classes=len(ckpt.classes),
-            in_channels=channels,
+            in_channels=ckpt.input.channels,
             input_size=input_size,
             **ckpt.model_args,
         )

@@ -483,10 +483,9 @@ def load_eval_data(
     from cnnkit.data.registry import DatasetRequest, load_dataset, memory_budget_from_env
     from cnnkit.errors import DatasetError
 
-    hp = ckpt.hparams or {}
-    options = hp.get("options") or {}  # cnnkit train keeps its flags here
+    options = ckpt.meta.options  # cnnkit train keeps its flags here
     spec = ckpt.input
-    size = [int(v) for v in spec["size"]]
+    size = spec.size
     name = dataset or ckpt.dataset
     if not name:
         raise DatasetError(
@@ -505,14 +504,14 @@ def load_eval_data(
         name=str(name),
         data_dir=data_dir or _recorded_data_dir(options),
         img_size=size[0] if size[0] == size[1] else None,
-        frames=spec.get("frames"),
+        frames=spec.frames,
         val_split=float(0.1 if val_split is None else val_split),
         seed=int(ckpt.seed if ckpt.seed is not None else 0),
         limit=limit,
         default_size=(size[0], size[1]),
-        default_frames=int(spec.get("frames") or 8),
+        default_frames=spec.frames or 8,
         memory_budget=memory_budget_from_env(),
-        channels=int(spec["channels"]) if Path(str(name)).expanduser().is_dir() else None,
+        channels=spec.channels if Path(str(name)).expanduser().is_dir() else None,
         whole=whole,
     )
     loaded = load_dataset(request)

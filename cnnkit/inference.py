@@ -28,33 +28,12 @@ import numpy as np
 from cnnkit import console
 from cnnkit.data.preprocess import normalize, prepare_clip, prepare_image
 from cnnkit.errors import CnnkitError, InputError
+from cnnkit.spec import InputSpec
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 Record = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the model expects: ``channels``, ``size`` (H, W), ``frames`` (None for 2D), stats."""
-
-    channels: int
-    size: tuple[int, int]
-    frames: int | None
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @classmethod
-    def from_dict(cls, spec: dict[str, Any]) -> InputSpec:
-        frames = spec.get("frames")
-        return cls(
-            channels=int(spec["channels"]),
-            size=(int(spec["size"][0]), int(spec["size"][1])),
-            frames=int(frames) if frames else None,
-            mean=tuple(float(v) for v in spec["mean"]),
-            std=tuple(float(v) for v in spec["std"]),
-        )
 
 
 class Predictor:
@@ -99,8 +78,7 @@ class Predictor:
         """Build the model of an already loaded ``LoadedCheckpoint``."""
         from cnnkit.checkpoint import build_model
 
-        spec = InputSpec.from_dict(ckpt.input)
-        return cls(build_model(ckpt), ckpt.classes, spec, device, batch_size, ckpt.model_name)
+        return cls(build_model(ckpt), ckpt.classes, ckpt.input, device, batch_size, ckpt.model_name)
 
     @property
     def is_video_model(self) -> bool:

@@ -630,11 +630,7 @@ def inspect_checkpoint(path: str | Path, input_size: Sequence[int] | None = None
 
     ckpt = load_checkpoint(path)
     spec = ckpt.input
-    default = (
-        (spec["channels"], *spec["size"])
-        if spec.get("frames") is None
-        else (spec["channels"], spec["frames"], *spec["size"])
-    )
+    default = spec.shape()
     size = resolve_input_size(input_size, default, len(default) - 1, ckpt.model_name)
     if size[0] != default[0]:
         raise InputError(
@@ -648,11 +644,11 @@ def inspect_checkpoint(path: str | Path, input_size: Sequence[int] | None = None
         path=str(path),
         classes=list(ckpt.classes),
         dataset=ckpt.dataset,
-        input=dict(ckpt.input),
+        input=spec.to_dict(),
         metrics=dict(ckpt.metrics),
         cnnkit_version=ckpt.cnnkit_version,
     )
-    return InspectedModel(model, summary, size, list(spec["mean"]), list(spec["std"]))
+    return InspectedModel(model, summary, size, list(spec.mean), list(spec.std))
 
 
 def load_model_input(path: str | Path, inspected: InspectedModel) -> Any:

@@ -29,37 +29,23 @@ def make_checkpoint(
     """Write a checkpoint of ``model`` with seeded random (or given) weights; return its path."""
     import torch
 
+    from cnnkit.checkpoint import save_checkpoint
     from cnnkit.models.registry import create_model
+    from cnnkit.spec import CheckpointMeta, InputSpec
 
     input_size = (channels, *([frames] if frames else []), *size)
     if state_dict is None:
         torch.manual_seed(seed)
         net = create_model(model, len(classes), channels, input_size=input_size).eval()
         state_dict = net.state_dict()
-    hp = {
-        "model_name": model,
-        "model_args": {},
-        "classes": list(classes),
-        "input": {
-            "channels": channels,
-            "size": [int(size[0]), int(size[1])],
-            "frames": frames,
-            "mean": list(mean or [0.5] * channels),
-            "std": list(std or [0.25] * channels),
-        },
-        "dataset": dataset,
-        "metrics": {},
-        "cnnkit_version": "0.1.0",
-        "seed": seed,
+    meta = CheckpointMeta(
+        model_name=model,
+        classes=list(classes),
+        input=InputSpec(channels, (size[0], size[1]), frames, mean or [0.5] * channels,
+                        std or [0.25] * channels),
+        dataset=dataset,
+        cnnkit_version="0.1.0",
+        seed=seed,
         **hparams,
-    }
-    raw = {
-        "state_dict": {f"model.{k}": v for k, v in state_dict.items()},
-        "hyper_parameters": hp,
-        "epoch": 0,
-        "global_step": 0,
-        "pytorch-lightning_version": "2.6.6",
-    }
-    path = Path(path)
-    torch.save(raw, path)
-    return path
+    )  # fmt: skip
+    return save_checkpoint(path, meta, state_dict)

@@ -42,8 +42,9 @@ def test_checkpoint_describes_itself(trained):
     ckpt = load_checkpoint(summary["best_checkpoint"])
     assert ckpt.model_name == "simplecnn"
     assert ckpt.classes == ["circle", "square", "triangle", "cross", "star", "ring"]
-    assert ckpt.input["channels"] == 3 and ckpt.input["size"] == [12, 12]
-    assert ckpt.input["frames"] is None and len(ckpt.input["mean"]) == 3
+    assert ckpt.input.channels == 3 and ckpt.input.size == (12, 12)
+    assert ckpt.input.frames is None and len(ckpt.input.mean) == 3
+    assert ckpt.meta.schema == 1 and ckpt.meta.options["batch_size"] == 16
     assert ckpt.dataset == "shapes" and ckpt.seed == 3 and ckpt.cnnkit_version
     assert "val_acc" in ckpt.metrics
     assert not any(k.startswith("model.") for k in ckpt.state_dict)

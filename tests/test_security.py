@@ -122,6 +122,9 @@ def _foreign_zip(path: Path) -> None:
         ("no-hparams", "no cnnkit hyper_parameters"),
         ("not-a-dict", "no state_dict"),
         ("classes-not-a-list", "'classes' is not a list"),
+        ("no-input", "no 'input' spec"),
+        ("input-not-a-spec", "'input' is not an input spec"),
+        ("newer-schema", "written by a newer cnnkit"),
         ("no-weights", "no model weights"),
     ],
 )
@@ -145,8 +148,16 @@ def test_damaged_or_foreign_files_are_refused_with_a_reason(tmp_path, kind, reas
     elif kind == "classes-not-a-list":
         hp = {"model_name": "lenet5", "classes": "ab"}
         torch.save({"state_dict": {"model.w": torch.zeros(2)}, "hyper_parameters": hp}, path)
-    elif kind == "no-weights":
+    elif kind in ("no-input", "input-not-a-spec", "newer-schema"):
         hp = {"model_name": "lenet5", "classes": ["a", "b"]}
+        if kind == "input-not-a-spec":
+            hp["input"] = {"channels": 1, "size": [28]}
+        elif kind == "newer-schema":
+            hp["schema"] = 99
+        torch.save({"state_dict": {"model.w": torch.zeros(2)}, "hyper_parameters": hp}, path)
+    elif kind == "no-weights":
+        spec = {"channels": 1, "size": [28, 28], "frames": None, "mean": [0.5], "std": [0.2]}
+        hp = {"model_name": "lenet5", "classes": ["a", "b"], "input": spec}
         torch.save({"state_dict": {"w": torch.zeros(2)}, "hyper_parameters": hp}, path)
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)

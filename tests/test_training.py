@@ -19,9 +19,14 @@ from cnnkit.device import resolve_device
 from cnnkit.errors import DeviceError, InputError, ModelError
 from cnnkit.models.registry import create_model
 from cnnkit.training import module as module_mod
-from cnnkit.training.fit import TrainConfig, fit, new_run_dir, resolve_defaults
+from cnnkit.training.fit import fit
 from cnnkit.training.module import ClassifierModule
+from cnnkit.training.options import TrainConfig, resolve_kind_defaults
+from cnnkit.training.rundir import new_run_dir
 from tests.media import make_image_folder
+
+# What ClassifierModule needs from the options, as `cnnkit train` resolves them for images.
+RECIPE = dict(lr=3e-3, optimizer="adamw", weight_decay=0.05, schedule="cosine", label_smoothing=0.1)
 
 
 def tiny_config(tmp_path, **kw) -> TrainConfig:
@@ -49,6 +54,7 @@ def test_module_normalises_uint8_batches_and_learns_a_step(tmp_path):
         mean=data.input.mean,
         std=data.input.std,
         hparams={"model_name": "simplecnn"},
+        **RECIPE,
     )
     x, y = module.on_after_batch_transfer(
         (data.splits["train"].x[:8], data.splits["train"].y[:8]), 0
@@ -70,9 +76,8 @@ def test_module_normalises_uint8_batches_and_learns_a_step(tmp_path):
 @pytest.mark.parametrize("optimizer,schedule", [("sgd", "onecycle"), ("adam", "none")])
 def test_optimizers_and_schedules_build(optimizer, schedule, tmp_path):
     model = create_model("simplecnn", num_classes=6, in_channels=3)
-    module = ClassifierModule(
-        model, num_classes=6, mean=[0.5] * 3, std=[0.2] * 3, optimizer=optimizer, schedule=schedule
-    )
+    recipe = {**RECIPE, "optimizer": optimizer, "schedule": schedule}
+    module = ClassifierModule(model, num_classes=6, mean=[0.5] * 3, std=[0.2] * 3, **recipe)
     data = load_dataset(DatasetRequest("shapes", limit=16, img_size=8))
     trainer = L.Trainer(
         default_root_dir=tmp_path,
@@ -109,25 +114,34 @@ def test_fit_writes_the_run_folder_and_summary(tmp_path):
     assert fit(tiny_config(tmp_path))["run_dir"] == str(tmp_path / "runs" / "train-2")
 
 
+def _chosen(cfg) -> dict:
+    keys = ("model", "epochs", "batch_size", "lr", "label_smoothing", "weight_decay")
+    return {k: getattr(cfg, k) for k in keys}
+
+
 def test_defaults_follow_the_data_kind_and_give_way_to_flags():
-    image = resolve_defaults(TrainConfig(), "image")
-    assert image == {
+    image = resolve_kind_defaults(TrainConfig(), "image")
+    assert _chosen(image) == {
         "model": "simplecnn",
         "epochs": 10,
         "batch_size": 64,
         "lr": 3e-3,
         "label_smoothing": 0.1,
+        "weight_decay": 0.05,
     }
-    video = resolve_defaults(TrainConfig(dataset="moving-shapes"), "video")
-    assert (video["model"], video["batch_size"], video["label_smoothing"]) == ("c3d_small", 32, 0)
+    video = resolve_kind_defaults(TrainConfig(dataset="moving-shapes", optimizer="sgd"), "video")
+    assert (video.model, video.batch_size, video.label_smoothing) == ("c3d_small", 32, 0)
+    assert video.weight_decay == 5e-4  # the optimizer's own default
     # An explicit 0 is a choice, not "unset".
-    given = TrainConfig(label_smoothing=0.0, batch_size=8, model="lenet5", lr=0.01, epochs=2)
-    assert resolve_defaults(given, "image") == {
+    given = TrainConfig(label_smoothing=0.0, batch_size=8, model="lenet5", lr=0.01, epochs=2,
+                        weight_decay=0.0)  # fmt: skip
+    assert _chosen(resolve_kind_defaults(given, "image")) == {
         "model": "lenet5",
         "epochs": 2,
         "batch_size": 8,
         "lr": 0.01,
         "label_smoothing": 0.0,
+        "weight_decay": 0.0,
     }
 
 

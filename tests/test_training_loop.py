@@ -15,11 +15,14 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import cnnkit.training.fit as fit_mod
-from cnnkit.data.dataset import InputSpec, LoadedDataset
+from cnnkit.data.dataset import LoadedDataset
 from cnnkit.data.memory import InMemoryBatches, TensorSplit
-from cnnkit.training.fit import TrainConfig, fit, steps_per_batch
+from cnnkit.spec import InputSpec
+from cnnkit.training import fastpath
+from cnnkit.training.fastpath import FixedKeyCheckpoint, steps_per_batch
+from cnnkit.training.fit import TrainConfig, fit
 from cnnkit.training.module import ClassifierModule
-from cnnkit.training.trainer import FixedKeyCheckpoint, TieToNewerCheckpoint
+from cnnkit.training.trainer import TieToNewerCheckpoint
 
 
 def _split(n: int) -> TensorSplit:
@@ -80,8 +83,8 @@ def _data(shape: tuple[int, ...], in_memory: bool = True) -> LoadedDataset:
 
 def test_steps_per_batch_only_groups_small_in_memory_data_in_one_process():
     mnist = _data((1, 28, 28))
-    assert steps_per_batch(mnist, 64, 1, 1) == fit_mod.MAX_STEPS_PER_BATCH
-    assert steps_per_batch(mnist, 64, [0], 1) == fit_mod.MAX_STEPS_PER_BATCH
+    assert steps_per_batch(mnist, 64, 1, 1) == fastpath.MAX_STEPS_PER_BATCH
+    assert steps_per_batch(mnist, 64, [0], 1) == fastpath.MAX_STEPS_PER_BATCH
     assert steps_per_batch(mnist, 64, 2, 1) == 1
     assert steps_per_batch(mnist, 64, 1, 2) == 1
     assert steps_per_batch(mnist, 64, "auto", 1) == 1
@@ -94,7 +97,7 @@ def test_steps_per_batch_only_groups_small_in_memory_data_in_one_process():
 
 def test_grouped_steps_train_exactly_like_one_step_per_batch(tmp_path, monkeypatch):
     grouped = fit(_config(tmp_path, "grouped"))
-    monkeypatch.setattr(fit_mod, "MAX_STEPS_PER_BATCH", 1)
+    monkeypatch.setattr(fastpath, "MAX_STEPS_PER_BATCH", 1)
     single = fit(_config(tmp_path, "single"))
     assert grouped["metrics"] == single["metrics"]
     (w_grouped, steps_grouped), (w_single, steps_single) = _weights(grouped), _weights(single)
@@ -137,15 +140,15 @@ def test_validation_logged_once_per_epoch_agrees_with_the_plain_evaluation(tmp_p
 
 
 def test_cpu_training_asks_torch_about_cuda_without_nvml(monkeypatch):
-    monkeypatch.setenv(fit_mod.NVML_CHECK_ENV, "1")
-    with fit_mod._cuda_check_without_nvml(True):
-        assert fit_mod.NVML_CHECK_ENV not in os.environ
-    assert os.environ[fit_mod.NVML_CHECK_ENV] == "1"
-    with fit_mod._cuda_check_without_nvml(False):
-        assert os.environ[fit_mod.NVML_CHECK_ENV] == "1"
-    with pytest.raises(RuntimeError), fit_mod._cuda_check_without_nvml(True):
+    monkeypatch.setenv(fastpath.NVML_CHECK_ENV, "1")
+    with fastpath.cuda_check_without_nvml(True):
+        assert fastpath.NVML_CHECK_ENV not in os.environ
+    assert os.environ[fastpath.NVML_CHECK_ENV] == "1"
+    with fastpath.cuda_check_without_nvml(False):
+        assert os.environ[fastpath.NVML_CHECK_ENV] == "1"
+    with pytest.raises(RuntimeError), fastpath.cuda_check_without_nvml(True):
         raise RuntimeError("training failed")
-    assert os.environ[fit_mod.NVML_CHECK_ENV] == "1"  # restored on the way out of errors too
+    assert os.environ[fastpath.NVML_CHECK_ENV] == "1"  # restored on the way out of errors too
 
 
 @pytest.mark.parametrize("cls", [FixedKeyCheckpoint, TieToNewerCheckpoint])
@@ -172,7 +175,7 @@ def test_progress_bar_counts_optimizer_steps(tmp_path, monkeypatch, grouped):
     monkeypatch.setattr(trainer_mod, "StepProgressBar", Recording)
     monkeypatch.setattr(fit_mod.console, "progress_enabled", lambda: True)
     if not grouped:
-        monkeypatch.setattr(fit_mod, "MAX_STEPS_PER_BATCH", 1)
+        monkeypatch.setattr(fastpath, "MAX_STEPS_PER_BATCH", 1)
     fit(_config(tmp_path, "bar"))  # 40 training samples at batch 8: 5 steps an epoch
     if grouped:  # one Lightning batch of 5 steps an epoch
         assert seen == [(5, 5), (5, 5)]

@@ -5,37 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a model trained on the data expects.
-
-    ``size`` is (H, W); ``frames`` is the clip length T for video data, else
-    None; ``mean``/``std`` are per channel in [0, 1] units, applied after
-    dividing uint8 pixels by 255.
-    """
-
-    channels: int
-    size: tuple[int, int]
-    frames: int | None
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain types only: this goes into checkpoints loaded with weights_only=True."""
-        return {
-            "channels": int(self.channels),
-            "size": [int(self.size[0]), int(self.size[1])],
-            "frames": int(self.frames) if self.frames is not None else None,
-            "mean": [float(v) for v in self.mean],
-            "std": [float(v) for v in self.std],
-        }
-
-    def shape(self) -> tuple[int, ...]:
-        """(C, H, W) or (C, T, H, W) of one sample."""
-        if self.frames is None:
-            return (self.channels, *self.size)
-        return (self.channels, self.frames, *self.size)
+from cnnkit.spec import InputSpec
 
 
 @dataclass

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.data.dataset import InputSpec, LoadedDataset
+from cnnkit.data.dataset import LoadedDataset
 from cnnkit.errors import DatasetError, InputError, close_match_hint
+from cnnkit.spec import InputSpec
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes of decoded uint8 pixels kept in memory
 
@@ -91,18 +92,11 @@ def memory_budget_from_env() -> int:
         ) from exc
 
 
-def check_val_split(value: float) -> None:
-    """The one rule for --val-split: 0 (no validation split) up to, not including, 1."""
-    if not (math.isfinite(value) and 0.0 <= value < 1.0):
-        raise InputError(
-            f"--val-split {value} must be at least 0 and below 1",
-            hint="e.g. --val-split 0.1, or --val-split 0 to train on everything without validation",
-        )
-
-
 def load_dataset(request: DatasetRequest) -> LoadedDataset:
     """Resolve ``request.name``: a registered name, else an existing folder."""
-    check_val_split(request.val_split)
+    if not (math.isfinite(request.val_split) and 0.0 <= request.val_split < 1.0):
+        # Users meet this rule as --val-split's (cnnkit.training.options); here it guards callers.
+        raise ValueError(f"val_split must be in [0, 1), got {request.val_split}")
     entry = get_dataset_entry(request.name)
     if entry is not None:
         return entry.loader(request)

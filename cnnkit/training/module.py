@@ -14,29 +14,21 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.plugins.precision import Precision
-from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from cnnkit.data.augment import BatchAugment
 from cnnkit.data.preprocess import normalize
 from cnnkit.errors import TrainingError
+from cnnkit.training.fastpath import PlainAttributes, direct_step_counter
+from cnnkit.training.options import check_value
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULES = ("cosine", "onecycle", "none")
 # On an accelerator the loss is read back (a device sync) only every this many
 # steps and before each validation; see ClassifierModule._watch_loss.
 FINITE_CHECK_EVERY = 100
 
 
-def default_weight_decay(optimizer: str) -> float:
-    # AdamW decays weights apart from the gradient, so it takes a larger value
-    # than the L2 penalty Adam and SGD add to the gradient.
-    return 0.05 if optimizer == "adamw" else 5e-4
-
-
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(PlainAttributes, L.LightningModule):
     """Cross-entropy classifier around ``model``: (N, C, H, W) or (N, C, T, H, W) -> logits.
 
     ``hparams`` (plain Python types only) is saved into every checkpoint, so
@@ -50,30 +42,26 @@ class ClassifierModule(L.LightningModule):
         num_classes: int,
         mean: Sequence[float],
         std: Sequence[float],
-        lr: float = 3e-3,
-        optimizer: str = "adamw",
-        weight_decay: float | None = None,
-        schedule: str = "cosine",
-        label_smoothing: float = 0.0,
+        lr: float,
+        optimizer: str,
+        weight_decay: float,
+        schedule: str,
+        label_smoothing: float,
         augment: BatchAugment | None = None,
         hparams: dict[str, Any] | None = None,
         step_batch_size: int | None = None,
         steps_per_epoch: int | None = None,
     ) -> None:
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}")
+        check_value("optimizer", optimizer)
+        check_value("schedule", schedule)
         self.save_hyperparameters(hparams or {})
         self.model = model
         self.mean = [float(v) for v in mean]
         self.std = [float(v) for v in std]
         self.lr = lr
         self.optimizer_name = optimizer
-        self.weight_decay = (
-            default_weight_decay(optimizer) if weight_decay is None else weight_decay
-        )
+        self.weight_decay = weight_decay
         self.schedule = schedule
         self.label_smoothing = label_smoothing
         self.augment = augment
@@ -93,16 +81,6 @@ class ClassifierModule(L.LightningModule):
         self.epoch_metrics: dict[str, float] = {}
         self._direct: tuple[Any, Any] | None = None  # set in on_train_start
         self.automatic_optimization = False
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets bookkeeping attributes (_current_fx_name...) around every
-        # hook call, some 25 times a step, and nn.Module.__setattr__'s type checks
-        # make that a measurable share of a small model's step. An existing plain
-        # attribute given a plain value is stored exactly as nn.Module would.
-        if name in self.__dict__ and isinstance(value, (str, int, float, bool, type(None))):
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -144,23 +122,14 @@ class ClassifierModule(L.LightningModule):
     def _direct_step(self) -> tuple[Any, Any] | None:
         """(optimizer, step counter) when the step can skip Lightning's wrappers, else None.
 
-        On one device in 32-bit precision, ``manual_backward`` and the wrapped
-        optimizer's ``step`` add nothing but hook dispatch around
-        ``loss.backward()`` and ``optimizer.step()`` (none of our callbacks use
-        those hooks), about 0.1 ms a step. The step counter is the one the
-        wrapper advances, so ``global_step``, checkpoints and resuming stay
-        exact. Under DDP or mixed precision (loss scaling, gradient sync) the
-        wrappers do real work and are always used.
+        See cnnkit.training.fastpath.direct_step_counter: on one device in
+        32-bit precision, ``manual_backward`` and the wrapped optimizer's
+        ``step`` add nothing but hook dispatch (none of our callbacks use those
+        hooks), about 0.1 ms a step.
         """
-        trainer = self.trainer
-        if type(trainer.strategy) is not SingleDeviceStrategy:
-            return None
-        if type(trainer.strategy.precision_plugin) is not Precision:
-            return None
-        loop = getattr(trainer.fit_loop.epoch_loop, "manual_optimization", None)
-        progress = getattr(loop, "optim_step_progress", None)
+        progress = direct_step_counter(self.trainer)
         if progress is None:
-            return None  # a Lightning without this counter: keep the wrapped path
+            return None
         return self.optimizers(use_pl_optimizer=False), progress
 
     def on_train_epoch_start(self) -> None:

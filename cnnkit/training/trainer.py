@@ -17,31 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-
-class FixedKeyCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose ``state_key`` is worked out once.
-
-    Lightning formats ``[Callback]{state_key}.{hook}`` for every callback on
-    every hook call, several times a step, and ModelCheckpoint builds its key
-    from a repr of its settings each time. The settings the key describes
-    are fixed at construction, so the value never changes. The key names
-    ModelCheckpoint, not the subclass, so checkpoints read the same as with
-    Lightning's own class (cnnkit.checkpoint and resume look for it there).
-    """
-
-    @property
-    def state_key(self) -> str:
-        key = self.__dict__.get("_fixed_state_key")
-        if key is None:
-            key = self.__dict__["_fixed_state_key"] = self._make_state_key()
-        return key
-
-    def _make_state_key(self) -> str:
-        key = ModelCheckpoint.state_key.fget(self)
-        return key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+from cnnkit.training.fastpath import FixedKeyCheckpoint, StepProgressBar
 
 
 class TieToNewerCheckpoint(FixedKeyCheckpoint):
@@ -132,49 +111,6 @@ class EpochLine(Callback):
         stream.flush()
 
 
-class StepProgressBar(RichProgressBar):
-    """Rich progress that counts optimizer steps, not the batches Lightning sees.
-
-    In-memory data reaches Lightning several batches at a time (one Lightning
-    batch, several optimizer steps: see ``steps_per_batch`` in fit.py); the
-    module's ``steps_per_epoch`` then says how many steps an epoch has, and
-    ``global_step`` how many are done. Without it, steps and batches agree.
-    """
-
-    def _steps_per_epoch(self) -> int | None:
-        return getattr(self.trainer.lightning_module, "steps_per_epoch", None)
-
-    def _get_train_description(self, current_epoch: int) -> str:
-        # Epochs counted from 1, as people count them ("Epoch 1/3", not Lightning's "Epoch 0/2").
-        text = f"Epoch {current_epoch + 1}"
-        if self.trainer.max_epochs is not None:
-            text += f"/{self.trainer.max_epochs}"
-        return f"{text:{len(self.validation_description)}}"
-
-    @property
-    def total_train_batches(self) -> int | float:
-        return self._steps_per_epoch() or super().total_train_batches
-
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        steps = self._steps_per_epoch()
-        if not steps:
-            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if not self.is_disabled and self.train_progress_bar_id is None:
-            self._initialize_train_progress_bar_id()  # a resume from the middle of an epoch
-        # Every epoch has the same number of steps, so the step within this one is:
-        done = trainer.global_step - trainer.current_epoch * steps
-        self._update(self.train_progress_bar_id, done)
-        self._update_metrics(trainer, pl_module)
-        self.refresh()
-
-
 @dataclass(frozen=True)
 class TrainerOptions:
     """Flags passed through to Lightning (``devices`` may be an int, "auto" or "0,1")."""
@@ -228,7 +164,7 @@ def build_trainer(run_dir: str | Path, options: TrainerOptions) -> L.Trainer:
     if options.patience:
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=options.patience))
     if options.progress:
-        callbacks.append(StepProgressBar(leave=True, console_kwargs={"stderr": True}))
+        callbacks.append(StepProgressBar())
     elif options.epoch_lines:
         callbacks.append(EpochLine())
     # name="" and version="" put metrics.csv directly in the run folder.

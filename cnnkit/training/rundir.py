@@ -1,0 +1,71 @@
+"""Run folders: ``<out>/train``, ``<out>/train-2``, ...; never reused, never overwritten."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import InputError
+
+# Under --strategy ddp on one machine Lightning starts the other ranks by
+# running the same command line again; they find rank 0's run folder here.
+RUN_DIR_ENV = "CNNKIT_RUN_DIR"
+
+
+def _unwritable(out: Path, exc: OSError) -> InputError:
+    return InputError(
+        f"cannot create a run folder in {out}: {exc.strerror or exc}",
+        hint="choose a folder you can write to with --out",
+    )
+
+
+def new_run_dir(out: str | Path, name: str | None) -> Path:
+    """Create ``out/name`` (default ``out/train``, ``out/train-2``, ...); never reuse one.
+
+    An explicit ``--name`` that exists is an error: a run is never overwritten,
+    and ``--resume`` continues in a new folder too (recorded in config.yaml).
+    """
+    out = Path(out).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(
+            f"--out {out} is a file, not a folder", hint="give a folder for the run folders"
+        ) from None
+    except OSError as exc:
+        raise _unwritable(out, exc) from None
+    if name is not None:
+        if not name or "/" in name or name in (".", ".."):
+            raise InputError(f"--name {name!r} is not a folder name", hint="e.g. --name digits")
+        path = out / name
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise InputError(
+                f"run folder {path} already exists",
+                hint="choose another --name, or leave --name out for a numbered one "
+                "(--resume always starts a new run folder)",
+            ) from None
+        except OSError as exc:
+            raise _unwritable(out, exc) from None
+        return path
+    for i in range(1, 100000):
+        path = out / ("train" if i == 1 else f"train-{i}")
+        try:
+            path.mkdir()  # atomic: two runs started together get different folders
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise _unwritable(out, exc) from None
+    raise InputError(f"too many runs in {out}", hint="clean up old runs or use --out")
+
+
+def write_config(run_dir: Path, resolved: dict[str, Any]) -> None:
+    """config.yaml: every resolved option, what was decided, and the command line."""
+    import yaml
+
+    from cnnkit.io.atomic import atomic_write_text
+
+    text = yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False)
+    atomic_write_text(run_dir / "config.yaml", text)
