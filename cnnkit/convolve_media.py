@@ -8,22 +8,12 @@ count is what was read and written, never the container's claim.
 
 Output by extension: ``.npy`` stores the raw float32 result (negative values
 kept; H×W, H×W×C in RGB order, or T×H×W[×C]); image and video formats store
-8-bit pixels according to ``scale``:
+8-bit pixels according to ``scale`` (clip, abs, minmax or auto; see
+:mod:`cnnkit.convolve_scale`).
 
-- ``clip``: values outside the input's range are clipped (0-255 for 8-bit
-  input; 16-bit input is mapped from 0-65535 down to 0-255);
-- ``abs``: absolute value, then as clip (OpenCV's convertScaleAbs look);
-- ``minmax``: the result's own min..max stretched to 0..255 for an image. A
-  video uses the range the kernel can produce from the input's range instead,
-  so that brightness does not flicker from frame to frame;
-- ``auto``: clip for kernels whose weights are all >= 0 (blurs) or sum to 1
-  (sharpen, emboss: their result is an image), abs for gradient magnitudes
-  (sobel, scharr, prewitt), minmax for other signed kernels (derivatives,
-  laplacian, log, outline, temporal-diff), whose negative half matters.
-
-Float images (32-bit TIFFs) hold 0-1 by convention: their 8-bit outputs map
-1.0 to 255, and a float image with values outside 0-1 (or NaN) is refused for
-8-bit outputs, as every other command refuses it; ``.npy`` keeps any values.
+Float images (32-bit TIFFs) hold 0-1 by convention: a float image with values
+outside 0-1 (or NaN) is refused for 8-bit outputs, as every other command
+refuses it; ``.npy`` keeps any values.
 
 Alpha channels are dropped before filtering: a filtered alpha has no meaning.
 GIFs are read (the first frame) but written as PNG. The output may not be the
@@ -32,7 +22,6 @@ input file unless ``overwrite_input`` is set. This module never imports torch.
 
 from __future__ import annotations
 
-import math
 import os
 import struct
 import sys
@@ -46,6 +35,7 @@ from typing import BinaryIO
 import numpy as np
 
 from cnnkit import console, ops
+from cnnkit.convolve_scale import Stats, auto_scale, result_to_pixels, value_range
 from cnnkit.errors import InputError, KernelError
 from cnnkit.io._opencv import cv2
 from cnnkit.io.image import (
@@ -58,8 +48,6 @@ from cnnkit.io.image import (
 )
 from cnnkit.io.video import VIDEO_EXTENSIONS, VideoWriter, iter_frames, probe_video
 from cnnkit.kernels import Kernel
-
-SCALES = ("auto", "abs", "clip", "minmax")
 
 
 def parse_axis_values(text: str, what: str, minimum: int) -> int | tuple[int, ...]:
@@ -96,66 +84,6 @@ def parse_padding(text: str) -> str | int | tuple[int, ...]:
                 hint="e.g. --padding same, --padding 0, --padding 2,1",
             ) from None
         raise
-
-
-def auto_scale(kernel: Kernel) -> str:
-    """The --scale that shows a kernel's result best (see the module docstring)."""
-    if kernel.is_magnitude:
-        return "abs"
-    if kernel.nonnegative or math.isclose(float(kernel.weights.sum()), 1.0, abs_tol=1e-6):
-        return "clip"
-    return "minmax"
-
-
-def value_range(dtype: np.dtype) -> float:
-    """The largest pixel value of an input dtype: 255, 65535, or 1.0 for float images."""
-    return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
-
-
-def to_uint8(
-    result: np.ndarray, scale: str, in_max: float, bounds: tuple[float, float] | None = None
-) -> np.ndarray:
-    """Map a float32 result to 8-bit pixels per ``scale`` (not 'auto'; resolve it first).
-
-    ``bounds`` (low, high) replaces the result's own min/max for ``minmax``.
-    ``result`` is overwritten (it is usually 25 MB for a colour 1080p frame, and
-    in-place arithmetic keeps this step a few milliseconds).
-    """
-    if scale == "minmax":
-        low, high = bounds if bounds is not None else (float(result.min()), float(result.max()))
-        if high <= low:
-            return np.zeros(result.shape, np.uint8)
-        result -= low
-        result *= 255.0 / (high - low)
-    else:
-        if scale == "abs":
-            np.abs(result, out=result)
-        if in_max != 255.0:
-            result *= 255.0 / in_max
-    np.clip(result, 0, 255, out=result)
-    # +0.5 then truncation rounds like OpenCV's saturate_cast for these >= 0 values.
-    result += 0.5
-    return result.astype(np.uint8)
-
-
-@dataclass
-class Stats:
-    """Running min/max/mean over the frames of a result."""
-
-    min: float = math.inf
-    max: float = -math.inf
-    total: float = 0.0
-    count: int = 0
-
-    def add(self, values: np.ndarray) -> None:
-        self.min = min(self.min, float(values.min()))
-        self.max = max(self.max, float(values.max()))
-        self.total += float(values.sum(dtype=np.float64))
-        self.count += values.size
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.count if self.count else 0.0
 
 
 @dataclass
@@ -291,13 +219,6 @@ def _to_gray(image: np.ndarray, rgb: bool) -> np.ndarray:
     if image.dtype not in (np.uint8, np.uint16, np.float32):
         image = image.astype(np.float32)
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if rgb else cv2.COLOR_BGR2GRAY)
-
-
-def _bgr_to_rgb(array: np.ndarray) -> np.ndarray:
-    """Channel order swap on the last axis of H×W×3 or T×H×W×3 (gray unchanged)."""
-    if array.ndim >= 3 and array.shape[-1] == 3:
-        return np.ascontiguousarray(array[..., ::-1])
-    return array
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
@@ -497,7 +418,7 @@ def _convolve_image(
     if out_kind == "npy":
         _save_npy(target, result)
         return explanation, stats, None
-    pixels = to_uint8(result, scale, in_max)
+    pixels = result_to_pixels(result, scale, in_max)
     del result
     if out_kind == "stdout":
         sys.stdout.buffer.write(encode_png(pixels, rgb=rgb))
@@ -605,5 +526,5 @@ def _write_video_frames(
     with VideoWriter(target, fps if fps > 0 else 25.0, out_w, out_h, colour, rgb) as writer:
         for r in results:
             stats.add(r)
-            writer.write(to_uint8(r, scale, 255.0, bounds))
+            writer.write(result_to_pixels(r, scale, 255.0, bounds))
     return writer.frames_written

@@ -119,16 +119,15 @@ class Kernel:
     def value_bounds(self, low: float, high: float) -> tuple[float, float]:
         """The smallest and largest result possible for inputs in [low, high]."""
         if self.is_magnitude:
-            top = math.sqrt(sum(_span(c, low, high) ** 2 for c in self.components))
-            return 0.0, top
-        w = self.weights
-        pos, neg = float(w[w > 0].sum()), float(w[w < 0].sum())
-        return pos * low + neg * high, pos * high + neg * low
+            spans = (max(abs(b) for b in _bounds(c, low, high)) for c in self.components)
+            return 0.0, math.sqrt(sum(span**2 for span in spans))
+        return _bounds(self.weights, low, high)
 
 
-def _span(w: np.ndarray, low: float, high: float) -> float:
+def _bounds(w: np.ndarray, low: float, high: float) -> tuple[float, float]:
+    """The smallest and largest correlation of weights ``w`` with inputs in [low, high]."""
     pos, neg = float(w[w > 0].sum()), float(w[w < 0].sum())
-    return max(abs(pos * high + neg * low), abs(pos * low + neg * high))
+    return pos * low + neg * high, pos * high + neg * low
 
 
 # ---------------------------------------------------------------------------
@@ -328,18 +327,18 @@ def named_kernel(name: str, params: Sequence[float] = ()) -> Kernel:
             f"kernel '{name}' would have {components[0].size} weights",
             hint="use a smaller size",
         )
-    label = kdef.name + (":" + ",".join(f"{p:g}" for p in params) if params else "")
-    return Kernel(label, tuple(components), combine, kdef.description)
+    return Kernel(_spec_text(kdef.name, params), tuple(components), combine, kdef.description)
+
+
+def _spec_text(name: str, params: Sequence[float]) -> str:
+    """A bank kernel with its parameter values as a spec: ``gaussian:7,1.5``."""
+    return name + (":" + ",".join(f"{p:g}" for p in params) if params else "")
 
 
 def _usage(kdef: KernelDef) -> str:
     if not kdef.params:
         return f"'{kdef.name}'"
-    return (
-        f"'{kdef.name}:{','.join(kdef.params)}' (e.g. '{kdef.name}:"
-        + ",".join(f"{d:g}" for d in kdef.defaults)
-        + "')"
-    )
+    return f"'{kernel_usage(kdef)}' (e.g. '{_spec_text(kdef.name, kdef.defaults)}')"
 
 
 def kernel_usage(kdef: KernelDef) -> str:

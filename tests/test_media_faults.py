@@ -22,6 +22,7 @@ from cnnkit.io.image import read_image, write_image
 from cnnkit.io.sources import kind_of
 from cnnkit.io.video import probe_video, read_video
 from cnnkit.kernels import Kernel, parse_kernel
+from cnnkit.ops import conv2d, limits
 from tests.media import make_image, make_video
 
 runner = CliRunner()
@@ -190,14 +191,14 @@ def test_padding_beyond_memory_is_refused_up_front(here, monkeypatch, capsys, na
 
 def test_memory_check_uses_what_is_available(monkeypatch):
     image = np.zeros((4, 4), np.uint8)
-    monkeypatch.setattr(ops, "_MEMORY_CHECK_BYTES", 0)  # ask even for small results
+    monkeypatch.setattr(limits, "_MEMORY_CHECK_BYTES", 0)  # ask even for small results
     # 4×4 zero-padded by 100: 204² values, padded uint8 plus filter2D's float32 = 208,080 bytes
-    monkeypatch.setattr(ops, "available_memory", lambda: 300_000)
+    monkeypatch.setattr(limits, "available_memory", lambda: 300_000)
     assert ops.convolve(image, "box", padding=100, padding_mode="zeros").shape == (202, 202)
-    monkeypatch.setattr(ops, "available_memory", lambda: 150_000)
+    monkeypatch.setattr(limits, "available_memory", lambda: 150_000)
     with pytest.raises(InputError, match=r"needs 208\.1 KB of memory, more than the 150\.0 KB"):
         ops.convolve(image, "box", padding=100, padding_mode="zeros")
-    monkeypatch.setattr(ops, "available_memory", lambda: None)  # the OS does not say: go ahead
+    monkeypatch.setattr(limits, "available_memory", lambda: None)  # the OS does not say: go ahead
     assert ops.convolve(image, "box", padding=100, padding_mode="zeros").shape == (202, 202)
 
 
@@ -289,14 +290,14 @@ def test_magnitude_in_row_bands_equals_the_whole_image(monkeypatch):
     for kernel in ("sobel", "scharr"):
         for mode in ("zeros", "reflect", "replicate"):
             whole = ops.convolve(x, kernel, padding_mode=mode, method="numpy")
-            monkeypatch.setattr(ops, "_BAND_ROWS", 4)
+            monkeypatch.setattr(conv2d, "_BAND_ROWS", 4)
             banded = ops.convolve(x, kernel, padding_mode=mode)
             monkeypatch.undo()
             np.testing.assert_allclose(banded, whole, rtol=1e-5, atol=1e-3)
     for weights in (w5, w4):
         kernel = Kernel("pair", (weights, weights.T.copy()), "magnitude")
         whole = np.hypot(ops.convolve(x, weights), ops.convolve(x, weights.T.copy()))
-        monkeypatch.setattr(ops, "_BAND_ROWS", 3)
+        monkeypatch.setattr(conv2d, "_BAND_ROWS", 3)
         np.testing.assert_allclose(ops.convolve(x, kernel), whole, rtol=1e-5, atol=1e-3)
         monkeypatch.undo()
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit import summary
 from cnnkit.errors import InputError, ModelError
 from cnnkit.io.image import read_image
 from cnnkit.models import create_model
@@ -20,6 +19,7 @@ from cnnkit.summary import (
     summarize_model,
     summarize_video,
 )
+from cnnkit.summary import media as summary_media
 from tests.media import make_image, make_video
 
 
@@ -171,7 +171,7 @@ def test_summarize_image(tmp_path, channels: int) -> None:
 def test_channel_stats_in_chunks_match_numpy(monkeypatch, dtype) -> None:
     rng = np.random.default_rng(4)
     image = (rng.random((37, 11, 3)) * (1 if dtype == np.float32 else 60000)).astype(dtype)
-    monkeypatch.setattr(summary, "_STATS_CHUNK_VALUES", 50)  # 1 row a chunk: 37 chunks
+    monkeypatch.setattr(summary_media, "_STATS_CHUNK_VALUES", 50)  # 1 row a chunk: 37 chunks
     mean, std = channel_stats(image)
     flat = image.reshape(-1, 3).astype(np.float64)
     np.testing.assert_allclose(mean, flat.mean(axis=0), rtol=1e-12)

@@ -1,0 +1,193 @@
+"""2D cross-correlation of one frame (H×W or H×W×C, channels last) with one kernel.
+
+Two paths compute the same thing:
+
+- the OpenCV path (``cv2.filter2D``) for stride 1 and dilation 1: this is the
+  speed limit, so the common case runs at OpenCV's own speed;
+- the numpy path (explicit padding, then one strided slice per kernel tap) for
+  any stride and dilation; it is also the reference the tests hold the OpenCV
+  path to.
+
+Padding modes are those of ``torch.nn.functional.pad``: zeros, reflect,
+replicate, circular.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from cnnkit.kernels import Kernel
+from cnnkit.ops.geometry import AxisGeometry
+
+# reflect mirrors without repeating the edge pixel: OpenCV's REFLECT_101 is
+# torch's "reflect" and scipy's "mirror". OpenCV's filters refuse BORDER_WRAP,
+# so circular padding is always done explicitly with copyMakeBorder.
+_CV_BORDER = {
+    "zeros": cv2.BORDER_CONSTANT,
+    "reflect": cv2.BORDER_REFLECT_101,
+    "replicate": cv2.BORDER_REPLICATE,
+    "circular": cv2.BORDER_WRAP,
+}
+_NP_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+# Source dtypes cv2.filter2D accepts with a float32 destination; others are converted.
+_FILTER2D_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)
+
+# Magnitude kernels combine their components band by band: this many output
+# rows at a time keeps the temporaries small and filter2D's halo overhead low.
+_BAND_ROWS = 256
+
+
+def filter2d_takes(dtype: np.dtype | type) -> bool:
+    """Whether cv2.filter2D reads ``dtype`` as it is (other dtypes get a float32 copy)."""
+    return np.dtype(dtype).type in _FILTER2D_DTYPES
+
+
+def opencv_path_applies(gh: AxisGeometry, gw: AxisGeometry) -> bool:
+    """Stride 1 and dilation 1 on both axes: the only geometry cv2.filter2D computes."""
+    return gh.stride == gw.stride == gh.dilation == gw.dilation == 1
+
+
+def direct_path(gh: AxisGeometry, gw: AxisGeometry, mode: str, method: str) -> bool:
+    """Whether filter2D's own border handling gives the result (no explicit padding)."""
+    return (
+        method != "numpy"
+        and mode != "circular"
+        and opencv_path_applies(gh, gw)
+        and gh.out == gh.size
+        and gw.out == gw.size
+    )
+
+
+def _as_cv_source(x: np.ndarray) -> np.ndarray:
+    if not filter2d_takes(x.dtype):
+        x = x.astype(np.float32)
+    return np.ascontiguousarray(x)
+
+
+def _correlate2d_opencv(
+    x: np.ndarray, w: np.ndarray, gh: AxisGeometry, gw: AxisGeometry, mode: str
+) -> np.ndarray:
+    """Stride 1, dilation 1: cv2.filter2D with the anchor set to the padding before."""
+    x = _as_cv_source(x)
+    shape = x.shape
+    w32 = w.astype(np.float32)
+    if direct_path(gh, gw, mode, "opencv"):
+        # Padding totals k-1 on both axes: filter2D's own border handling gives the
+        # result directly; anchor (pad_before) makes even kernels match torch.
+        return cv2.filter2D(
+            x, cv2.CV_32F, w32, anchor=(gw.pad_before, gh.pad_before), borderType=_CV_BORDER[mode]
+        )
+    padded = cv2.copyMakeBorder(
+        x, gh.pad_before, gh.pad_after, gw.pad_before, gw.pad_after, _CV_BORDER[mode], value=0
+    )
+    # With anchor (0, 0) the first out×out outputs only read padded pixels, never
+    # filter2D's own border, so any padding the user asked for is honoured.
+    del x  # when it is a float32 copy made for filter2D, free it before the large result
+    full = cv2.filter2D(padded, cv2.CV_32F, w32, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
+    del padded
+    if full.ndim == 2 and len(shape) == 3:
+        full = full[:, :, None]  # OpenCV drops a single channel axis
+    # A view, not a copy: the cropped rows and columns are only the kernel's k-1,
+    # and a copy would hold a second whole float32 image for a moment.
+    return full[: gh.out, : gw.out]
+
+
+def _correlate2d_numpy(
+    x: np.ndarray, w: np.ndarray, gh: AxisGeometry, gw: AxisGeometry, mode: str
+) -> np.ndarray:
+    """Any stride and dilation: pad explicitly, then add one strided slice per tap."""
+    pads = [(gh.pad_before, gh.pad_after), (gw.pad_before, gw.pad_after)]
+    pads += [(0, 0)] * (x.ndim - 2)
+    padded = np.pad(x.astype(np.float32, copy=False), pads, mode=_NP_PAD[mode])
+    # float32 throughout, as Conv2d and filter2D accumulate: a float64 accumulator
+    # would double the memory of the largest array here.
+    out = np.zeros((gh.out, gw.out) + x.shape[2:], dtype=np.float32)
+    product = np.empty_like(out)
+    rows = gh.stride * (gh.out - 1) + 1
+    cols = gw.stride * (gw.out - 1) + 1
+    for i in range(w.shape[0]):
+        for j in range(w.shape[1]):
+            if w[i, j] == 0:
+                continue
+            r, c = i * gh.dilation, j * gw.dilation
+            tap = padded[r : r + rows : gh.stride, c : c + cols : gw.stride]
+            np.multiply(tap, np.float32(w[i, j]), out=product)
+            out += product
+    return out
+
+
+def correlate2d(
+    x: np.ndarray,
+    w: np.ndarray,
+    gh: AxisGeometry,
+    gw: AxisGeometry,
+    mode: str,
+    method: str,
+) -> np.ndarray:
+    fast_ok = opencv_path_applies(gh, gw)
+    if method == "opencv" and not fast_ok:
+        raise ValueError("the OpenCV path only handles stride 1 and dilation 1")
+    if method == "numpy" or not fast_ok:
+        return _correlate2d_numpy(x, w, gh, gw, mode)
+    return _correlate2d_opencv(x, w, gh, gw, mode)
+
+
+def _add_squares_by_bands(
+    total: np.ndarray, x: np.ndarray, w: np.ndarray, gh: AxisGeometry, gw: AxisGeometry, mode: str
+) -> None:
+    """total += (x ⋆ w)², computed a band of rows at a time (direct filter2D case only).
+
+    Each band is filtered with the rows its kernel reaches around it; where a
+    band touches the image's top or bottom, filter2D's border is the image's
+    own, and elsewhere the extra rows' outputs, which saw filter2D's band
+    border, are dropped. So only a band-sized temporary exists, not a second
+    whole float32 image.
+    """
+    x = _as_cv_source(x)
+    w32 = w.astype(np.float32)
+    height = x.shape[0]
+    # Rows read beyond the band on each side: more than the kernel reaches, so
+    # that at the image's top and bottom the rows reflect padding mirrors are in
+    # the slice too.
+    halo = gh.pad_before + gh.pad_after + 1
+    for r0 in range(0, height, _BAND_ROWS):
+        r1 = min(height, r0 + _BAND_ROWS)
+        a, b = max(0, r0 - halo), min(height, r1 + halo)
+        part = cv2.filter2D(
+            x[a:b],
+            cv2.CV_32F,
+            w32,
+            anchor=(gw.pad_before, gh.pad_before),
+            borderType=_CV_BORDER[mode],
+        )
+        part = part[r0 - a : r1 - a]
+        if part.ndim == 2 and total.ndim == 3:
+            part = part[:, :, None]
+        np.square(part, out=part)
+        total[r0:r1] += part
+
+
+def correlate_kernel(
+    x: np.ndarray, kernel: Kernel, gh: AxisGeometry, gw: AxisGeometry, mode: str, method: str
+) -> np.ndarray:
+    """One 2D kernel on one frame: its component, or the magnitude of its components.
+
+    The magnitude sqrt(gx² + gy²) is accumulated in place, so at most one more
+    float32 image than the result exists at any time (a band of one, on the
+    direct OpenCV path).
+    """
+    first = correlate2d(x, kernel.components[0], gh, gw, mode, method)
+    if kernel.combine is None:
+        return first
+    total = np.square(first, out=first)  # a fresh array (or a crop of one): squared in place
+    del first
+    for w in kernel.components[1:]:
+        if direct_path(gh, gw, mode, method):
+            _add_squares_by_bands(total, x, w, gh, gw, mode)
+            continue
+        part = correlate2d(x, w, gh, gw, mode, method)
+        np.square(part, out=part)
+        total += part
+        del part
+    return np.sqrt(total, out=total)

@@ -1,0 +1,177 @@
+"""Checks made before a convolution allocates anything: memory, and a float32 result range.
+
+Without these checks a huge --padding ends in OpenCV's "Insufficient memory"
+traceback or in the OOM killer, and a kernel with huge weights gives an output
+of inf and NaN that otherwise looks fine.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cnnkit.errors import InputError
+from cnnkit.kernels import Kernel
+from cnnkit.ops.conv2d import direct_path, filter2d_takes, opencv_path_applies
+from cnnkit.ops.geometry import AxisGeometry, padded_shape
+
+# Below this, asking the OS what is free costs more than it could ever save.
+_MEMORY_CHECK_BYTES = 256 * 2**20
+
+
+def available_memory() -> int | None:
+    """Bytes that can still be allocated without swapping, or None when the OS does not say.
+
+    Linux's MemAvailable (free memory plus the page cache it can drop), capped
+    by a cgroup v2 memory limit (containers); elsewhere the free physical pages.
+    """
+    found: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, ValueError, OSError):
+            pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+            found.append(max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def _size_text(nbytes: float) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as free(1) -h and file managers show them)."""
+    units = ("bytes", "KB", "MB", "GB", "TB", "PB")
+    step = 0
+    while nbytes >= 1000 and step < len(units) - 1:
+        nbytes /= 1000
+        step += 1
+    return f"{nbytes:,.0f} bytes" if step == 0 else f"{nbytes:,.1f} {units[step]}"
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse up front to allocate ``nbytes`` when the machine does not have them free.
+
+    Without this, a huge --padding ends in OpenCV's "Insufficient memory"
+    traceback or in the OOM killer, after minutes of swapping.
+    """
+    if nbytes <= _MEMORY_CHECK_BYTES:
+        return
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise InputError(
+            f"{what} needs {_size_text(nbytes)} of memory, more than the "
+            f"{_size_text(free)} available",
+            hint="use a smaller --padding or a smaller input",
+        )
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "×".join(str(int(n)) for n in shape)
+
+
+def _bytes_2d(
+    shape: Sequence[int],
+    dtype: np.dtype,
+    kernel: Kernel,
+    gh: AxisGeometry,
+    gw: AxisGeometry,
+    mode: str,
+    method: str,
+) -> int:
+    """What one 2D correlation of an H×W[×C] input allocates at its peak, in bytes.
+
+    Direct OpenCV path: the float32 result (plus a float32 copy of an input
+    filter2D cannot take). OpenCV with explicit padding: the padded input and
+    filter2D's float32 result on it. numpy path: the padded input as float32,
+    the result and a product of the same size. A magnitude kernel holds one
+    more result while it adds the squares (a band of one on the direct path).
+    """
+    tail = tuple(shape[2:])
+    values = math.prod(shape)
+    padded = math.prod(padded_shape((gh, gw), tail))
+    out = gh.out * gw.out * math.prod(tail)
+    source = 0 if filter2d_takes(dtype) else 4 * values
+    extra = kernel.combine is not None and len(kernel.components) > 1
+    if direct_path(gh, gw, mode, method):
+        return source + 4 * out
+    if method != "numpy" and opencv_path_applies(gh, gw):
+        itemsize = 4 if source else np.dtype(dtype).itemsize
+        return source + itemsize * padded + 4 * padded * (2 if extra else 1)
+    return 4 * (padded + 2 * out + (out if extra else 0))
+
+
+def check_convolution_memory(
+    frame_shape: Sequence[int],
+    dtype: np.dtype | type,
+    kernel: Kernel,
+    axes: Sequence[AxisGeometry],
+    padding_mode: str,
+    method: str = "auto",
+    num_frames: int = 1,
+    whole_result: bool = False,
+) -> None:
+    """Refuse, before anything is allocated, a convolution that would not fit in memory.
+
+    ``frame_shape`` is one image or frame, H×W[×C], of ``dtype``; ``axes`` come
+    from :func:`resolve_geometry` on (H, W) or (T, H, W). A 3D kernel also keeps
+    the frames a later output still needs (its reach in time, every frame for
+    circular time padding) and one output frame; ``whole_result`` adds the
+    whole T'×H'×W'[×C] float32 result (an array in, an array out).
+    """
+    gh, gw = axes[-2:]
+    tail = tuple(frame_shape[2:])
+    needed = _bytes_2d(frame_shape, np.dtype(dtype), kernel, gh, gw, padding_mode, method)
+    out_frame = (gh.out, gw.out, *tail)
+    if len(axes) == 3:
+        gt = axes[0]
+        kept = num_frames if padding_mode == "circular" else min(num_frames, gt.reach)
+        frame_bytes = np.dtype(dtype).itemsize * math.prod(frame_shape)
+        needed += kept * frame_bytes + 4 * math.prod(out_frame)
+        if whole_result:
+            needed += 4 * gt.out * math.prod(out_frame)
+    what = "an input" if len(axes) == 2 else "frames"
+    check_memory(
+        needed,
+        f"the convolution of {what} of {_shape_text(frame_shape)} (padded to "
+        f"{_shape_text(padded_shape((gh, gw), tail))}, output {_shape_text(out_frame)} "
+        "in float32)",
+    )
+
+
+def input_peak(x: np.ndarray) -> tuple[float, str]:
+    """The largest |value| an input can hold, and how to name that input in a message.
+
+    Integer inputs can hold their dtype's full range (65535 for 16-bit), so a
+    kernel that overflows on one 16-bit image is refused for all of them; float
+    inputs are judged by the values they actually hold.
+    """
+    if x.dtype == np.bool_:
+        return 1.0, "a boolean input"
+    if np.issubdtype(x.dtype, np.integer):
+        info = np.iinfo(x.dtype)
+        return float(max(abs(int(info.min)), int(info.max))), f"{info.bits}-bit input"
+    if x.size == 0:
+        return 0.0, "this input"
+    peak = max(abs(float(x.max())), abs(float(x.min())))
+    return peak, "this input"
+
+
+def check_result_range(kernel: Kernel, x: np.ndarray) -> None:
+    """Refuse a kernel whose float32 result could overflow on ``x`` (see Kernel.largest_result)."""
+    peak, what = input_peak(x)
+    if math.isfinite(peak):  # non-finite inputs give non-finite results whatever the kernel
+        kernel.check_float32_range(peak, what)
