@@ -3,9 +3,9 @@
 Inputs go through ``cnnkit.data.preprocess`` exactly as in training (channels,
 size, frames, then normalisation on the device). Results are produced batch by
 batch as generators, so ``cnnkit predict`` can print each batch as soon as it is
-ready. Image decoding runs ahead of inference on a small thread pool (OpenCV
-releases the GIL while decoding and resizing), and video frames are decoded on
-a background thread, so the model rarely waits for the disk.
+ready. Image decoding runs ahead of inference on a small thread pool, and video
+frames are decoded on a background thread (``cnnkit.io.readahead``), so the
+model rarely waits for the disk. Video windows follow ``cnnkit.data.clips``.
 
 This module never imports Lightning, torchvision datasets or torchmetrics.
 """
@@ -13,25 +13,21 @@ This module never imports Lightning, torchvision datasets or torchmetrics.
 from __future__ import annotations
 
 import itertools
-import queue
 import threading
-from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from cnnkit import console
+from cnnkit.data.clips import sliding_windows
 from cnnkit.data.preprocess import normalize, prepare_clip, prepare_image
 from cnnkit.errors import CnnkitError, InputError
+from cnnkit.evaluation.metrics import softmax
+from cnnkit.io.readahead import STALL, map_ahead, prefetch
 from cnnkit.spec import InputSpec
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 Record = dict[str, Any]
 
@@ -174,153 +170,6 @@ def share_cpu_with_decoders(workers: int) -> int:
     return torch.get_num_threads()
 
 
-def probabilities(logits: np.ndarray) -> np.ndarray:
-    """N×K logits -> N×K softmax probabilities (float64)."""
-    x = logits.astype(np.float64)
-    x = np.exp(x - x.max(axis=1, keepdims=True))
-    return x / x.sum(axis=1, keepdims=True)
-
-
-# ---------------------------------------------------------------------------
-# overlap decoding with inference
-# ---------------------------------------------------------------------------
-
-
-STALL = object()  # yielded by map_ahead(..., stalls=True) while the input has nothing new
-
-# How long closing map_ahead or prefetch waits for a decode in progress (it
-# normally ends within milliseconds); a bound, because a stuck thread must not
-# hang the exit: the CLI then leaves with os._exit instead.
-JOIN_TIMEOUT_S = 2.0
-
-
-def _put_unless(stop: threading.Event, slots: queue.Queue, entry: Any) -> bool:
-    """Put ``entry`` into ``slots``, giving up (False) once ``stop`` is set."""
-    while not stop.is_set():
-        try:
-            slots.put(entry, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def map_ahead(
-    fn: Callable[[T], R],
-    items: Iterable[T],
-    workers: int = 2,
-    ahead: int = 64,
-    stalls: bool = False,
-) -> Generator[Any, None, None]:
-    """Yield ``(item, fn(item))`` in input order, computing up to ``ahead`` items early.
-
-    ``items`` is read on a feeder thread, so a slow source (paths arriving on a
-    pipe) never blocks results already computed. With ``stalls=True`` the
-    marker ``STALL`` is yielded whenever the next item has not arrived yet, so
-    a caller can flush a partial batch instead of waiting. An exception raised
-    by ``fn`` is yielded in place of the result, so one bad input does not stop
-    the others; one raised by ``items`` itself is re-raised here.
-
-    Closing the generator early (the consumer stops) cancels the decodes not
-    started and waits up to JOIN_TIMEOUT_S for those running: a thread left
-    inside OpenCV's C++ code while the interpreter shuts down aborts it.
-    """
-
-    def call(item: T) -> R | BaseException:
-        try:
-            return fn(item)
-        except Exception as exc:  # handed to the consumer, who reports it per input
-            return exc
-
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
-    slots: queue.Queue = queue.Queue(maxsize=max(1, ahead))
-    stop = threading.Event()
-    end = object()
-
-    def feed() -> None:
-        try:
-            for item in items:
-                if stop.is_set() or not _put_unless(stop, slots, (item, pool.submit(call, item))):
-                    return
-            _put_unless(stop, slots, (end, None))
-        except BaseException as exc:  # re-raised in the consumer's thread
-            _put_unless(stop, slots, (end, exc))
-
-    feeder = threading.Thread(target=feed, daemon=True, name="feed")
-    feeder.start()
-    try:
-        while True:
-            if stalls and slots.empty():
-                yield STALL
-            item, future = slots.get()
-            if item is end:
-                if future is not None:
-                    raise future
-                return
-            yield item, future.result()
-    finally:
-        stop.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        # Decodes already running (OpenCV's C++ code) finish, bounded; the rest are cancelled.
-        wait_futures(_running_futures(slots), timeout=JOIN_TIMEOUT_S)
-        # The feeder only reads ``items`` and stops at its next put; when it is
-        # blocked reading a pipe, no wait would end that.
-        feeder.join(0.2)
-
-
-def _running_futures(slots: queue.Queue) -> list[Any]:
-    """Empty ``slots`` of map_ahead, cancelling its futures; return those already running."""
-    running = []
-    while True:
-        try:
-            _, future = slots.get_nowait()
-        except queue.Empty:
-            return running
-        # cancel() is False for a future that is running or done (waiting on a done one is free).
-        if isinstance(future, Future) and not future.cancel():
-            running.append(future)
-
-
-def prefetch(items: Iterator[T], depth: int = 32) -> Generator[T, None, None]:
-    """Run ``items`` on a background thread, ``depth`` values ahead; errors re-raised here.
-
-    Closing the generator early stops the thread after the value it is
-    computing (waiting up to JOIN_TIMEOUT_S) and closes ``items`` there, so a
-    video capture is released by the thread that used it.
-    """
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for value in items:
-                if not _put_unless(stop, q, (value, None)):
-                    break
-            else:
-                _put_unless(stop, q, (done, None))
-        except BaseException as exc:  # re-raised in the consumer's thread
-            _put_unless(stop, q, (done, exc))
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=produce, daemon=True, name="prefetch")
-    thread.start()
-    try:
-        while True:
-            value, exc = q.get()
-            if value is done:
-                if exc is not None:
-                    raise exc
-                return
-            yield value
-    finally:
-        stop.set()
-        thread.join(JOIN_TIMEOUT_S)
-
-
 # ---------------------------------------------------------------------------
 # images
 # ---------------------------------------------------------------------------
@@ -401,7 +250,7 @@ def _image_batches(
 def _fill(predictor: Predictor, batch: list[tuple[Record, np.ndarray]], top_k: int) -> np.ndarray:
     """Run one batch, write label/score/topk into its records; return the summed probabilities."""
     stacked = np.stack([x for _, x in batch])
-    probs = probabilities(predictor.logits(stacked))
+    probs = softmax(predictor.logits(stacked))
     for (record, _), result in zip(batch, predictor.label_scores(probs, top_k), strict=True):
         record.update(result)
     return probs.sum(axis=0)
@@ -410,17 +259,6 @@ def _fill(predictor: Predictor, batch: list[tuple[Record, np.ndarray]], top_k: i
 # ---------------------------------------------------------------------------
 # videos
 # ---------------------------------------------------------------------------
-
-
-def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
-    """Start frames of sliding windows of ``window`` frames, ``stride`` apart.
-
-    A video shorter than one window still gets one window (at frame 0; its
-    missing frames repeat the last one, as a clip shorter than T must).
-    """
-    if num_frames <= window:
-        return [0]
-    return list(range(0, num_frames - window + 1, stride))
 
 
 def predict_video(
@@ -514,23 +352,8 @@ def _windows(
     frames: Iterator[np.ndarray], window: int, stride: int, clips: bool
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """(start, end inclusive, sample) for each window; samples are C×H×W or C×T×H×W."""
-    if not clips:
-        for index, frame in enumerate(frames):
-            if index % stride == 0:
-                yield index, index, frame
-        return
-    buf: deque[np.ndarray] = deque(maxlen=window)
-    seen = 0
-    for index, frame in enumerate(frames):
-        buf.append(frame)
-        seen = index + 1
-        start = index - window + 1
-        if start >= 0 and start % stride == 0:
-            yield start, index, np.stack(buf, axis=1)
-    if 0 < seen < window:
-        # Shorter than one window: pad with the last frame, like a clip reader would.
-        padded = list(buf) + [buf[-1]] * (window - seen)
-        yield 0, seen - 1, np.stack(padded, axis=1)
+    for start, end, taken in sliding_windows(frames, window, stride):
+        yield start, end, np.stack(taken, axis=1) if clips else taken[0]
 
 
 def _time_fields(path: str, start: int, end: int, fps: float, clips: bool) -> Record:

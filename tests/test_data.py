@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import struct
 from pathlib import Path
 
@@ -409,6 +411,95 @@ def test_video_folder_gives_clips(tmp_path):
     lazy = load_dataset(DatasetRequest(str(tmp_path), frames=4, img_size=8, memory_budget=0))
     clip, _ = lazy.splits["val"][0]
     assert clip.shape == (3, 4, 8, 8)
+
+
+def test_scan_reports_a_folder_it_cannot_read(tmp_path, monkeypatch):
+    make_image_folder(tmp_path, ["cat", "dog"], per_class=2, h=8, w=8)
+    locked = tmp_path / "dog" / "locked"
+    make_image_folder(locked, ["x"], per_class=1, h=8, w=8)
+    scandir = os.scandir
+
+    def refuse_locked(path="."):
+        # chmod 000 does not stop root, so the refusal is staged where os.walk lists folders.
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_locked)
+    scan = scan_folder(tmp_path)
+    assert scan.unreadable_folders == [(locked, "Permission denied")]
+    assert scan.counts("all") == {"cat": 2, "dog": 2}
+
+
+# ---------------------------------------------------------------------------
+# file-backed clips: seeded by (seed, epoch, sample), whatever the workers
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def video_folder(tmp_path):
+    # 16 frames drifting a pixel each: every clip start gives different pixels.
+    make_video_folder(tmp_path / "videos", ["a", "b"], per_class=4, frames=16, h=16, w=16)
+    return tmp_path / "videos"
+
+
+def test_file_backed_clip_starts_follow_seed_epoch_and_sample(video_folder):
+    request = DatasetRequest(
+        str(video_folder), frames=4, img_size=8, val_split=0.25, seed=3, memory_budget=0
+    )
+    train = load_dataset(request).splits["train"]
+    assert isinstance(train, FileDataset) and train.train
+    epoch0 = [train.clip_start(i, 0) for i in range(len(train))]
+    assert epoch0 == [train.clip_start(i, 0) for i in range(len(train))]  # repeatable
+    assert epoch0 != [train.clip_start(i, 1) for i in range(len(train))]  # a new epoch moves
+    assert all(0 <= s <= 12 for s in epoch0)
+    other_seed = load_dataset(dataclasses.replace(request, seed=4)).splits["train"]
+    assert epoch0 != [other_seed.clip_start(i, 0) for i in range(len(other_seed))]
+    val = load_dataset(request).splits["val"]
+    assert {val.clip_start(i, e) for i in range(len(val)) for e in (0, 1)} == {6}  # centred
+
+
+def test_file_backed_epochs_give_the_same_clips_with_any_number_of_workers(video_folder):
+    from cnnkit.data.datamodule import ClassifierDataModule
+
+    data = load_dataset(DatasetRequest(str(video_folder), frames=4, img_size=8, memory_budget=0))
+
+    def clips(workers: int, epoch: int) -> list[bytes]:
+        loader = ClassifierDataModule(data, batch_size=3, workers=workers).train_dataloader()
+        loader.sampler.set_epoch(epoch)  # what Lightning does before each epoch
+        # The order is the shuffle's; which clip each video gives is the dataset's.
+        return sorted(x.numpy().tobytes() for batch, _ in loader for x in batch)
+
+    assert clips(0, 0) == clips(2, 0)
+    assert clips(0, 1) == clips(2, 1)
+    assert clips(0, 0) != clips(0, 1)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_file_backed_training_repeats_with_the_same_seed(
+    video_folder, tmp_path, monkeypatch, workers
+):
+    import csv
+
+    from cnnkit.training.fit import fit
+    from cnnkit.training.options import TrainConfig
+
+    monkeypatch.setenv("CNNKIT_MEMORY_BUDGET", "0")  # decode from the files, every epoch
+
+    def run(name: str) -> dict:
+        return fit(
+            TrainConfig(
+                dataset=str(video_folder), model="c3d_small", frames=4, img_size=16,
+                epochs=2, batch_size=4, val_split=0.25, workers=workers, device="cpu",
+                out=str(tmp_path / "runs"), name=name, seed=5,
+            )
+        )  # fmt: skip
+
+    a, b = run("a"), run("b")
+    assert not load_dataset(DatasetRequest(str(video_folder), memory_budget=0)).in_memory
+    assert a["metrics"] == b["metrics"]
+    rows = [list(csv.reader(open(f"{r['run_dir']}/metrics.csv"))) for r in (a, b)]
+    assert rows[0] == rows[1] and len(rows[0]) > 2
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import torch
 
 from cnnkit.errors import InputError
 from cnnkit.evaluation import (
-    clip_starts,
     compute_report,
     confusion_matrix,
     cross_entropy,
@@ -110,13 +109,6 @@ def test_video_level_accuracy_averages_clip_probabilities() -> None:
     acc, mean = video_level_accuracy(clip_logits, owner, np.array([1, 0]))
     assert acc == 1.0
     assert mean[0] == pytest.approx([0.35, 0.65])
-
-
-def test_clip_starts_centre_one_and_spread_many() -> None:
-    assert clip_starts(20, 8, 1) == [6]
-    assert clip_starts(20, 8, 3) == [0, 6, 12]
-    assert clip_starts(5, 8, 3) == [0]
-    assert clip_starts(9, 8, 3) == [0, 1]
 
 
 def test_confusion_csv_and_png(tmp_path) -> None:

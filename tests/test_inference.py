@@ -10,17 +10,15 @@ import pytest
 import torch
 
 from cnnkit.data.preprocess import normalize, prepare_image
+from cnnkit.evaluation import softmax
 from cnnkit.inference import (
     PredictInput,
     Predictor,
-    map_ahead,
     predict_images,
     predict_inputs,
     predict_video,
-    prefetch,
-    probabilities,
-    window_starts,
 )
+from cnnkit.io.readahead import map_ahead, prefetch
 from cnnkit.models.registry import create_model
 from tests.checkpoints import make_checkpoint
 from tests.media import make_image, make_video
@@ -77,7 +75,7 @@ def test_predict_images_labels_order_and_errors(tmp_path, ckpt2d) -> None:
     for r in good[:3]:
         from cnnkit.io.image import read_image
 
-        probs = probabilities(pred.logits(pred.prepare_image(read_image(r["path"]))[None]))
+        probs = softmax(pred.logits(pred.prepare_image(read_image(r["path"]))[None]))
         assert r["score"] == pytest.approx(float(probs.max()), abs=1e-6)
 
 
@@ -192,20 +190,12 @@ def test_closing_map_ahead_early_waits_for_the_calls_running() -> None:
     assert len(started) < 10  # and the rest never started
 
 
-def test_window_starts() -> None:
-    assert window_starts(10, 4, 4) == [0, 4]
-    assert window_starts(10, 4, 2) == [0, 2, 4, 6]
-    assert window_starts(3, 4, 2) == [0]
-
-
 def test_3d_model_slides_windows_over_a_video(tmp_path, ckpt3d) -> None:
     make_video(tmp_path / "v.mp4", frames=10, fps=5.0)
     pred = Predictor.from_checkpoint(ckpt3d, "cpu", batch_size=2)
     records = [r for b in predict_video(pred, str(tmp_path / "v.mp4"), 2, stride=2) for r in b]
     windows, video = records[:-1], records[-1]
-    assert [(r["start_frame"], r["end_frame"]) for r in windows] == [
-        (s, s + 3) for s in window_starts(10, 4, 2)
-    ]
+    assert [(r["start_frame"], r["end_frame"]) for r in windows] == [(0, 3), (2, 5), (4, 7), (6, 9)]
     assert windows[1]["start_s"] == pytest.approx(0.4) and windows[1]["end_s"] == pytest.approx(1.2)
     assert video["window"] == "video" and video["windows"] == len(windows)
     assert (video["start_frame"], video["end_frame"]) == (0, 9)
@@ -224,7 +214,7 @@ def test_3d_window_matches_a_clip_forward_pass(tmp_path, ckpt3d) -> None:
     pred = Predictor.from_checkpoint(ckpt3d, "cpu")
     first = next(iter(predict_video(pred, str(tmp_path / "v.mp4"), 2)))[0]
     frames, _ = read_video(tmp_path / "v.mp4")
-    probs = probabilities(pred.logits(pred.prepare_clip(frames[:4])[None]))[0]
+    probs = softmax(pred.logits(pred.prepare_clip(frames[:4])[None]))[0]
     assert first["score"] == pytest.approx(float(probs.max()), abs=1e-6)
 
 

@@ -479,6 +479,30 @@ def test_expand_missing_and_empty(tree: Path) -> None:
     assert sources[2].error and "no image or video files" in sources[2].error
 
 
+def test_expand_reports_an_unreadable_folder_and_lists_the_rest(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scandir = os.scandir
+
+    def refuse_a(path: str = "."):
+        # chmod 000 does not stop root, so the refusal is staged where os.walk lists folders.
+        if os.path.normpath(path) == os.path.join("data", "a"):
+            raise PermissionError(13, "Permission denied", path)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_a)
+    sources = expand_sources(["data"])
+    assert (sources[0].path, sources[0].error) == (
+        os.path.join("data", "a"),
+        "cannot read folder: Permission denied",
+    )
+    assert paths(sources[1:]) == [
+        os.path.join("data", "b", "img_000.png"),
+        os.path.join("data", "b", "img_001.png"),
+        os.path.join("data", "clip.mp4"),
+    ]
+
+
 def test_expand_stdin_lists(tree: Path) -> None:
     stdin = io.StringIO("data/b/img_000.png\n\n  \ndata/b\nghost.jpg\n")
     sources = expand_sources(["notes.txt", "-"], stdin=stdin)

@@ -1,7 +1,8 @@
 """The LightningDataModule: batches from a LoadedDataset, in memory or from files.
 
 In-memory splits are served by InMemoryBatches (tensor slices, no workers);
-file-backed splits by a DataLoader with workers that decode in parallel.
+file-backed splits by a DataLoader with workers that decode in parallel, whose
+training sampler hands each index out with its epoch (``EpochSampler``).
 
 Under DDP the data is sharded here rather than by Lightning (the Trainer has
 ``use_distributed_sampler=False``): training takes a DistributedSampler, which
@@ -17,7 +18,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
 from cnnkit.data.dataset import LoadedDataset
 from cnnkit.data.folders import collate_skipping
@@ -65,6 +66,35 @@ class SkipPadding:
         return None if i == ShardSampler.PAD else self.data[i]
 
 
+class EpochSampler(Sampler[tuple[int, int]]):
+    """(index, epoch) for each index of ``base``: the epoch reaches the DataLoader workers.
+
+    A FileDataset draws its random choices from the seed, the epoch and the
+    index. Persistent workers are processes that never see an attribute the
+    main process changes, but they do receive every index, so the epoch rides
+    along. Lightning calls ``set_epoch`` on a DataLoader's sampler before each
+    epoch (as for a DistributedSampler, which ``base`` may be and which gets
+    the call too), counting epochs from 0, resumed runs included.
+    """
+
+    def __init__(self, base: Sampler[int]) -> None:
+        self.base = base
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        set_base = getattr(self.base, "set_epoch", None)
+        if callable(set_base):
+            set_base(epoch)
+
+    def __iter__(self):
+        epoch = self.epoch
+        return ((index, epoch) for index in self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+
 def default_workers() -> int:
     """Decoding workers for file-backed data: all cores but one, at most 8."""
     return max(1, min(8, (os.cpu_count() or 2) - 1))
@@ -104,15 +134,20 @@ class ClassifierDataModule(L.LightningDataModule):
             )
         rank, world = _world()
         sampler: Any = None
-        if world > 1 and train:
-            sampler = DistributedSampler(data, world, rank, shuffle=True, seed=self.seed)
+        if train:
+            # Shuffled as DataLoader(shuffle=True) would, from torch's seeded global RNG.
+            base = (
+                DistributedSampler(data, world, rank, shuffle=True, seed=self.seed)
+                if world > 1
+                else RandomSampler(data)
+            )
+            sampler = EpochSampler(base)
         elif world > 1:
             sampler = ShardSampler(len(data), rank, world)
             data = SkipPadding(data)
         return DataLoader(
             data,
             batch_size=self.batch_size,
-            shuffle=train and sampler is None,
             sampler=sampler,
             num_workers=self.workers,
             collate_fn=collate_skipping,

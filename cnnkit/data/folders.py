@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.data.clips import centred_start, random_start
 from cnnkit.data.preprocess import prepare_clip, prepare_image
 from cnnkit.errors import CnnkitError, DatasetError
 
@@ -46,10 +47,6 @@ def _extensions() -> tuple[frozenset[str], frozenset[str]]:
     return IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 
-def is_hidden(path: Path) -> bool:
-    return path.name.startswith(".") or path.name == "__pycache__"
-
-
 @dataclass
 class FolderScan:
     """What is in a dataset folder, before decoding anything.
@@ -65,6 +62,7 @@ class FolderScan:
     hidden: list[Path] = field(default_factory=list)
     empty_classes: list[str] = field(default_factory=list)
     ignored: list[Path] = field(default_factory=list)
+    unreadable_folders: list[tuple[Path, str]] = field(default_factory=list)  # (folder, reason)
 
     def counts(self, split: str) -> dict[str, int]:
         out = dict.fromkeys(self.classes, 0)
@@ -74,27 +72,17 @@ class FolderScan:
 
 
 def _class_dirs(folder: Path, hidden: list[Path]) -> list[Path]:
+    from cnnkit.io.sources import is_hidden
+
     dirs = []
     for p in sorted(folder.iterdir()):
         if not p.is_dir():
             continue
-        if is_hidden(p):
+        if is_hidden(p.name):
             hidden.append(p)
         else:
             dirs.append(p)
     return dirs
-
-
-def _media_files(folder: Path, hidden: list[Path]) -> list[Path]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        base = Path(dirpath)
-        for d in sorted(dirnames):
-            if is_hidden(Path(d)):
-                hidden.append(base / d)
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(Path(d)))
-        out.extend(base / f for f in sorted(filenames) if not f.startswith("."))
-    return out
 
 
 def _supported_hint() -> str:
@@ -125,13 +113,19 @@ def scan_folder(root: str | Path) -> FolderScan:
         raise DatasetError(f"no class folders found in {root}", hint=_supported_hint())
     index = {c: i for i, c in enumerate(classes)}
 
+    from cnnkit.io.sources import walk_media
+
     images, videos = _extensions()
     found: dict[str, list[tuple[Path, int]]] = {}
+    unreadable: list[tuple[Path, str]] = []
     n_img = n_vid = 0
     for split, dirs in per_split.items():
         found[split] = []
         for d in dirs:
-            for f in _media_files(d, hidden):
+            walk = walk_media(d)  # every file: those of the other kind are reported as ignored
+            hidden += [Path(p) for p in walk.hidden]
+            unreadable += [(Path(p), why) for p, why in walk.unreadable]
+            for f in map(Path, walk.files):
                 found[split].append((f, index[d.name]))
                 ext = f.suffix.lower()
                 n_img += ext in images
@@ -147,7 +141,7 @@ def scan_folder(root: str | Path) -> FolderScan:
     for split, items in found.items():
         files[split] = [(f, lab) for f, lab in items if f.suffix.lower() in wanted]
         ignored += [f for f, _ in items if f.suffix.lower() not in wanted]
-    scan = FolderScan(root, kind, classes, files, hidden, [], ignored)
+    scan = FolderScan(root, kind, classes, files, hidden, [], ignored, unreadable)
     train_split = "all" if "all" in files else "train"
     if train_split not in files:
         raise DatasetError(
@@ -279,14 +273,6 @@ def decode_image(path: Path, channels: int, size: Sequence[int]) -> np.ndarray:
     return prepare_image(read_image(path), channels, size)
 
 
-def clip_start(length: int, frames: int, train: bool, rng: np.random.Generator | None) -> int:
-    """First frame of a T-frame clip: random when training, centred otherwise."""
-    room = max(0, length - frames)
-    if train and rng is not None:
-        return int(rng.integers(0, room + 1))
-    return room // 2
-
-
 def decode_clip(path: Path, start: int, frames: int, channels: int, size: Sequence[int]):
     """Frames [start, start+frames) of a video -> C×T×H×W uint8."""
     from cnnkit.io.video import read_video_clip
@@ -300,6 +286,13 @@ class FileDataset:
     ``__getitem__`` returns (C×H×W or C×T×H×W uint8 tensor, label), or None
     for a file that cannot be decoded (``collate_skipping`` drops those),
     so one corrupt file never ends an epoch.
+
+    Random choices (a training clip's start frame) depend only on ``seed``, the
+    epoch and the sample's index, never on which worker decodes it, so a run
+    repeats with any number of workers. Workers are separate processes that do
+    not see the epoch change, so the epoch travels with the index: the key is
+    ``(index, epoch)`` (``EpochSampler`` in ``cnnkit.data.datamodule`` hands
+    those out) or a plain index, which is epoch 0.
     """
 
     def __init__(
@@ -324,17 +317,24 @@ class FileDataset:
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int):
+    def clip_start(self, index: int, epoch: int = 0) -> int:
+        """First frame of sample ``index``'s clip: random when training (seeded), else centred."""
+        length = self.lengths[index] if self.lengths else self.frames
+        if not self.train:
+            return centred_start(length, self.frames)
+        rng = np.random.default_rng((self.seed, epoch, index))
+        return random_start(length, self.frames, rng.random())
+
+    def __getitem__(self, key: int | tuple[int, int]):
         import torch
 
-        path, label = self.items[i]
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        path, label = self.items[index]
         try:
             if self.frames is None:
                 arr = decode_image(path, self.channels, self.size)
             else:
-                length = self.lengths[i] if self.lengths else self.frames
-                rng = np.random.default_rng() if self.train else None
-                start = clip_start(length, self.frames, self.train, rng)
+                start = self.clip_start(index, epoch)
                 arr = decode_clip(path, start, self.frames, self.channels, self.size)
         except CnnkitError as exc:
             if str(path) not in self.failed:

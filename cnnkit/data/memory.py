@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cnnkit.data.clips import centred_start, frame_index, random_start
+
 
 @dataclass
 class TensorSplit:
@@ -47,22 +49,20 @@ class TensorSplit:
         """uint8 inputs and labels at ``index``.
 
         Images: (B, C, H, W). Clips: (B, C, T, H, W) of T consecutive frames,
-        starting at a random frame when ``train`` (a cheap temporal
-        augmentation), else centred in the video, as eval does.
+        starting at a random frame when ``train`` (drawn from ``generator``),
+        else centred in the video, as eval does (see ``cnnkit.data.clips``).
         """
         y = self.y[index]
         if self.frames is None or self.lengths is None:
             return self.x[index], y
         t = self.frames
-        lengths = self.lengths[index]
-        room = (lengths - t).clamp(min=0)
+        lengths = self.lengths[index].numpy()
         if train:
-            start = (torch.rand(len(index), generator=generator) * (room + 1)).long()
+            start = random_start(lengths, t, torch.rand(len(index), generator=generator).numpy())
         else:
-            start = room // 2
-        # (B, T) frame numbers, clamped so a video shorter than T repeats its last frame.
-        frame_idx = (start[:, None] + torch.arange(t)[None, :]).minimum(lengths[:, None] - 1)
-        frame_idx = frame_idx.clamp(max=self.x.shape[2] - 1)
+            start = centred_start(lengths, t)
+        # (B, T) frame numbers; a video shorter than T repeats its last frame.
+        frame_idx = torch.from_numpy(frame_index(start, t, lengths))
         clips = self.x[index[:, None], :, frame_idx]  # (B, T, C, H, W) by advanced indexing
         return clips.permute(0, 2, 1, 3, 4).contiguous(), y
 

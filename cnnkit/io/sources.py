@@ -61,25 +61,58 @@ def _listed(extensions: frozenset[str]) -> str:
     return ", ".join(sorted(extensions))
 
 
-def _walk(folder: str, extensions: frozenset[str]) -> list[Source]:
-    """Media files under ``folder``, recursively, in sorted order, hidden entries skipped."""
+def is_hidden(name: str) -> bool:
+    """Whether a file or folder name is one that walks skip: dot-names and ``__pycache__``."""
+    return name.startswith(".") or name == "__pycache__"
+
+
+@dataclass
+class FolderWalk:
+    """What ``walk_media`` found: ``files``, the ``hidden`` folders it skipped (not
+    descended into: ``.git``, ``.ipynb_checkpoints``), and ``unreadable`` folders
+    as (path, reason) pairs."""
+
+    files: list[str]
+    hidden: list[str]
+    unreadable: list[tuple[str, str]]
+
+
+def walk_media(folder: str | Path, extensions: frozenset[str] | None = None) -> FolderWalk:
+    """Files under ``folder``, recursively, hidden files and folders skipped.
+
+    ``extensions`` (lower case, with the dot) keeps only those; None keeps every
+    file. Files are sorted on their path components below ``folder``, so that
+    "a/b.png" and "a-b.png" order the same on every OS; paths start with
+    ``folder`` as given.
+    """
+    folder = str(folder)
     found: list[tuple[tuple[str, ...], str]] = []
-    problems: list[Source] = []
+    hidden: list[str] = []
+    unreadable: list[tuple[str, str]] = []
 
     def on_error(exc: OSError) -> None:
-        problems.append(Source(exc.filename or folder, None, f"cannot read folder: {exc.strerror}"))
+        unreadable.append((exc.filename or folder, exc.strerror or str(exc)))
 
     for root, dirs, files in os.walk(folder, onerror=on_error):
+        hidden.extend(os.path.join(root, d) for d in sorted(dirs) if is_hidden(d))
         # Pruning in place keeps os.walk out of .git, .ipynb_checkpoints and the like.
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
         for name in files:
-            if name.startswith(".") or Path(name).suffix.lower() not in extensions:
+            if is_hidden(name):
+                continue
+            if extensions is not None and Path(name).suffix.lower() not in extensions:
                 continue
             path = os.path.join(root, name)
-            # Sort on path components so that "a/b.png" and "a-b.png" order the same on every OS.
             found.append((Path(os.path.relpath(path, folder)).parts, path))
     found.sort()
-    sources = [Source(path, kind_of(path)) for _, path in found]
+    return FolderWalk([path for _, path in found], hidden, unreadable)
+
+
+def _walk(folder: str, extensions: frozenset[str]) -> list[Source]:
+    """Media files under ``folder`` as Sources, after Sources for the folders that failed."""
+    walk = walk_media(folder, extensions)
+    problems = [Source(path, None, f"cannot read folder: {why}") for path, why in walk.unreadable]
+    sources = [Source(path, kind_of(path)) for path in walk.files]
     if not sources and not problems:
         problems.append(
             Source(folder, None, f"no image or video files in folder ({_listed(extensions)})")

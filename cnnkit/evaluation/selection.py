@@ -1,0 +1,141 @@
+"""Which samples ``cnnkit eval`` measures: the checkpoint's own splits, or a given dataset.
+
+The classes must be the checkpoint's, in the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import DatasetError, InputError
+
+
+@dataclass
+class EvalData:
+    """A dataset split chosen for eval: its name, the split, samples and their ids."""
+
+    dataset: str
+    split: str
+    data: Any  # TensorSplit or a map-style dataset of (uint8 tensor, label)
+    classes: list[str]
+    ids: list[str]  # file paths where known, else "split[index]"
+
+
+def _recorded_data_dir(options: dict) -> str | None:
+    """The --data-dir training used, when it still exists here (else the usual default)."""
+    recorded = options.get("data_dir")
+    return str(recorded) if recorded and Path(recorded).is_dir() else None
+
+
+def _plain_folder(name: str) -> bool:
+    """Whether ``name`` is a dataset folder without train/ val/ test/ subfolders."""
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        return False
+    from cnnkit.data.folders import scan_folder
+
+    return "all" in scan_folder(path).files
+
+
+def load_eval_data(
+    ckpt: Any,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+) -> EvalData:
+    """The samples ``cnnkit eval`` measures.
+
+    - No ``dataset``: the checkpoint's own, loaded the way training loaded it
+      (size, frames, validation share and seed from the checkpoint), so the val
+      split holds exactly the samples training measured; ``split`` defaults to
+      test, else val.
+    - A folder without train/ val/ test/ subfolders: every file in it (split
+      "all"); ``split`` does not apply.
+    - A folder with split subfolders, or a dataset name: ``split`` chooses,
+      default test, else val.
+
+    Training's ``--limit`` is never inherited; ``limit`` takes a seeded,
+    class-stratified sample of the chosen split. The dataset's classes must be
+    the checkpoint's, in the same order (a DatasetError names the differences).
+    """
+    from cnnkit.data.registry import DatasetRequest, load_dataset, memory_budget_from_env
+
+    options = ckpt.meta.options  # cnnkit train keeps its flags here
+    spec = ckpt.input
+    size = spec.size
+    name = dataset or ckpt.dataset
+    if not name:
+        raise DatasetError(
+            f"checkpoint {ckpt.path} does not say which dataset it was trained on",
+            hint="give one with --dataset NAME|PATH",
+        )
+    whole = dataset is not None and _plain_folder(dataset)
+    if whole and split is not None:
+        raise InputError(
+            f"--split {split}: folder {dataset} has no train/ val/ test/ subfolders, so eval "
+            "measures every file in it",
+            hint="leave out --split, or leave out --dataset to measure training's own splits",
+        )
+    val_split = options.get("val_split")
+    request = DatasetRequest(
+        name=str(name),
+        data_dir=data_dir or _recorded_data_dir(options),
+        img_size=size[0] if size[0] == size[1] else None,
+        frames=spec.frames,
+        val_split=float(0.1 if val_split is None else val_split),
+        seed=int(ckpt.seed if ckpt.seed is not None else 0),
+        limit=limit,
+        default_size=(size[0], size[1]),
+        default_frames=spec.frames or 8,
+        memory_budget=memory_budget_from_env(),
+        channels=spec.channels if Path(str(name)).expanduser().is_dir() else None,
+        whole=whole,
+    )
+    loaded = load_dataset(request)
+    check_classes(list(ckpt.classes), list(loaded.classes), loaded.name)
+    if whole:
+        split = "all"
+    elif split is None:
+        split = "test" if "test" in loaded.splits else "val"
+    if split not in loaded.splits:
+        raise DatasetError(
+            f"dataset '{loaded.name}' has no {split} split",
+            hint=f"it has: {', '.join(loaded.splits)}; choose one with --split",
+        )
+    data = loaded.splits[split]
+    return EvalData(loaded.name, split, data, list(loaded.classes), _sample_ids(data, split))
+
+
+def check_classes(expected: list[str], found: list[str], dataset: str) -> None:
+    """DatasetError unless ``found`` equals the checkpoint's ``expected`` classes, in order."""
+    if expected == found:
+        return
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
+    if not missing and not extra:
+        raise DatasetError(
+            f"dataset '{dataset}' has the checkpoint's classes in a different order",
+            hint=f"checkpoint order: {', '.join(expected)}",
+        )
+    parts = []
+    if missing:
+        parts.append(f"missing from the dataset: {', '.join(missing)}")
+    if extra:
+        parts.append(f"not known to the checkpoint: {', '.join(extra)}")
+    raise DatasetError(
+        f"dataset '{dataset}' does not have the checkpoint's classes ({'; '.join(parts)})",
+        hint="evaluate on data with the classes the model was trained on",
+    )
+
+
+def _sample_ids(data: Any, split: str) -> list[str]:
+    """The file each sample came from, where known; else ``split[index]``."""
+    paths = getattr(data, "paths", None)
+    if paths is None and hasattr(data, "items") and not isinstance(data, dict):
+        paths = [str(p) for p, _ in data.items]  # FileDataset: (path, label) pairs
+    if paths is not None and len(paths) == len(data):
+        return [str(p) for p in paths]
+    return [f"{split}[{i}]" for i in range(len(data))]

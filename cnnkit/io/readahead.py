@@ -1,0 +1,154 @@
+"""Decode ahead of the consumer: ``map_ahead`` (a thread pool) and ``prefetch`` (one thread).
+
+Predict and eval decode images and video frames while the model runs on the
+previous batch; OpenCV releases the GIL while decoding and resizing, so a few
+threads keep the model fed. Both generators hand errors to the consumer, and
+both stop their threads when closed early: a thread still inside OpenCV's C++
+code while the interpreter shuts down aborts it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+STALL = object()  # yielded by map_ahead(..., stalls=True) while the input has nothing new
+
+# How long closing map_ahead or prefetch waits for a decode in progress (it
+# normally ends within milliseconds); a bound, because a stuck thread must not
+# hang the exit: the CLI then leaves with os._exit instead.
+JOIN_TIMEOUT_S = 2.0
+
+
+def _put_unless(stop: threading.Event, slots: queue.Queue, entry: Any) -> bool:
+    """Put ``entry`` into ``slots``, giving up (False) once ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            slots.put(entry, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def map_ahead(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    workers: int = 2,
+    ahead: int = 64,
+    stalls: bool = False,
+) -> Generator[Any, None, None]:
+    """Yield ``(item, fn(item))`` in input order, computing up to ``ahead`` items early.
+
+    ``items`` is read on a feeder thread, so a slow source (paths arriving on a
+    pipe) never blocks results already computed. With ``stalls=True`` the
+    marker ``STALL`` is yielded whenever the next item has not arrived yet, so
+    a caller can flush a partial batch instead of waiting. An exception raised
+    by ``fn`` is yielded in place of the result, so one bad input does not stop
+    the others; one raised by ``items`` itself is re-raised here.
+
+    Closing the generator early (the consumer stops) cancels the decodes not
+    started and waits up to JOIN_TIMEOUT_S for those running: a thread left
+    inside OpenCV's C++ code while the interpreter shuts down aborts it.
+    """
+
+    def call(item: T) -> R | BaseException:
+        try:
+            return fn(item)
+        except Exception as exc:  # handed to the consumer, who reports it per input
+            return exc
+
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
+    slots: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+    stop = threading.Event()
+    end = object()
+
+    def feed() -> None:
+        try:
+            for item in items:
+                if stop.is_set() or not _put_unless(stop, slots, (item, pool.submit(call, item))):
+                    return
+            _put_unless(stop, slots, (end, None))
+        except BaseException as exc:  # re-raised in the consumer's thread
+            _put_unless(stop, slots, (end, exc))
+
+    feeder = threading.Thread(target=feed, daemon=True, name="feed")
+    feeder.start()
+    try:
+        while True:
+            if stalls and slots.empty():
+                yield STALL
+            item, future = slots.get()
+            if item is end:
+                if future is not None:
+                    raise future
+                return
+            yield item, future.result()
+    finally:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        # Decodes already running (OpenCV's C++ code) finish, bounded; the rest are cancelled.
+        wait_futures(_running_futures(slots), timeout=JOIN_TIMEOUT_S)
+        # The feeder only reads ``items`` and stops at its next put; when it is
+        # blocked reading a pipe, no wait would end that.
+        feeder.join(0.2)
+
+
+def _running_futures(slots: queue.Queue) -> list[Any]:
+    """Empty ``slots`` of map_ahead, cancelling its futures; return those already running."""
+    running = []
+    while True:
+        try:
+            _, future = slots.get_nowait()
+        except queue.Empty:
+            return running
+        # cancel() is False for a future that is running or done (waiting on a done one is free).
+        if isinstance(future, Future) and not future.cancel():
+            running.append(future)
+
+
+def prefetch(items: Iterator[T], depth: int = 32) -> Generator[T, None, None]:
+    """Run ``items`` on a background thread, ``depth`` values ahead; errors re-raised here.
+
+    Closing the generator early stops the thread after the value it is
+    computing (waiting up to JOIN_TIMEOUT_S) and closes ``items`` there, so a
+    video capture is released by the thread that used it.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for value in items:
+                if not _put_unless(stop, q, (value, None)):
+                    break
+            else:
+                _put_unless(stop, q, (done, None))
+        except BaseException as exc:  # re-raised in the consumer's thread
+            _put_unless(stop, q, (done, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, daemon=True, name="prefetch")
+    thread.start()
+    try:
+        while True:
+            value, exc = q.get()
+            if value is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield value
+    finally:
+        stop.set()
+        thread.join(JOIN_TIMEOUT_S)
