@@ -175,3 +175,68 @@ def test_val_split_has_one_rule(value):
         check_value("val_split", value)
     with pytest.raises(ValueError):
         load_dataset(DatasetRequest("shapes", val_split=value))
+
+
+# ---------------------------------------------------------------------------
+# layouts that could be read two ways, files skipped, splits that end up empty
+# ---------------------------------------------------------------------------
+
+
+def test_a_class_named_like_a_split_is_refused_not_taken_as_one(tmp_path):
+    _solid_folder(tmp_path / "veh", {"bus": 10, "car": 90, "train": 200}, 2)
+    with pytest.raises(DatasetError, match=r"mixes split folders \(train/\) with other folders"):
+        scan_folder(tmp_path / "veh")
+
+
+def test_val_and_valid_together_are_refused(tmp_path):
+    for split in ("train", "val", "valid"):
+        _solid_folder(tmp_path / "d" / split, {"a": 10, "b": 200}, 2)
+    with pytest.raises(DatasetError, match="has both val/ and valid/"):
+        scan_folder(tmp_path / "d")
+
+
+def test_files_of_the_other_kind_are_warned_about(tmp_path):
+    _solid_folder(tmp_path / "d", {"a": 10, "b": 200}, 3)
+    (tmp_path / "d" / "a" / "notes.txt").write_text("not an image")
+    data = load_dataset(DatasetRequest(str(tmp_path / "d"), img_size=8))
+    assert any(w.startswith("ignored 1 file(s) that are not images") for w in data.warnings)
+
+
+def test_an_unreadable_test_split_is_an_error_not_a_silent_fallback(tmp_path):
+    _solid_folder(tmp_path / "d" / "train", {"a": 10, "b": 200}, 3)
+    for name in ("a", "b"):
+        (tmp_path / "d" / "test" / name).mkdir(parents=True)
+        (tmp_path / "d" / "test" / name / "x.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="no readable test samples"):
+        load_dataset(DatasetRequest(str(tmp_path / "d"), img_size=8))
+
+
+@pytest.mark.parametrize(
+    "val_split, phrase",
+    [(0.999, "leaves no file of .* for training"), (0.1, "no training files")],
+)
+def test_empty_training_files_name_the_real_cause(tmp_path, val_split, phrase):
+    if val_split == 0.1:  # class folders that exist but hold nothing
+        for name in ("a", "b"):
+            (tmp_path / "d" / "train" / name).mkdir(parents=True)
+        _solid_folder(tmp_path / "d" / "val", {"a": 10, "b": 200}, 1)
+    else:
+        _solid_folder(tmp_path / "d", {"a": 10, "b": 200}, 3)
+    with pytest.raises(DatasetError, match=phrase):
+        load_dataset(DatasetRequest(str(tmp_path / "d"), img_size=8, val_split=val_split))
+
+
+def test_channels_are_decided_before_the_limit(tmp_path):
+    colours: dict[str, tuple[int, ...] | int] = {"apple": 60, "pear": 180}
+    root = _solid_folder(tmp_path / "d", colours, 30)
+    write_array(root / "pear" / "zz_colour.png", np.full((8, 8, 3), (200, 30, 30), np.uint8))
+    quick = load_dataset(DatasetRequest(str(root), img_size=8, limit=4, seed=1))
+    assert quick.input.channels == 3 and "colour" in quick.decisions["channels"]
+
+
+def test_signed_integer_pixels_are_refused_not_clipped():
+    from cnnkit.data.preprocess import prepare_image
+    from cnnkit.errors import ReadError
+
+    with pytest.raises(ReadError, match="int16 have no agreed 0-255 range"):
+        prepare_image(np.full((4, 4), 2550, np.int16), 1, (4, 4))

@@ -253,10 +253,17 @@ def test_ddp_on_two_cpu_processes_validates_each_sample_once(tmp_path):
     summary = json.loads(result.stdout)  # exactly one JSON document: only rank 0 reports
     assert summary["run_dir"] == str(Path("runs") / "train")
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["train"]
-    assert_val_metrics_count_each_sample_once(tmp_path, summary, expected=5)
+    report = assert_val_metrics_count_each_sample_once(tmp_path, summary, expected=5)
+    # The summary's final numbers are the whole split's too, not one rank's share.
+    assert summary["metrics"]["val_acc"] == pytest.approx(report.accuracy, abs=1e-6)
+    # The epoch line on stderr shows the numbers of every rank, as metrics.csv does.
+    with open(tmp_path / summary["run_dir"] / "metrics.csv") as f:
+        train_row = [r for r in csv.DictReader(f) if r["train_acc"]][-1]
+    line = next(ln for ln in result.stderr.splitlines() if ln.startswith("epoch 1/1"))
+    assert f"train_acc {float(train_row['train_acc']):.4f}" in line
 
 
-def assert_val_metrics_count_each_sample_once(root: Path, summary: dict, expected: int) -> None:
+def assert_val_metrics_count_each_sample_once(root: Path, summary: dict, expected: int):
     """metrics.csv's val numbers equal one process measuring the same model on the val folder."""
     from cnnkit.evaluation import evaluate, load_eval_data
     from cnnkit.inference import Predictor
@@ -269,3 +276,74 @@ def assert_val_metrics_count_each_sample_once(root: Path, summary: dict, expecte
         row = [r for r in csv.DictReader(f) if r["val_acc"]][-1]
     assert float(row["val_acc"]) == pytest.approx(report.accuracy, abs=1e-6)
     assert float(row["val_loss"]) == pytest.approx(report.loss, rel=1e-4)
+    return report
+
+
+# ---------------------------------------------------------------------------
+# runs that cannot go on: divergence, resume on other data, full disk, spawn
+# ---------------------------------------------------------------------------
+
+
+def test_quiet_training_prints_nothing_on_stderr(tmp_path):
+    result = _cnnkit(
+        "train", "-q", "--limit", "8", "--epochs", "1", "--img-size", "16", "--model", "lenet5",
+        "--device", "cpu", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_weights_that_blow_up_stop_the_run_before_a_checkpoint_keeps_them(tmp_path):
+    from cnnkit.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="became nan or inf") as info:
+        # One step and no validation: its loss is finite, the model it leaves is not.
+        fit(tiny(tmp_path, lr=1e30, optimizer="sgd", batch_size=32, val_split=0.0))
+    assert "no checkpoint was written" in info.value.message
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_resume_on_data_of_another_size_is_refused_before_anything_is_made(tmp_path, two_epochs):
+    from cnnkit.errors import CheckpointError
+
+    cfg = tiny(tmp_path, resume=str(two_epochs), epochs=3, img_size=20, out=str(tmp_path / "r2"))
+    cfg.explicit = ["resume", "epochs", "img_size", "out"]
+    with pytest.raises(CheckpointError, match=r"takes 3×16×16 inputs, but this data gives 3×20×20"):
+        fit(cfg)
+    assert not (tmp_path / "r2").exists()
+
+
+def test_resume_without_augmentation_drops_the_runs_flip(tmp_path):
+    summary = fit(tiny(tmp_path, flip=True, name="flipped"))
+    cfg = tiny(tmp_path, resume=summary["last_checkpoint"], epochs=2, augment=False, name="r")
+    cfg.explicit = ["resume", "epochs", "augment", "name", "out"]
+    resumed = fit(cfg)
+    assert load_checkpoint(resumed["last_checkpoint"]).meta.options["flip"] is None
+
+
+def test_a_full_disk_while_saving_a_checkpoint_leaves_no_partial_file(tmp_path, monkeypatch):
+    import errno
+
+    import cnnkit.training.trainer as trainer_mod
+
+    def fill_disk(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", fill_disk)
+    with pytest.raises(InputError, match="cannot write .*best.ckpt.*No space left on device"):
+        fit(tiny(tmp_path))
+    assert list((tmp_path / "runs" / "train" / "checkpoints").iterdir()) == []
+    assert trainer_mod.AtomicCheckpointIO  # the writer Trainer uses
+
+
+def test_spawn_strategies_are_refused(tmp_path):
+    with pytest.raises(InputError, match="--strategy ddp_spawn is not supported"):
+        fit(tiny(tmp_path, strategy="ddp_spawn"))
+
+
+def test_limit_zero_lifts_a_resumed_runs_limit(tmp_path, two_epochs):
+    cfg = tiny(tmp_path, resume=str(two_epochs), epochs=3, limit=0, name="all")
+    cfg.explicit = ["resume", "epochs", "limit", "name", "out"]
+    summary = fit(cfg)
+    config = yaml.safe_load((Path(summary["run_dir"]) / "config.yaml").read_text())
+    assert config["data"]["sizes"]["train"] == 6000  # shapes in full, not the 24 of the first run

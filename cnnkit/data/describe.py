@@ -66,6 +66,7 @@ def _describe_folder(root: Path) -> dict[str, Any]:
         for c, n in counts.items():
             totals[c] += n
     warnings = [f"hidden folder ignored: {p}" for p in scan.hidden]
+    warnings += [f"unreadable folder: {p} ({why})" for p, why in scan.unreadable_folders]
     warnings += [f"{len(scan.ignored)} file(s) that are not {scan.kind}s ignored"] * bool(
         scan.ignored
     )

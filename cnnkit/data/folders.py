@@ -96,6 +96,31 @@ def _supported_hint() -> str:
     )
 
 
+def _split_dirs(root: Path, top: list[Path]) -> dict[str, Path]:
+    """train/ val/ test/ among ``top`` by split; refuses layouts that could be read two ways."""
+    found: dict[str, list[Path]] = {}
+    for d in top:
+        if d.name.lower() in SPLIT_ALIASES:
+            found.setdefault(SPLIT_ALIASES[d.name.lower()], []).append(d)
+    for split, dirs in found.items():
+        if len(dirs) > 1:
+            names = " and ".join(f"{d.name}/" for d in dirs)
+            raise DatasetError(
+                f"{root} has both {names}: which one is the {split} split?",
+                hint="merge them into one folder",
+            )
+    others = [d.name for d in top if d.name.lower() not in SPLIT_ALIASES]
+    if found and others:
+        splits = ", ".join(f"{d[0].name}/" for d in found.values())
+        raise DatasetError(
+            f"{root} mixes split folders ({splits}) with other folders ({', '.join(others)}): "
+            "a class named like a split, or a folder that is neither",
+            hint="put the classes under train/ (val/, test/), or rename a class folder called "
+            "train, val, valid, validation or test",
+        )
+    return {split: dirs[0] for split, dirs in found.items()}
+
+
 def scan_folder(root: str | Path) -> FolderScan:
     """List classes and files of a dataset folder (DatasetError when there are none)."""
     root = Path(root).expanduser()
@@ -103,7 +128,7 @@ def scan_folder(root: str | Path) -> FolderScan:
         raise DatasetError(f"dataset folder {root} does not exist", hint=_supported_hint())
     hidden: list[Path] = []
     top = _class_dirs(root, hidden)
-    split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in top if d.name.lower() in SPLIT_ALIASES}
+    split_dirs = _split_dirs(root, top)
     if split_dirs:
         per_split = {s: _class_dirs(d, hidden) for s, d in split_dirs.items()}
     else:
@@ -178,13 +203,24 @@ def split_files(scan: FolderScan, val_split: float, seed: int) -> dict[str, list
     files = dict(scan.files)
     if "all" in files:
         files["train"] = files.pop("all")
+    where = scan.root if "all" in scan.files else scan.root / "train"
+    if not files["train"]:
+        raise DatasetError(
+            f"no training files in the class folders of {where}", hint=_supported_hint()
+        )
     if "val" not in files and val_split > 0:
         files["train"], files["val"] = _split_items(files["train"], val_split, seed)
         if not files["val"]:
             raise DatasetError(
-                f"no validation samples in {scan.root}",
-                hint="add a val/ folder, or raise --val-split (and have 2+ files per class), "
+                f"--val-split {val_split:g} holds out no file of {where} for validation",
+                hint="raise --val-split (each class needs 2+ files), add a val/ folder, "
                 "or train without validation with --val-split 0",
+            )
+        if not files["train"]:
+            raise DatasetError(
+                f"--val-split {val_split:g} leaves no file of {where} for training: "
+                "every one went to validation",
+                hint="lower --val-split, e.g. --val-split 0.1",
             )
     order = {"train": 0, "val": 1, "test": 2}
     return dict(sorted(files.items(), key=lambda kv: order.get(kv[0], 3)))

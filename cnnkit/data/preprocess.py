@@ -21,6 +21,8 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     16-bit keeps its high byte. Float pixels must be finite and within 0-1 (the
     convention of float TIFFs): they are scaled by 255 and rounded; anything
     else is a ReadError, as in every command (cnnkit.io.image.check_float_pixels).
+    Other integer types (signed 16-bit TIFFs, 32-bit) have no agreed range and
+    are refused rather than clipped.
     """
     if image.dtype == np.uint8:
         return image
@@ -33,7 +35,12 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
         # Scaled in float32 (exact enough for 256 levels), and rounded in place.
         scaled = np.multiply(image, np.float32(255.0), dtype=np.float32)
         return np.rint(scaled, out=scaled).astype(np.uint8)
-    return np.clip(image, 0, 255).astype(np.uint8)
+    from cnnkit.errors import ReadError
+
+    raise ReadError(
+        f"pixels stored as {image.dtype} have no agreed 0-255 range",
+        hint="save the image as 8- or 16-bit unsigned, or as float 0-1",
+    )
 
 
 def fit_channels(image: np.ndarray, channels: int) -> np.ndarray:

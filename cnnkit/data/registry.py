@@ -424,6 +424,13 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
 
     scan = scan_folder(request.name)
     warnings = [f"ignored hidden folder {p}" for p in scan.hidden]
+    warnings += [f"skipping unreadable folder {p}: {why}" for p, why in scan.unreadable_folders]
+    if scan.ignored:
+        other = "videos" if scan.kind == "image" else "images"
+        warnings.append(
+            f"ignored {len(scan.ignored)} file(s) that are not {scan.kind}s "
+            f"({other} or other formats), e.g. {scan.ignored[0]}"
+        )
     if request.whole and "all" in scan.files:
         files = {"all": list(scan.files["all"])}
     else:
@@ -435,6 +442,13 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
             f"validation: {len(files['val']):,} files held out of train, per class "
             f"(--val-split {request.val_split:g}, seed {request.seed})"
         )
+    # Channels are decided on the whole folder, before --limit: a quick run builds the
+    # same model as the full one.
+    if request.channels is not None:
+        choice = ChannelChoice(request.channels, f"{request.channels} channel(s), the model's")
+    else:
+        choice = detect_channels(files, scan.kind)
+        decisions["channels"] = choice.reason
     if request.limit:
         before = {k: len(v) for k, v in files.items()}
         files = {s: sample_items(items, request.limit, request.seed) for s, items in files.items()}
@@ -443,11 +457,6 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
             decisions["limit"] = note
     size = (request.img_size,) * 2 if request.img_size else tuple(request.default_size)
     frames = (request.frames or request.default_frames) if scan.kind == "video" else None
-    if request.channels is not None:
-        choice = ChannelChoice(request.channels, f"{request.channels} channel(s), as asked")
-    else:
-        choice = detect_channels(files, scan.kind)
-        decisions["channels"] = choice.reason
     channels = choice.channels
     hflip, flip_reason = _folder_flip(scan.kind, scan.classes, channels)
     decisions["hflip"] = flip_reason
@@ -482,8 +491,8 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
             )
     for w in warnings:
         console.warn(w)
-    for split in ("train", "val", "all"):
-        if split in files and (split not in splits or len(splits[split]) == 0):
+    for split in files:
+        if split not in splits or len(splits[split]) == 0:
             raise DatasetError(
                 f"no readable {split} samples in {scan.root}",
                 hint="check the files with `cnnkit inspect FOLDER`",

@@ -101,6 +101,12 @@ def load_eval_data(
     elif split is None:
         split = "test" if "test" in loaded.splits else "val"
     if split not in loaded.splits:
+        if split == "val" and dataset is None and request.val_split == 0:
+            raise DatasetError(
+                f"checkpoint {ckpt.path} was trained with --val-split 0 on '{loaded.name}', "
+                "which has no test split: no data was held out to measure it on",
+                hint="measure it on other data with --dataset FOLDER (or --split train)",
+            )
         raise DatasetError(
             f"dataset '{loaded.name}' has no {split} split",
             hint=f"it has: {', '.join(loaded.splits)}; choose one with --split",

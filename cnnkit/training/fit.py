@@ -91,21 +91,28 @@ def parse_devices(devices: str) -> Any:
     )
 
 
-def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, int | None]:
-    """(cfg with --resume's options and the data kind's defaults filled in, kind, epochs done).
+def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, Any]:
+    """(cfg with --resume's options and the data kind's defaults filled in, kind, resumed).
 
+    ``resumed`` is the --resume checkpoint (loaded weights-only) or None.
     Everything here happens before any data is read: an unsafe or damaged
     --resume file, a bad option and a resume with nothing left to train are
     all refused first.
     """
-    epochs_done = None
+    resumed = None
     if cfg.resume:
         from cnnkit.checkpoint import load_checkpoint
 
         resumed = load_checkpoint(cfg.resume)
         cfg = apply_resume_defaults(cfg, resumed.meta.recorded_options())
-        epochs_done = resumed.epochs_done
     validate_config(cfg)
+    if "spawn" in str(cfg.strategy):
+        # The spawned processes train; the one that reports would see none of it.
+        raise InputError(
+            f"--strategy {cfg.strategy} is not supported: the run's summary comes from the "
+            "process that starts training",
+            hint="use --strategy ddp (one process per device, started from this command)",
+        )
     if cfg.flip and not cfg.augment:
         raise InputError(
             "--flip is part of augmentation, which --no-augment turns off",
@@ -114,13 +121,14 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, int | None]:
     parse_devices(cfg.devices)
     kind = _data_kind(cfg.dataset)
     cfg = resolve_kind_defaults(cfg, kind)
+    epochs_done = resumed.epochs_done if resumed is not None else None
     if epochs_done is not None and cfg.epochs <= epochs_done:
         raise InputError(
             f"--resume {cfg.resume} has trained {epochs_done} epoch(s) already, and --epochs "
             f"is the total to reach ({cfg.epochs}), so nothing is left to train",
             hint=f"give --epochs above {epochs_done}, e.g. --epochs {epochs_done + cfg.epochs}",
         )
-    return cfg, kind, epochs_done
+    return cfg, kind, resumed
 
 
 def _check_model_kind(model: str, dims: int, kind: str) -> None:
@@ -155,11 +163,9 @@ def _resume_command(checkpoint: Path, cfg: TrainConfig) -> str:
     return shlex.join(words)
 
 
-def _check_resume(path: str, model_name: str, classes: list[str]) -> Path:
-    """Refuse a --resume checkpoint that does not match this run's model and classes."""
-    from cnnkit.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(path)  # weights_only=True: refuses files that need code
+def _check_resume(ckpt: Any, model_name: str, data: Any) -> Path:
+    """Refuse a --resume checkpoint that does not match this run's model, classes and input."""
+    path, classes = ckpt.path, data.classes
     if ckpt.model_name != model_name:
         raise CheckpointError(
             f"--resume {path} holds model '{ckpt.model_name}', not '{model_name}'",
@@ -169,6 +175,13 @@ def _check_resume(path: str, model_name: str, classes: list[str]) -> Path:
         raise CheckpointError(
             f"--resume {path} was trained on other classes ({len(ckpt.classes)})",
             hint=f"use its dataset: --dataset {ckpt.dataset}",
+        )
+    if ckpt.input.shape() != data.input.shape():
+        shown = "×".join(map(str, ckpt.input.shape()))
+        raise CheckpointError(
+            f"--resume {path} takes {shown} inputs, but this data gives "
+            + "×".join(map(str, data.input.shape())),
+            hint="resume on data of the same channels, size and frames (or start a new run)",
         )
     return ckpt.path
 
@@ -252,6 +265,9 @@ def _config_yaml(cfg: TrainConfig, meta: Any, data: Any, device: Any, resumed: A
 
 def _quiet_lightning() -> None:
     # Lightning's "GPU available: False" banner and advice lines are noise in a CLI.
+    # Imported first: importing lightning.pytorch sets its logger's level itself.
+    import lightning.pytorch  # noqa: F401
+
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -276,7 +292,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     child_run_dir = os.environ.get(RUN_DIR_ENV)
     is_child = bool(child_run_dir) and os.environ.get("LOCAL_RANK", "0") != "0"
 
-    cfg, kind, _ = resolve(cfg)
+    cfg, kind, resumed_ckpt = resolve(cfg)
     device = resolve_device(cfg.device)
     spec = get_model_spec(cfg.model)
     _check_model_kind(cfg.model, spec.dims, kind)
@@ -295,6 +311,8 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
             val_split=cfg.val_split,
             seed=cfg.seed,
             limit=cfg.limit,
+            # A resumed run's model was built for its channels: decode to those.
+            channels=resumed_ckpt.input.channels if resumed_ckpt is not None else None,
             default_size=tuple(spec.default_input_size[-2:]),
             default_frames=spec.default_input_size[1] if spec.dims == 3 else 8,
             memory_budget=memory_budget_from_env(),
@@ -317,7 +335,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
             console.info(note)
 
     model = _build_model(cfg, data)
-    resumed = _check_resume(cfg.resume, cfg.model, data.classes) if cfg.resume else None
+    resumed = _check_resume(resumed_ckpt, cfg.model, data) if resumed_ckpt else None
     meta = _meta(cfg, data, hflip, decisions)
     if is_child:
         run_dir = Path(child_run_dir)

@@ -159,6 +159,7 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
         if batch_idx + 1 == self.trainer.num_training_batches:
             # Logged at the epoch's last batch, before validation and before the
             # progress bar and callbacks close the epoch, so they show this epoch's numbers.
+            self._check_model_finite(x)
             self._log_train_epoch()
 
     def _optimizer_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -253,12 +254,38 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
     def _log_train_epoch(self) -> None:
         self.check_loss_finite()
         self._train_logged = True
-        if self._seen == 0:
+        # Sums over every rank under DDP: the numbers are the whole epoch's, on every rank.
+        reduce = self.trainer.strategy.reduce
+        seen = float(reduce(torch.tensor(float(self._seen), device=self.device), reduce_op="sum"))
+        if seen == 0:
             return
-        loss, acc = float(self._loss_sum) / self._seen, float(self._correct) / self._seen
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log("train_acc", acc, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        loss = float(reduce(self._loss_sum.clone(), reduce_op="sum")) / seen
+        acc = float(reduce(self._correct.float(), reduce_op="sum")) / seen
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train_acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         self.epoch_metrics.update(train_loss=loss, train_acc=acc)
+
+    def _check_model_finite(self, x: torch.Tensor) -> None:
+        """TrainingError when the epoch's last step left the model unusable.
+
+        Each step's loss is checked before its update, so a huge learning rate
+        can still blow the weights up in the epoch's last step; without a
+        validation split nothing else would notice before the checkpoint is
+        written. The weights, and the model's outputs on that last batch (eval
+        mode: batch-norm statistics are not touched), must be finite.
+        """
+        finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        if finite and len(x):
+            self.model.eval()
+            with torch.no_grad():
+                finite = bool(torch.isfinite(self.model(x)).all())
+            self.model.train()
+        if not finite:
+            raise TrainingError(
+                f"the model's weights or outputs became nan or inf at epoch "
+                f"{self.current_epoch + 1}",
+                hint=f"lower --lr (it is {self.lr:g}), e.g. --lr {self.lr / 10:g}",
+            )
 
     def on_train_epoch_end(self) -> None:
         self.check_loss_finite()
@@ -295,6 +322,11 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
         # Both are already reduced over every rank, so sync_dist only averages equal
         # values; it also tells Lightning the values are global, which they are.
         loss, acc = loss_sum / seen, metric.compute()
+        if not torch.isfinite(loss):  # before on_validation_end: no checkpoint is written
+            raise TrainingError(
+                f"the {stage} loss became {float(loss)} at epoch {self.current_epoch + 1}",
+                hint=f"lower --lr (it is {self.lr:g}), e.g. --lr {self.lr / 10:g}",
+            )
         self.log(f"{stage}_loss", loss, prog_bar=True, sync_dist=True)
         self.log(f"{stage}_acc", acc, prog_bar=True, sync_dist=True)
         self.epoch_metrics.update({f"{stage}_loss": float(loss), f"{stage}_acc": float(acc)})

@@ -51,6 +51,9 @@ class Option:
     cli: bool = True
     flags: tuple[str, ...] = ()
     example: str = ""
+    # The option only means something while this one is on: with --resume, it is
+    # not taken from the checkpoint when the other is turned off on the command line.
+    requires: str | None = None
 
     @property
     def flag(self) -> str:
@@ -110,7 +113,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("flip", bool, None, "Horizontal flips in augmentation. Default: on for colour "
            "images, off for video, gray images and classes named by single characters (digits "
            "and letters change meaning when mirrored); the choice is printed and kept in "
-           "config.yaml.", flags=("--flip/--no-flip",), resume=True),
+           "config.yaml.", flags=("--flip/--no-flip",), resume=True, requires="augment"),
     Option("img_size", int, None, "Resize inputs to N×N (default: the data's own size, or "
            "the model's).", low=4, high=4096, resume=True, example="64"),
     Option("frames", int, None, "Frames per video clip (default: the model's, or 8).", low=1,
@@ -123,7 +126,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", str, "auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps."),
     Option("devices", str, "1", "Lightning devices: a count, a list '0,1', or auto."),
     Option("num_nodes", int, 1, "Machines (Lightning num_nodes).", low=1, example="1"),
-    Option("strategy", str, "auto", "Lightning strategy: auto, ddp, ddp_spawn, fsdp..."),
+    Option("strategy", str, "auto", "Lightning strategy: auto, ddp, fsdp... (not the *_spawn "
+           "ones: the run's summary comes from the process that started training)."),
     Option("precision", str, None, "Lightning precision: 32-true, 16-mixed, bf16-mixed..."),
     Option("workers", int, None, "DataLoader workers for data decoded from files (default: "
            "all cores but one, at most 8).", low=0, example="4"),
@@ -138,7 +142,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("data_dir", str, None, "Where torchvision datasets live (default $CNNKIT_DATA, "
            "else ~/.cache/cnnkit).", path=True, resume=True),
     Option("limit", int, None, "Use at most N samples per split: a seeded sample with the "
-           "classes in their proportions (quick runs).", low=1, resume=True, example="1000"),
+           "classes in their proportions (quick runs). 0: all of them (lifts the --limit of a "
+           "run being resumed).", low=0, resume=True, example="1000"),
     # Python callers only.
     Option("limit_batches", float, None, "Lightning batches per epoch (tests).", cli=False),
     Option("command_line", list, None, "The command line, for config.yaml.", cli=False),
@@ -242,12 +247,14 @@ def apply_resume_defaults(cfg: Any, recorded: Mapping[str, Any]) -> Any:
     """
     if cfg.explicit is None:
         return cfg
+    turned_off = {n for n in cfg.explicit if getattr(cfg, n) is False}
     taken = {
         name: value
         for name, value in recorded.items()
         if name in BY_NAME
         and BY_NAME[name].resume
         and name not in cfg.explicit
+        and BY_NAME[name].requires not in turned_off
         and value is not None
     }
     return TrainConfig(**{**asdict(cfg), **taken})

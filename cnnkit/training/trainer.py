@@ -19,6 +19,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cnnkit.training.fastpath import FixedKeyCheckpoint, StepProgressBar
 
@@ -111,6 +112,31 @@ class EpochLine(Callback):
         stream.flush()
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file beside the final one, then renamed.
+
+    Lightning's own writer goes through fsspec, whose local "transaction"
+    writes in the system's temporary folder and then moves the file: across
+    file systems that move is a copy, and a full disk leaves a truncated
+    best.ckpt behind. Here a failed write removes its temporary file and
+    raises one clear error (cnnkit.io.atomic); the previous file stays whole.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        import torch
+
+        from cnnkit.io.atomic import atomic_output
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as temp:
+            torch.save(checkpoint, temp)
+
+
 @dataclass(frozen=True)
 class TrainerOptions:
     """Flags passed through to Lightning (``devices`` may be an int, "auto" or "0,1")."""
@@ -195,4 +221,5 @@ def build_trainer(run_dir: str | Path, options: TrainerOptions) -> L.Trainer:
         # The datamodule shards data across DDP ranks itself: validation must see
         # each sample once, which Lightning's padded DistributedSampler does not.
         use_distributed_sampler=False,
+        plugins=[AtomicCheckpointIO()],
     )
