@@ -105,6 +105,9 @@ class ConvolveReport:
     seconds: float = 0.0
     fps: float | None = None
     is_video: bool = False
+    # H×W of the frames in a written video file, which can exceed the result's
+    # own size by one row or column (see VideoWriter); None for other outputs.
+    stored_size: tuple[int, int] | None = None
 
     def to_dict(self) -> dict:
         doc = {
@@ -129,6 +132,8 @@ class ConvolveReport:
         }
         if self.fps is not None:
             doc["fps"] = self.fps
+        if self.stored_size is not None:
+            doc["stored_size"] = list(self.stored_size)
         return doc
 
 
@@ -137,12 +142,30 @@ class ConvolveReport:
 # ---------------------------------------------------------------------------
 
 
-def _kind_of_output(output: str) -> str:
-    if output == "-":
-        return "stdout"
-    ext = Path(output).suffix.lower()
+def _kind_of_output(output: str, input_kind: str) -> str:
+    """What ``output`` holds by its extension: stdout, npy, image or video.
+
+    An output of the other medium than the ``input_kind`` (a video result to
+    an image file, or to stdout's PNG) is refused with the extensions that fit.
+    """
+    ext = "-" if output == "-" else Path(output).suffix.lower()
     if ext == ".npy":
         return "npy"
+    if input_kind == "video" and (ext == "-" or ext in IMAGE_EXTENSIONS):
+        raise InputError(
+            f"cannot write a video result to {'stdout' if output == '-' else output}",
+            hint=f"use a video extension ({', '.join(sorted(VIDEO_EXTENSIONS))}) or .npy",
+        )
+    if ext == "-":
+        return "stdout"
+    if ext in VIDEO_EXTENSIONS:
+        if input_kind == "image":
+            raise InputError(
+                f"cannot write an image result to the video file {output}",
+                hint=f"use an image extension ({', '.join(sorted(WRITABLE_IMAGE_EXTENSIONS))}) "
+                "or .npy",
+            )
+        return "video"
     if ext in IMAGE_EXTENSIONS - WRITABLE_IMAGE_EXTENSIONS:
         raise InputError(
             f"cannot write {output}: {ext} images are read but not written (OpenCV's "
@@ -151,8 +174,6 @@ def _kind_of_output(output: str) -> str:
         )
     if ext in IMAGE_EXTENSIONS:
         return "image"
-    if ext in VIDEO_EXTENSIONS:
-        return "video"
     known = ", ".join(sorted(WRITABLE_IMAGE_EXTENSIONS | VIDEO_EXTENSIONS | {".npy"}))
     raise InputError(
         f"unsupported output extension '{ext or Path(output).name}' in {output}",
@@ -327,28 +348,19 @@ def convolve_file(
             hint="use a 2D kernel on images, or give a video",
         )
     target = output if output is not None else default_output(input, options.kernel)
-    out_kind = _kind_of_output(target) if write else None
-    if out_kind == "video" and kind == "image":
-        raise InputError(
-            f"cannot write an image result to the video file {target}",
-            hint=f"use an image extension ({', '.join(sorted(IMAGE_EXTENSIONS))}) or .npy",
-        )
-    if out_kind in ("image", "stdout") and kind == "video":
-        raise InputError(
-            f"cannot write a video result to {'stdout' if target == '-' else target}",
-            hint=f"use a video extension ({', '.join(sorted(VIDEO_EXTENSIONS))}) or .npy",
-        )
+    out_kind = _kind_of_output(target, kind) if write else None
     _check_not_input(input, target, out_kind, overwrite_input)
     scale = auto_scale(kernel) if options.scale == "auto" else options.scale
     # BGR order is kept end to end for 8-bit outputs: OpenCV reads and writes it,
     # and per-channel filtering does not care. Only .npy wants RGB.
     rgb = out_kind == "npy"
+    stored_size = None
     if kind == "image":
         explanation, stats, fps = _convolve_image(
             input, kernel, options, target, out_kind, scale, rgb, stdin, want_stats
         )
     else:
-        explanation, stats, fps = _convolve_video(
+        explanation, stats, fps, stored_size = _convolve_video(
             input, kernel, options, target, out_kind, scale, rgb
         )
     report = ConvolveReport(
@@ -366,6 +378,7 @@ def convolve_file(
         stats=stats,
         fps=fps,
         is_video=kind == "video",
+        stored_size=stored_size,
     )
     report.seconds = time.perf_counter() - start
     return report
@@ -457,7 +470,8 @@ def _convolve_video(
     out_kind: str | None,
     scale: str,
     rgb: bool,
-) -> tuple[ops.Explanation, Stats, float]:
+) -> tuple[ops.Explanation, Stats, float, tuple[int, int] | None]:
+    """Explanation, stats, frame rate and the stored H×W of a written video file (else None)."""
     # Container headers can state any frame count (a truncated file keeps the
     # original's). A 3D kernel's output length and its padding at the end need
     # the true count up front, and --explain alone reports it: both count the
@@ -468,7 +482,7 @@ def _convolve_video(
     explanation = _video_explanation(info.frames, frame_shape, kernel, options)
     stats = Stats()
     if out_kind is None:
-        return explanation, stats, info.fps
+        return explanation, stats, info.fps, None
     # Refused before any writer opens (FFmpeg would allocate frames of the padded size).
     kernel.check_float32_range(255.0, "8-bit input")  # decoded frames are uint8
     ops.check_convolution_memory(
@@ -496,14 +510,14 @@ def _convolve_video(
             for r in results:
                 stats.add(r)
                 npy.write(r)
-        written = npy.count
+        written, stored_size = npy.count, None
     else:
-        written = _write_video_frames(
+        written, stored_size = _write_video_frames(
             input, target, results, stats, kernel, scale, rgb, info.fps, explanation
         )
     if kernel.ndim == 2:  # one output frame per frame read: the count is now known
         explanation = _video_explanation(written, frame_shape, kernel, options)
-    return explanation, stats, info.fps
+    return explanation, stats, info.fps, stored_size
 
 
 def _write_video_frames(
@@ -516,8 +530,8 @@ def _write_video_frames(
     rgb: bool,
     fps: float,
     explanation: ops.Explanation,
-) -> int:
-    """Write float32 result frames as 8-bit video frames; returns how many were written."""
+) -> tuple[int, tuple[int, int]]:
+    """Write float32 result frames as 8-bit video frames: (frames written, stored H×W)."""
     bounds = kernel.value_bounds(0.0, 255.0) if scale == "minmax" else None
     colour = len(explanation.output_shape) == 4
     out_h, out_w = explanation.output_shape[1:3]
@@ -527,4 +541,11 @@ def _write_video_frames(
         for r in results:
             stats.add(r)
             writer.write(result_to_pixels(r, scale, 255.0, bounds))
-    return writer.frames_written
+    stored_w, stored_h = writer.frame_size
+    if (stored_h, stored_w) != (out_h, out_w):
+        edges = [e for e, odd in (("row", stored_h > out_h), ("column", stored_w > out_w)) if odd]
+        console.info(
+            f"note: {target} stores the {out_h}×{out_w} frames as {stored_h}×{stored_w}, "
+            f"their last {' and '.join(edges)} repeated: the video codec needs even sizes"
+        )
+    return writer.frames_written, (stored_h, stored_w)

@@ -59,6 +59,7 @@ class Predictor:
         # Conversions already noted on stderr; decoding runs on several threads.
         self._noted: set[str] = set()
         self._noted_lock = threading.Lock()
+        self._windows_ok: set[int] = set()  # clip lengths check_window has accepted
 
     @classmethod
     def from_checkpoint(
@@ -81,6 +82,23 @@ class Predictor:
         """True for 3D models, which take clips of ``input.frames`` frames."""
         return self.input.frames is not None
 
+    def check_window(self, window: int) -> None:
+        """Refuse windows of ``window`` frames too short for this 3D model (a ModelError).
+
+        Its pooling would shrink time to nothing. Checked on torch's meta device
+        (shapes only, milliseconds), so the error names the smallest window that
+        works before any video is decoded, instead of a shape error per video.
+        """
+        if not self.is_video_model or window == self.input.frames or window in self._windows_ok:
+            return
+        if not self.name:  # a model built by hand, not from the registry: nothing to rebuild
+            return
+        from cnnkit.models.sizes import check_input_fits
+
+        shape = (self.input.channels, window, *self.input.size)
+        check_input_fits(self.name, shape, frames_flag="--window")
+        self._windows_ok.add(window)
+
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
         """Decoded H×W[×C] image -> C×H×W uint8 at the checkpoint's channels and size."""
         self._note_channels(image)
@@ -89,7 +107,8 @@ class Predictor:
     def prepare_clip(self, frames: np.ndarray) -> np.ndarray:
         """T×H×W[×C] frames -> C×T×H×W uint8 at the checkpoint's channels and size."""
         if len(frames):
-            self._note_channels(frames[0])
+            # Frames stacked into one tall image: any coloured frame counts as colour.
+            self._note_channels(frames.reshape(-1, *frames.shape[2:]))
         return prepare_clip(frames, self.input.channels, self.input.size)
 
     def note_once(self, kind: str, message: str) -> None:
@@ -105,15 +124,23 @@ class Predictor:
         console.info(f"note: {message}")
 
     def _note_channels(self, image: np.ndarray) -> None:
-        """Note how an H×W[×C] image's channels are converted to the model's (see fit_channels)."""
+        """Note how an H×W[×C] image's channels are converted to the model's (see fit_channels).
+
+        Colour is noted only for images that have it (see ``has_colour``): a gray
+        picture stored in three channels (a GIF, a video frame) converts to gray
+        unchanged.
+        """
         channels = 1 if image.ndim == 2 else image.shape[2]
         want = self.input.channels
         if channels in (2, 4):
             self.note_once("alpha", "the alpha channel of inputs is dropped")
-        colour = channels >= 3
-        if colour and want == 1:
-            self.note_once("gray", "colour inputs are converted to gray for this 1-channel model")
-        elif not colour and want == 3:
+        if channels >= 3 and want == 1:
+            # One test (two passes over the pixels) per input until the note is given.
+            if "gray" not in self._noted and has_colour(image):
+                self.note_once(
+                    "gray", "colour inputs are converted to gray for this 1-channel model"
+                )
+        elif channels < 3 and want == 3:
             self.note_once("colour", "gray inputs are repeated to 3 channels for this colour model")
 
     def logits(self, batch: Any) -> np.ndarray:
@@ -142,6 +169,32 @@ class Predictor:
             topk = [{"label": self.classes[i], "score": round(float(row[i]), 6)} for i in idx]
             out.append({"label": topk[0]["label"], "score": topk[0]["score"], "topk": topk})
         return out
+
+
+# Lossy codecs store colour as chroma planes, so gray content decodes with its
+# channels a level or two apart (measured: up to 2 of 255 for MJPG, MPEG-4 and
+# VP8 videos of gray frames). Differences this small are not colour.
+GRAY_TOLERANCE = 4 / 255  # of the dtype's full range
+
+
+def has_colour(image: np.ndarray) -> bool:
+    """Whether an H×W×C image shows colour: its first 3 channels differ somewhere.
+
+    Channels within ``GRAY_TOLERANCE`` of each other everywhere (exactly equal in a
+    gray PNG or GIF read as 3-4 channels, a level or two apart in a decoded
+    gray video frame) count as gray. Images with fewer than 3 channels are gray.
+    """
+    if image.ndim != 3 or image.shape[2] < 3:
+        return False
+    full = np.iinfo(image.dtype).max if np.issubdtype(image.dtype, np.integer) else 1.0
+    tolerance = GRAY_TOLERANCE * full
+    red = image[:, :, 0]
+    for other in (image[:, :, 1], image[:, :, 2]):
+        # max - min: the absolute difference without leaving the image's dtype (no copy
+        # into a wider type, and no wrap-around of unsigned values).
+        if (np.maximum(red, other) - np.minimum(red, other)).max() > tolerance:
+            return True
+    return False
 
 
 def share_cpu_with_decoders(workers: int) -> int:
@@ -288,6 +341,7 @@ def predict_video(
         window, stride = 1, stride or 1
     if window < 1 or stride < 1:
         raise InputError(f"--window and --stride must be at least 1 (got {window}, {stride})")
+    predictor.check_window(window)
 
     # Frames are decoded and resized on a background thread, one window of
     # prepared frames kept in memory: long videos never sit whole in RAM.

@@ -82,6 +82,12 @@ def eval_(
     for path, allowed in ((confusion, (".png", ".csv")), (misclassified, (".csv",))):
         if path is not None and path.suffix.lower() not in allowed:
             raise typer.BadParameter(f"{path}: use a file name ending in {' or '.join(allowed)}")
+    from cnnkit.io.atomic import check_output_path
+
+    # Checked now, not when the evaluation (minutes on a large split) is over.
+    for path in (confusion, misclassified):
+        if path is not None:
+            check_output_path(path)
     from cnnkit.checkpoint import load_checkpoint
     from cnnkit.device import resolve_device
     from cnnkit.evaluation import evaluate, load_eval_data, write_confusion, write_misclassified

@@ -90,11 +90,22 @@ def inspect(
                 f"{flag} applies to models and checkpoints, not to {kind} {target}",
                 hint=f"drop {flag}, or inspect a model name or a .ckpt",
             )
-    if (feature_maps is None) != (image is None):
+    # --kernels draws weights and needs no input; --image only feeds --feature-maps.
+    if image is not None and feature_maps is None:
+        raise InputError(
+            "--image is only used with --feature-maps (it is the input whose activations "
+            "are drawn)",
+            hint="add --feature-maps DIR, or drop --image (--kernels needs no image)",
+        )
+    if feature_maps is not None and image is None:
         raise InputError(
             "--feature-maps and --image go together",
             hint="e.g. --image digit.png --feature-maps maps/",
         )
+    if kernels is not None:
+        from cnnkit.io.atomic import check_output_path
+
+        check_output_path(kernels)  # before any work: a typo is reported at once
 
     if kind == "image":
         result = core.summarize_image(target)

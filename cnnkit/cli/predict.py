@@ -76,6 +76,8 @@ def predict(
     choice = resolve_device(device)
     console.info(f"device: {choice.torch_device} ({choice.reason})")
     predictor = Predictor.from_loaded(ckpt, choice.torch_device, batch_size)
+    if window is not None:
+        predictor.check_window(window)  # before any input is read
     if choice.torch_device == "cpu":
         share_cpu_with_decoders(workers)
     named = [] if "-" in inputs else expand_sources(inputs)

@@ -44,15 +44,68 @@ def write_error(path: Path, exc: OSError) -> InputError:
     return InputError(f"cannot write {path}: {reason}", hint=hint)
 
 
-def _check_folder(path: Path) -> None:
+def _nearest_existing(path: Path) -> Path:
+    """``path`` itself if it exists, else its closest ancestor that does."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def _missing_folder_error(path: Path, folder: Path) -> InputError:
+    """Why ``folder``, which ``path`` needs, is not there: a file in the way, or missing."""
+    blocking = _nearest_existing(folder)
+    if not blocking.is_dir():
+        return InputError(
+            f"cannot write {path}: {blocking} is a file, not a folder",
+            hint=f"give a path inside a folder, or move {blocking} out of the way",
+        )
+    return InputError(
+        f"cannot write {path}: folder {folder} does not exist",
+        hint=f"create it first (mkdir -p {folder})",
+    )
+
+
+def check_output_path(path: str | Path) -> None:
+    """InputError unless ``path`` can be written: its folder exists and it is not a folder.
+
+    Commands call it before long work (an evaluation) so that a typo in an
+    output path is reported at once, not after the results are computed.
+    """
+    path = Path(path)
     folder = path.parent
     if not folder.is_dir():
-        raise InputError(
-            f"cannot write {path}: folder {folder} does not exist",
-            hint=f"create it first (mkdir -p {folder})",
-        )
+        raise _missing_folder_error(path, folder)
     if path.is_dir():
         raise InputError(f"cannot write {path}: it is a folder", hint="give a file name")
+
+
+def make_folder(folder: str | Path, what: str = "folder") -> Path:
+    """Create ``folder`` and its parents if missing; an OSError becomes an InputError.
+
+    ``what`` names the folder in messages (an option such as ``--feature-maps``).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{what} {folder} is a file, not a folder", hint="give a folder path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = _nearest_existing(folder)
+        raise InputError(
+            f"cannot create {what} {folder}: {blocking} is a file, not a folder",
+            hint=f"give a folder path that does not go through the file {blocking}",
+        ) from None
+    except PermissionError:
+        raise InputError(
+            f"cannot create {what} {folder}: permission denied",
+            hint="choose a folder you can write to",
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        hint = _WRITE_HINTS.get(exc.errno or 0, "check the path and the disk, then try again")
+        raise InputError(f"cannot create {what} {folder}: {reason}", hint=hint) from None
+    return folder
 
 
 @contextmanager
@@ -66,7 +119,7 @@ def atomic_output(path: str | Path, suffix: str | None = None) -> Iterator[Path]
     system, quota) becomes an InputError naming ``path`` and the reason.
     """
     path = Path(path)
-    _check_folder(path)
+    check_output_path(path)
     ext = path.suffix if suffix is None else suffix
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{ext}", dir=path.parent)

@@ -49,8 +49,12 @@ def _smallest(works: Callable[[int], bool], low: int, high: int) -> int | None:
     return low
 
 
-def check_input_fits(name: str, shape: Sequence[int]) -> None:
-    """ModelError naming the smallest frames or pixels that work when ``shape`` is too small."""
+def check_input_fits(name: str, shape: Sequence[int], frames_flag: str = "--frames") -> None:
+    """ModelError naming the smallest frames or pixels that work when ``shape`` is too small.
+
+    ``frames_flag`` is the option the hint tells the user to raise for clips
+    that are too short: train's ``--frames``, predict's ``--window``.
+    """
     shape = tuple(int(v) for v in shape)
     reason = forward_error(name, shape)
     if reason is None:
@@ -64,7 +68,7 @@ def check_input_fits(name: str, shape: Sequence[int]) -> None:
             )
             raise ModelError(
                 f"model '{name}' needs clips of at least {least} frames, got {t} (input {size})",
-                hint=f"use --frames {least} or more",
+                hint=f"use {frames_flag} {least} or more",
             )
     h, w = shape[-2:]
     base = shape[:-2]
@@ -80,5 +84,5 @@ def check_input_fits(name: str, shape: Sequence[int]) -> None:
             )
     raise ModelError(
         f"model '{name}' cannot take an input of size {size}: {reason}",
-        hint="check --img-size and --frames against `cnnkit inspect " + name + "`",
+        hint=f"check --img-size and {frames_flag} against `cnnkit inspect {name}`",
     )

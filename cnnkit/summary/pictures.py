@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.errors import InputError, ModelError
+from cnnkit.errors import ModelError
 from cnnkit.summary.layers import is_conv
 
 _GAP = 2  # pixels between tiles
@@ -66,12 +66,10 @@ def feature_map_grids(model: Any, image: Any, out_dir: str | Path) -> list[dict[
     """
     import torch
 
+    from cnnkit.io.atomic import make_folder
     from cnnkit.io.image import write_image
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--feature-maps {out_dir} is a file", hint="give a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_folder(out_dir, "feature-map folder")
     captured: list[tuple[str, np.ndarray]] = []
     handles = [
         module.register_forward_hook(
