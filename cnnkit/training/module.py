@@ -159,7 +159,7 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
         if batch_idx + 1 == self.trainer.num_training_batches:
             # Logged at the epoch's last batch, before validation and before the
             # progress bar and callbacks close the epoch, so they show this epoch's numbers.
-            self._check_model_finite(x)
+            self._check_model_finite(x[-(self.step_batch_size or len(x)) :])
             self._log_train_epoch()
 
     def _optimizer_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
