@@ -526,3 +526,15 @@ def test_describe_builtin_and_unknown():
     assert info["classes"][0] == "circle" and sum(info["splits"]["val"].values()) == 1000
     with pytest.raises(DatasetError):
         describe_dataset("no-such-thing")
+
+
+@pytest.mark.parametrize("shape", [(5, 28, 28), (3, 7, 12), (2, 1, 9)])
+def test_affine_grid_equals_torchs(shape):
+    import torch.nn.functional as F
+
+    from cnnkit.data.augment import affine_grid
+
+    n, h, w = shape
+    theta = torch.randn(n, 2, 3, generator=torch.Generator().manual_seed(n))
+    expected = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    assert torch.allclose(affine_grid(theta, h, w), expected, atol=1e-6)

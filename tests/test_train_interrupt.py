@@ -44,9 +44,10 @@ def _interrupt_after_first_checkpoint(tmp_path: Path, signum: int) -> tuple[int,
         text=True,
         env=_env(),
     )
-    last = tmp_path / "out" / "train" / "checkpoints" / "last.ckpt"
+    # best.ckpt comes after the first epoch; last.ckpt only later (it is time-based).
+    first = tmp_path / "out" / "train" / "checkpoints" / "best.ckpt"
     deadline = time.time() + 60
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(0.2)  # a few more epochs: the signal lands mid-training
     assert proc.poll() is None, "the run ended before it could be interrupted"
@@ -144,9 +145,10 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_checkpoint(
         fit(_config(tmp_path))
     message = str(info.value)
     assert "the loss became nan at epoch 2 step 4" in message, message
-    assert "lower --lr" in message and "last good checkpoint" in message, message
-    last = tmp_path / "runs" / "train" / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    assert "lower --lr" in message and "last good checkpoint is" in message, message
+    good = Path(message.split("last good checkpoint is ")[1].split()[0])
+    assert good.name == "best.ckpt"  # epoch 1 improved validation; last.ckpt is time-based
+    ckpt = torch.load(good, map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 0
     assert all(
         torch.isfinite(t).all() for t in ckpt["state_dict"].values() if t.is_floating_point()

@@ -205,3 +205,24 @@ def test_an_all_unreadable_batch_is_skipped_with_augmentation_on(tmp_path, monke
     )
     _, global_step = _weights(summary)
     assert global_step == 8  # 9 files, one batch of nothing skipped
+
+
+@pytest.mark.parametrize("every_s, saves", [(1e9, 1), (0.0, 4)])
+def test_last_checkpoint_is_written_on_a_clock_and_at_the_end(
+    tmp_path, monkeypatch, every_s, saves
+):
+    import cnnkit.training.trainer as trainer_mod
+
+    written = []
+    real = trainer_mod.LastCheckpoint._save
+
+    def spy(self, trainer):
+        written.append(trainer.current_epoch)
+        real(self, trainer)
+
+    monkeypatch.setattr(trainer_mod, "LAST_CHECKPOINT_EVERY_S", every_s)
+    monkeypatch.setattr(trainer_mod.LastCheckpoint, "_save", spy)
+    summary = fit(_config(tmp_path, "clock", epochs=3))
+    # Every epoch's end when due (0 s), and always once more when training ends.
+    assert len(written) == saves
+    assert torch.load(summary["last_checkpoint"], weights_only=True)["global_step"] > 0

@@ -51,6 +51,24 @@ class BatchAugment:
 
         shape = x.shape
         flat = x.reshape(n, -1, shape[-2], shape[-1])  # clips: frames become channels
-        grid = F.affine_grid(theta, list(flat.shape), align_corners=False)
+        grid = affine_grid(theta, shape[-2], shape[-1])
         out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return out.reshape(shape)
+
+
+def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``F.affine_grid(theta, (N, C, height, width), align_corners=False)``, computed directly.
+
+    theta (N, 2, 3) -> grid (N, H, W, 2). torch's own version multiplies a
+    (H·W, 3) base grid by every theta as a batched matmul whose inner size is
+    3, which on a CPU cost four times as long as the grid_sample it feeds
+    (4 ms of 5 for 1,024 28×28 images); written as the two broadcast sums it
+    is, it takes under 1 ms, with the same values.
+    """
+    dtype, device = theta.dtype, theta.device
+    # Pixel centres in [-1, 1] coordinates, as align_corners=False places them.
+    xs = ((torch.arange(width, dtype=dtype, device=device) * 2 + 1) / width - 1).view(1, 1, 1, -1)
+    ys = ((torch.arange(height, dtype=dtype, device=device) * 2 + 1) / height - 1).view(1, 1, -1, 1)
+    t = theta[:, :, :, None, None]  # (N, 2, 3, 1, 1): rows give x' and y'
+    grid = t[:, :, 0] * xs + t[:, :, 1] * ys + t[:, :, 2]  # (N, 2, H, W)
+    return grid.permute(0, 2, 3, 1)

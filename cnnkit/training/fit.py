@@ -441,7 +441,6 @@ def _run_fit(trainer: Any, module: Any, datamodule: Any, cfg: TrainConfig) -> No
     from cnnkit.training.trainer import InterruptCheckpoint
 
     saver = next(c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint))
-    last = saver.path
     try:
         with cuda_check_without_nvml(isinstance(trainer.accelerator, CPUAccelerator)):
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
@@ -455,9 +454,11 @@ def _run_fit(trainer: Any, module: Any, datamodule: Any, cfg: TrainConfig) -> No
             saver.saved, trainer.current_epoch + 1, trainer.global_step, command
         ) from None
     except TrainingError as exc:
+        # Checkpoints are only written from finite models: the newest one is good.
+        saved = [p for p in saver.path.parent.glob("*.ckpt") if not p.name.startswith(".")]
         where = (
-            f"the last good checkpoint is {last}"
-            if last.is_file()
+            f"the last good checkpoint is {max(saved, key=lambda p: p.stat().st_mtime_ns)}"
+            if saved
             else "no checkpoint was written before it"
         )
         raise TrainingError(f"{exc.message}; {where}", hint=exc.hint) from None
@@ -475,9 +476,9 @@ def _finish(trainer, module, data, run_dir: Path, device, batch_size: int, train
     from cnnkit.io.atomic import atomic_output, atomic_write_text
     from cnnkit.jsontext import dumps
 
-    ckpt_cb = trainer.checkpoint_callback
+    ckpt_cb = trainer.checkpoint_callback  # None without validation
     last = run_dir / "checkpoints" / "last.ckpt"
-    best = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else None
+    best = Path(ckpt_cb.best_model_path) if ckpt_cb and ckpt_cb.best_model_path else None
     if best is not None:
         # Lightning reports an absolute path; name it the way run_dir was named
         # (as the user gave --out), like last_checkpoint.

@@ -26,6 +26,7 @@ from cnnkit.training.options import check_value
 # On an accelerator the loss is read back (a device sync) only every this many
 # steps and before each validation; see ClassifierModule._watch_loss.
 FINITE_CHECK_EVERY = 100
+EVAL_INPUT_BYTES = 16 << 20  # float input per validation forward pass (see _eval_step)
 
 
 class ClassifierModule(PlainAttributes, L.LightningModule):
@@ -306,7 +307,11 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
         x, y = batch
         if len(y) == 0:
             return
-        size = self.step_batch_size or len(y)
+        # Without gradients to keep, larger forward passes cost less per sample than
+        # training-sized ones: as many samples as EVAL_INPUT_BYTES of float input,
+        # and never fewer than a training batch.
+        per_sample = max(1, x[0].numel() * 4)
+        size = max(self.step_batch_size or 1, EVAL_INPUT_BYTES // per_sample)
         for xs, ys in zip(x.split(size), y.split(size), strict=True):
             logits = self.model(xs)
             self._eval_loss_sum.add_(F.cross_entropy(logits, ys, reduction="sum"))

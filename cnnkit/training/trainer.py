@@ -112,6 +112,42 @@ class EpochLine(Callback):
         stream.flush()
 
 
+# last.ckpt is written at the end of the epoch in which this many seconds have
+# passed since it was last written, at the end of training and on Ctrl-C/SIGTERM
+# (InterruptCheckpoint). Every epoch would cost small, fast epochs a few percent
+# of their time; best.ckpt is still written whenever validation improves.
+LAST_CHECKPOINT_EVERY_S = 60.0
+
+
+class LastCheckpoint(Callback):
+    """``last.ckpt``: the newest state, for --resume, saved at most every ``every_s`` seconds.
+
+    Saved at an epoch's end once ``every_s`` seconds have passed since the
+    last save, and always when training ends. Under DDP rank 0's clock
+    decides for every rank (saving is collective).
+    """
+
+    def __init__(self, path: str | Path, every_s: float) -> None:
+        self.path = Path(path)
+        self.every_s = every_s
+        self._saved_at = time.monotonic()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._saved_at = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        due = time.monotonic() - self._saved_at >= self.every_s
+        if trainer.strategy.broadcast(due, src=0):
+            self._save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(self.path)
+        self._saved_at = time.monotonic()
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file beside the final one, then renamed.
 
@@ -171,20 +207,12 @@ def build_trainer(run_dir: str | Path, options: TrainerOptions) -> L.Trainer:
         auto_insert_metric_name=False,
         enable_version_counter=False,  # best.ckpt is replaced in place, never best-v1.ckpt
     )
-    # A second, unmonitored checkpoint keeps the newest epoch: Lightning 2.6's own
-    # save_last only writes last.ckpt in epochs where best.ckpt was written too.
-    last = FixedKeyCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="last",
-        save_top_k=1,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
     # Without validation there is nothing to rank epochs by: fit() makes best.ckpt
     # the last epoch's at the end.
-    checkpoints = [best, last] if options.validate else [last]
+    checkpoints = [best] if options.validate else []
     callbacks: list[Any] = [
         *checkpoints,
+        LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", LAST_CHECKPOINT_EVERY_S),
         InterruptCheckpoint(run_dir / "checkpoints" / "last.ckpt"),
     ]
     if options.patience:
@@ -222,4 +250,5 @@ def build_trainer(run_dir: str | Path, options: TrainerOptions) -> L.Trainer:
         # each sample once, which Lightning's padded DistributedSampler does not.
         use_distributed_sampler=False,
         plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=options.validate,  # else Lightning adds a checkpoint of its own
     )
