@@ -20,8 +20,7 @@ from cnnkit.inference import (
 )
 from cnnkit.io.readahead import map_ahead, prefetch
 from cnnkit.models.registry import create_model
-from tests.checkpoints import make_checkpoint
-from tests.media import make_image, make_video
+from tests.helpers import make_checkpoint, make_image, make_video
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from cnnkit.io.image import IMAGE_EXTENSIONS, read_image, read_image_bytes
 from cnnkit.io.sources import expand_sources
 from cnnkit.io.video import VIDEO_EXTENSIONS, iter_frames, probe_video
 from cnnkit.kernels import parse_kernel
-from tests.media import make_image, make_video
+from tests.helpers import make_image, make_video
 
 # No example database: nothing is written into the working tree.
 FAST = settings(max_examples=80, deadline=None, database=None)

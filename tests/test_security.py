@@ -19,8 +19,7 @@ import torch
 from cnnkit import cli
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.errors import CheckpointError
-from tests.checkpoints import make_checkpoint
-from tests.media import make_image
+from tests.helpers import make_checkpoint, make_image
 
 REFUSAL = "is not a cnnkit checkpoint or needs code to load"
 

@@ -23,26 +23,17 @@ from cnnkit.training.fit import fit
 from cnnkit.training.module import ClassifierModule
 from cnnkit.training.options import TrainConfig, resolve_kind_defaults
 from cnnkit.training.rundir import new_run_dir
-from tests.media import make_image_folder
+from tests.helpers import make_image_folder, tiny_config
 
 # What ClassifierModule needs from the options, as `cnnkit train` resolves them for images.
 RECIPE = dict(lr=3e-3, optimizer="adamw", weight_decay=0.05, schedule="cosine", label_smoothing=0.1)
 
 
-def tiny_config(tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        dataset="shapes",
-        model="simplecnn",
-        epochs=1,
-        batch_size=16,
-        limit=32,
-        img_size=12,
-        device="cpu",
-        out=str(tmp_path / "runs"),
-        seed=7,
+def small(tmp_path, **kw) -> TrainConfig:
+    """simplecnn on 32 shapes at 12×12, seed 7 (tiny_config with this file's sizes)."""
+    return tiny_config(
+        tmp_path, **{"model": "simplecnn", "limit": 32, "img_size": 12, "seed": 7, **kw}
     )
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def test_module_normalises_uint8_batches_and_learns_a_step(tmp_path):
@@ -94,7 +85,7 @@ def test_optimizers_and_schedules_build(optimizer, schedule, tmp_path):
 
 
 def test_fit_writes_the_run_folder_and_summary(tmp_path):
-    summary = fit(tiny_config(tmp_path))
+    summary = fit(small(tmp_path))
     run = tmp_path / "runs" / "train"
     assert summary["run_dir"] == str(run)
     for name in (
@@ -111,7 +102,7 @@ def test_fit_writes_the_run_folder_and_summary(tmp_path):
     config = (run / "config.yaml").read_text()
     assert "batch_size: 16" in config and "model: simplecnn" in config
     # A second run never overwrites the first.
-    assert fit(tiny_config(tmp_path))["run_dir"] == str(tmp_path / "runs" / "train-2")
+    assert fit(small(tmp_path))["run_dir"] == str(tmp_path / "runs" / "train-2")
 
 
 def _chosen(cfg) -> dict:
@@ -158,7 +149,7 @@ def test_label_smoothing_default_reaches_the_loss_and_the_records(
         return real.cross_entropy(logits, y, **kw)
 
     monkeypatch.setattr(module_mod, "F", types.SimpleNamespace(cross_entropy=cross_entropy))
-    summary = fit(tiny_config(tmp_path, label_smoothing=given))
+    summary = fit(small(tmp_path, label_smoothing=given))
     assert seen == {used}
     assert f"label_smoothing: {used}" in (tmp_path / "runs" / "train" / "config.yaml").read_text()
     ckpt = torch.load(summary["best_checkpoint"], weights_only=True)
@@ -184,7 +175,7 @@ def _tensorboard_scalars(folder) -> dict[str, list[float]]:
 
 def test_tensorboard_events_are_written_when_it_is_installed(tmp_path):
     pytest.importorskip("tensorboardX")  # in the test extras; cnnkit itself only uses it if there
-    summary = fit(tiny_config(tmp_path, epochs=2))
+    summary = fit(small(tmp_path, epochs=2))
     scalars = _tensorboard_scalars(tmp_path / "runs" / "train" / "tensorboard")
     assert len(scalars["val_acc"]) == 2 and len(scalars["train_loss"]) == 2
     # The same numbers as metrics.csv, and the summary's are the best epoch's.
@@ -195,9 +186,9 @@ def test_tensorboard_events_are_written_when_it_is_installed(tmp_path):
 
 
 def test_same_seed_same_flags_same_metrics(tmp_path):
-    a = fit(tiny_config(tmp_path, epochs=2, name="a"))
-    b = fit(tiny_config(tmp_path, epochs=2, name="b"))
-    c = fit(tiny_config(tmp_path, epochs=2, name="c", seed=8))
+    a = fit(small(tmp_path, epochs=2, name="a"))
+    b = fit(small(tmp_path, epochs=2, name="b"))
+    c = fit(small(tmp_path, epochs=2, name="c", seed=8))
     assert a["metrics"] == b["metrics"]
     rows = [list(csv.reader(open(f"{r['run_dir']}/metrics.csv"))) for r in (a, b)]
     assert rows[0] == rows[1]
@@ -215,13 +206,13 @@ def test_explicit_existing_name_is_refused(tmp_path):
 
 def test_model_and_data_dimensions_must_agree(tmp_path):
     with pytest.raises(ModelError) as err:
-        fit(tiny_config(tmp_path, model="c3d_small"))
+        fit(small(tmp_path, model="c3d_small"))
     assert "images" in err.value.message
 
 
 def test_folder_dataset_trains(tmp_path):
     make_image_folder(tmp_path / "data", ["red", "blue"], per_class=8, h=8, w=8)
-    summary = fit(tiny_config(tmp_path, dataset=str(tmp_path / "data"), img_size=8, val_split=0.25))
+    summary = fit(small(tmp_path, dataset=str(tmp_path / "data"), img_size=8, val_split=0.25))
     assert "test_acc" not in summary["metrics"] and 0 <= summary["metrics"]["val_acc"] <= 1
 
 

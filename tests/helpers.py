@@ -1,17 +1,27 @@
-"""Tiny synthetic images and videos written to disk for tests (no network, no fixtures on disk).
+"""What the tests share: tiny media on disk, hand-made checkpoints, tiny training runs.
 
-Files are written with OpenCV directly, not with cnnkit.io, so that tests of
-cnnkit's readers do not depend on its writers. Functions return the pixels in
-cnnkit's convention (RGB/RGBA order, gray as H×W).
+Images and videos are written with OpenCV directly, not with cnnkit.io, so
+that tests of cnnkit's readers do not depend on its writers; functions return
+the pixels in cnnkit's convention (RGB/RGBA order, gray as H×W). Checkpoints
+are written in the layout ``cnnkit train`` writes, without training. No
+network, and nothing on disk outside ``tmp_path``.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+
+# ---------------------------------------------------------------------------
+# media
+# ---------------------------------------------------------------------------
 
 # Lossy formats: the array returned is what decodes back, not what was encoded.
 _LOSSY = {".jpg", ".jpeg", ".webp"}
@@ -175,3 +185,83 @@ def make_video_folder(
             write_video(path, clip, fps, fourcc)
             out[name].append(path)
     return out
+
+
+# ---------------------------------------------------------------------------
+# checkpoints and training runs
+# ---------------------------------------------------------------------------
+
+
+def make_checkpoint(
+    path: str | Path,
+    model: str = "lenet5",
+    classes: Sequence[str] = ("a", "b", "c"),
+    channels: int = 1,
+    size: Sequence[int] = (16, 16),
+    frames: int | None = None,
+    dataset: str = "",
+    seed: int = 0,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    state_dict: dict[str, Any] | None = None,
+    **hparams: Any,
+) -> Path:
+    """Write a checkpoint of ``model`` with seeded random (or given) weights; return its path."""
+    import torch
+
+    from cnnkit.checkpoint import save_checkpoint
+    from cnnkit.models.registry import create_model
+    from cnnkit.spec import CheckpointMeta, InputSpec
+
+    input_size = (channels, *([frames] if frames else []), *size)
+    if state_dict is None:
+        torch.manual_seed(seed)
+        net = create_model(model, len(classes), channels, input_size=input_size).eval()
+        state_dict = net.state_dict()
+    meta = CheckpointMeta(
+        model_name=model,
+        classes=list(classes),
+        input=InputSpec(channels, (size[0], size[1]), frames, mean or [0.5] * channels,
+                        std or [0.25] * channels),
+        dataset=dataset,
+        cnnkit_version="0.1.0",
+        seed=seed,
+        **hparams,
+    )  # fmt: skip
+    return save_checkpoint(path, meta, state_dict)
+
+
+def tiny_config(tmp_path: Path, **options: Any) -> Any:
+    """A TrainConfig for a run of seconds: 1 epoch of lenet5 on 24 shapes per split at 16×16.
+
+    Any option given replaces the default; runs go to ``tmp_path/runs``.
+    """
+    from cnnkit.training.options import TrainConfig
+
+    base: dict[str, Any] = dict(
+        dataset="shapes",
+        model="lenet5",
+        epochs=1,
+        batch_size=16,
+        limit=24,
+        img_size=16,
+        device="cpu",
+        out=str(tmp_path / "runs"),
+    )
+    return TrainConfig(**{**base, **options})
+
+
+def run_cnnkit(
+    *args: str, cwd: Path, timeout: int = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m cnnkit ARGS`` in a fresh process (real signals, exit statuses and stderr)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    env.pop("CNNKIT_RUN_DIR", None)  # a DDP rank's variable must not leak into a new run
+    return subprocess.run(
+        [sys.executable, "-m", "cnnkit", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

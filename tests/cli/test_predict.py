@@ -16,8 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cnnkit.cli import app, main
-from tests.checkpoints import make_checkpoint
-from tests.media import make_image, make_video
+from tests.helpers import make_checkpoint, make_image, make_video
 
 CLASSES = ["cat", "dog", "owl"]
 

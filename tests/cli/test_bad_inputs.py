@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from cnnkit import cli
-from tests.checkpoints import make_checkpoint
-from tests.media import make_image, make_image_folder, make_video
+from tests.helpers import make_checkpoint, make_image, make_image_folder, make_video
 
 TRAIN = ["-q", "--limit", "4", "--epochs", "1", "--out", "runs", "--device", "cpu"]
 

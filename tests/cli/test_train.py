@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -14,7 +11,8 @@ from typer.testing import CliRunner
 import cnnkit.training.fit as fit_module
 from cnnkit.cli import app
 from cnnkit.errors import DeviceError, ModelError
-from tests.media import make_image_folder
+from tests.helpers import make_image_folder
+from tests.helpers import run_cnnkit as _cnnkit
 
 SUMMARY = {
     "run_dir": "runs/train",
@@ -26,21 +24,6 @@ SUMMARY = {
     "images_per_second": 10.0,
     "metrics": {"val_acc": 0.5, "val_loss": 1.0},
 }
-
-
-def _cnnkit(
-    *args: str, cwd: Path, timeout: int = 120, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    env.pop("CNNKIT_RUN_DIR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "cnnkit", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_options_reach_fit_and_json_is_one_document(monkeypatch):
@@ -193,6 +176,6 @@ def test_ddp_rank_with_an_all_unreadable_batch_keeps_step_with_the_other(tmp_pat
     # 9 files over 2 ranks: 5 batches each (the sampler pads), one of them empty on one rank.
     assert ckpt["global_step"] == 5
     # Validation, decoded from files too, counts each of the 3 images once.
-    from tests.test_train_choices import assert_val_metrics_count_each_sample_once
+    from tests.training.test_fit_choices import assert_val_metrics_count_each_sample_once
 
     assert_val_metrics_count_each_sample_once(tmp_path, summary, expected=3)

@@ -23,6 +23,7 @@ import yaml
 import cnnkit.training.module as module_mod
 from cnnkit.errors import CnnkitError, TrainingError
 from cnnkit.training.fit import TrainConfig, fit
+from tests.helpers import tiny_config
 
 # Many epochs of one tiny batch: the run is still going when the signal arrives.
 TRAIN = ["--dataset", "shapes", "--limit", "64", "--img-size", "16", "--model", "lenet5"]
@@ -111,18 +112,8 @@ def test_sigterm_exits_143_with_the_resume_command(tmp_path) -> None:
 
 
 def _config(tmp_path: Path, **kw) -> TrainConfig:
-    base = dict(
-        dataset="shapes",
-        model="lenet5",
-        epochs=3,
-        batch_size=32,
-        limit=64,
-        img_size=16,
-        device="cpu",
-        out=str(tmp_path / "runs"),
-        seed=5,
-    )
-    return TrainConfig(**{**base, **kw})
+    """3 epochs of 2 steps (64 shapes, batch 32), seed 5."""
+    return tiny_config(tmp_path, **{"epochs": 3, "batch_size": 32, "limit": 64, "seed": 5, **kw})
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_checkpoint(

@@ -20,7 +20,7 @@ from cnnkit.summary import (
     summarize_video,
 )
 from cnnkit.summary import media as summary_media
-from tests.media import make_image, make_video
+from tests.helpers import make_image, make_video
 
 
 def by_name(summary: dict) -> dict[str, dict]:

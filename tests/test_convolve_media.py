@@ -23,7 +23,7 @@ from cnnkit.io.sources import kind_of
 from cnnkit.io.video import probe_video, read_video
 from cnnkit.kernels import Kernel, parse_kernel
 from cnnkit.ops import conv2d, limits
-from tests.media import make_image, make_video
+from tests.helpers import make_image, make_video
 
 runner = CliRunner()
 

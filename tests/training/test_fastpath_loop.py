@@ -23,6 +23,7 @@ from cnnkit.training.fastpath import FixedKeyCheckpoint, steps_per_batch
 from cnnkit.training.fit import TrainConfig, fit
 from cnnkit.training.module import ClassifierModule
 from cnnkit.training.trainer import TieToNewerCheckpoint
+from tests.helpers import tiny_config
 
 
 def _split(n: int) -> TensorSplit:
@@ -31,21 +32,9 @@ def _split(n: int) -> TensorSplit:
 
 
 def _config(tmp_path, name: str, **kw) -> TrainConfig:
-    base = dict(
-        dataset="shapes",
-        model="simplecnn",
-        epochs=2,
-        batch_size=8,
-        limit=40,
-        img_size=12,
-        augment=False,
-        device="cpu",
-        out=str(tmp_path / "runs"),
-        name=name,
-        seed=3,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    """2 epochs of 5 steps: simplecnn on 40 shapes at 12×12, batch 8, no augmentation."""
+    base = {"model": "simplecnn", "epochs": 2, "batch_size": 8, "limit": 40, "img_size": 12}
+    return tiny_config(tmp_path, **{**base, "augment": False, "name": name, "seed": 3, **kw})
 
 
 def _weights(summary: dict) -> tuple[dict[str, torch.Tensor], int]:
@@ -184,7 +173,7 @@ def test_progress_bar_counts_optimizer_steps(tmp_path, monkeypatch, grouped):
 
 
 def test_an_all_unreadable_batch_is_skipped_with_augmentation_on(tmp_path, monkeypatch):
-    from tests.media import make_image_folder
+    from tests.helpers import make_image_folder
 
     make_image_folder(tmp_path / "data" / "train", ["a", "b"], per_class=4, h=8, w=8)
     make_image_folder(tmp_path / "data" / "val", ["a", "b"], per_class=2, h=8, w=8)

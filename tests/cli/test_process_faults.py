@@ -19,8 +19,7 @@ from cnnkit import cli
 from cnnkit.errors import InputError
 from cnnkit.io import atomic
 from cnnkit.io.atomic import atomic_write_bytes
-from tests.checkpoints import make_checkpoint
-from tests.media import make_image, make_image_folder, make_video
+from tests.helpers import make_checkpoint, make_image, make_image_folder, make_video
 
 ENOSPC_TEXT = os.strerror(errno.ENOSPC)  # "No space left on device" on Linux
 

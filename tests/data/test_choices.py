@@ -19,7 +19,7 @@ from cnnkit.data.registry import DatasetRequest, in_memory_dataset, load_dataset
 from cnnkit.data.sampling import stratified_sample, stratified_split
 from cnnkit.errors import DatasetError, InputError
 from cnnkit.training.options import check_value
-from tests.media import write_array
+from tests.helpers import write_array
 
 
 def _solid_folder(root: Path, colours: dict[str, tuple[int, ...] | int], per_class: int) -> Path:

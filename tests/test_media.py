@@ -21,8 +21,14 @@ from cnnkit import cli
 from cnnkit.cli import app
 from cnnkit.errors import CnnkitError, InputError, ModelError
 from cnnkit.io.video import probe_video, read_video, read_video_clip
-from tests.checkpoints import make_checkpoint
-from tests.media import make_image, make_image_folder, make_video, smooth_frames, write_video
+from tests.helpers import (
+    make_checkpoint,
+    make_image,
+    make_image_folder,
+    make_video,
+    smooth_frames,
+    write_video,
+)
 
 runner = CliRunner()
 

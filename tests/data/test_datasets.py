@@ -18,7 +18,7 @@ from cnnkit.data.memory import InMemoryBatches, TensorSplit, split_off
 from cnnkit.data.registry import DatasetRequest, load_dataset
 from cnnkit.data.synthetic import MOTION_CLASSES, make_moving_shapes, make_shapes
 from cnnkit.errors import DatasetError
-from tests.media import make_image_folder, make_video_folder
+from tests.helpers import make_image_folder, make_video_folder
 
 # ---------------------------------------------------------------------------
 # generated datasets

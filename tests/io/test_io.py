@@ -34,7 +34,7 @@ from cnnkit.io.video import (
     read_video,
     read_video_clip,
 )
-from tests.media import make_image, make_image_folder, make_video, smooth_frames, write_video
+from tests.helpers import make_image, make_image_folder, make_video, smooth_frames, write_video
 
 
 def close(decoded: np.ndarray, written: np.ndarray) -> bool:

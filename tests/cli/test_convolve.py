@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from cnnkit import cli, ops
 from cnnkit.io.video import probe_video, read_video
-from tests.media import make_image, make_video
+from tests.helpers import make_image, make_video
 
 runner = CliRunner()
 

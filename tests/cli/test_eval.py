@@ -12,8 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cnnkit.cli import app
-from tests.checkpoints import make_checkpoint
-from tests.media import make_image_folder, write_array
+from tests.helpers import make_checkpoint, make_image_folder, write_array
 
 CLASSES = ["blue", "green", "red"]
 
@@ -208,7 +207,7 @@ def test_trained_predict_agrees_with_eval_on_the_folder(tmp_path, trained) -> No
 
 
 def test_video_model_clip_and_video_accuracy_match_predict_windows(tmp_path) -> None:
-    from tests.media import make_video_folder
+    from tests.helpers import make_video_folder
 
     classes = ["x", "y"]
     make_video_folder(tmp_path / "vids" / "train", classes, 2, frames=12, seed=1)

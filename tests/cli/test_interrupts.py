@@ -15,8 +15,7 @@ import time
 
 import pytest
 
-from tests.checkpoints import make_checkpoint
-from tests.media import make_image, make_video
+from tests.helpers import make_checkpoint, make_image, make_video
 
 # Runs `cnnkit convolve` through the console-script entry with a slowed-down video
 # writer, so the run is still going when the signal arrives.

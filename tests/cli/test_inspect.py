@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 from cnnkit.cli import app
 from cnnkit.errors import CnnkitError
 from cnnkit.io.image import read_image
-from tests.checkpoints import make_checkpoint
-from tests.media import make_image, make_video
+from tests.helpers import make_checkpoint, make_image, make_video
 
 LAYER_FIELDS = {
     "name", "type", "kernel_size", "stride", "padding", "output_shape", "params", "macs",

@@ -26,24 +26,9 @@ from cnnkit.checkpoint import load_checkpoint
 from cnnkit.cli import app
 from cnnkit.errors import InputError, ModelError
 from cnnkit.models.sizes import check_input_fits
-from cnnkit.training.fit import TrainConfig, fit
-from tests.media import make_image_folder, write_array
-from tests.test_train_cli import _cnnkit
-
-
-def tiny(tmp_path: Path, **kw) -> TrainConfig:
-    base = dict(
-        dataset="shapes",
-        model="lenet5",
-        epochs=1,
-        batch_size=16,
-        limit=24,
-        img_size=16,
-        device="cpu",
-        out=str(tmp_path / "runs"),
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+from cnnkit.training.fit import fit
+from tests.helpers import make_image_folder, tiny_config, write_array
+from tests.helpers import run_cnnkit as _cnnkit
 
 
 def _run(tmp_path: Path, *args: str):
@@ -63,7 +48,7 @@ def _run(tmp_path: Path, *args: str):
 @pytest.fixture(scope="module")
 def two_epochs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("resume")
-    fit(tiny(root, epochs=2))
+    fit(tiny_config(root, epochs=2))
     return root / "runs" / "train" / "checkpoints" / "last.ckpt"
 
 
@@ -81,7 +66,9 @@ def test_resume_with_nothing_left_to_train_is_refused_before_anything_is_made(
 
 
 def test_resume_with_more_epochs_trains_the_rest(tmp_path, two_epochs):
-    summary = fit(tiny(tmp_path, resume=str(two_epochs), epochs=3, explicit=["resume", "epochs"]))
+    summary = fit(
+        tiny_config(tmp_path, resume=str(two_epochs), epochs=3, explicit=["resume", "epochs"])
+    )
     assert summary["epochs"] == 3
     assert Path(summary["best_checkpoint"]).is_file()
     assert summary["images_per_second"] > 0
@@ -118,10 +105,10 @@ def test_too_small_img_size_is_refused_before_the_data_is_read(tmp_path, monkeyp
 def test_a_folder_of_tiny_images_is_checked_against_the_model(tmp_path):
     make_image_folder(tmp_path / "data", ["a", "b"], per_class=3, h=6, w=6)
     # No --img-size: the model's own size is used for folders, so this fits...
-    fit(tiny(tmp_path, dataset=str(tmp_path / "data"), img_size=None, limit=None))
+    fit(tiny_config(tmp_path, dataset=str(tmp_path / "data"), img_size=None, limit=None))
     # ...and an explicit size that does not is refused with the smallest one that does.
     with pytest.raises(ModelError, match="at least 12×12"):
-        fit(tiny(tmp_path, dataset=str(tmp_path / "data"), img_size=6, limit=None))
+        fit(tiny_config(tmp_path, dataset=str(tmp_path / "data"), img_size=6, limit=None))
 
 
 # ---------------------------------------------------------------------------
@@ -141,7 +128,7 @@ def test_out_without_write_permission_is_one_error(tmp_path, monkeypatch, where)
 
     monkeypatch.setattr(Path, "mkdir", mkdir)
     with pytest.raises(InputError, match="cannot create a run folder in .*Permission denied"):
-        fit(tiny(tmp_path, out=str(tmp_path / "ro")))
+        fit(tiny_config(tmp_path, out=str(tmp_path / "ro")))
 
 
 # ---------------------------------------------------------------------------
@@ -162,7 +149,7 @@ def _digit_folder(root: Path) -> Path:
 
 def test_val_split_zero_trains_on_everything_and_keeps_the_last_as_best(tmp_path):
     data = _digit_folder(tmp_path / "digits")
-    summary = fit(tiny(tmp_path, dataset=str(data), val_split=0.0, epochs=2, limit=None))
+    summary = fit(tiny_config(tmp_path, dataset=str(data), val_split=0.0, epochs=2, limit=None))
     assert "val_acc" not in summary["metrics"]
     best, last = (load_checkpoint(summary[k]) for k in ("best_checkpoint", "last_checkpoint"))
     for key, value in last.state_dict.items():
@@ -171,28 +158,28 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_as_best(tmp_path
     assert "no validation split" in config["decisions"]["val_split"]
     assert config["data"]["sizes"] == {"train": 18}
     with pytest.raises(InputError, match="--patience"):
-        fit(tiny(tmp_path, dataset=str(data), val_split=0.0, patience=2, limit=None))
+        fit(tiny_config(tmp_path, dataset=str(data), val_split=0.0, patience=2, limit=None))
 
 
 def test_flip_choice_is_said_recorded_and_overridable(tmp_path, capsys):
     console.set_quiet(False)  # a CLI test before this one may have left --quiet on
     data = _digit_folder(tmp_path / "digits")
-    summary = fit(tiny(tmp_path, dataset=str(data), limit=None, name="auto"))
+    summary = fit(tiny_config(tmp_path, dataset=str(data), limit=None, name="auto"))
     err = capsys.readouterr().err
     assert "no horizontal flips: classes named by single characters" in err
     config = yaml.safe_load((Path(summary["run_dir"]) / "config.yaml").read_text())
     assert "single characters" in config["decisions"]["hflip"]
     assert "1 channel" in config["decisions"]["channels"]
     assert load_checkpoint(summary["best_checkpoint"]).hparams["options"]["hflip"] is False
-    forced = fit(tiny(tmp_path, dataset=str(data), limit=None, flip=True, name="forced"))
+    forced = fit(tiny_config(tmp_path, dataset=str(data), limit=None, flip=True, name="forced"))
     assert load_checkpoint(forced["best_checkpoint"]).hparams["options"]["hflip"] is True
     with pytest.raises(InputError, match="--no-augment"):
-        fit(tiny(tmp_path, dataset=str(data), flip=True, augment=False))
+        fit(tiny_config(tmp_path, dataset=str(data), flip=True, augment=False))
 
 
 def test_epoch_lines_on_stderr_count_from_one(tmp_path, capsys):
     console.set_quiet(False)
-    summary = fit(tiny(tmp_path, epochs=2))
+    summary = fit(tiny_config(tmp_path, epochs=2))
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("epoch ")]
     assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
@@ -297,7 +284,7 @@ def test_weights_that_blow_up_stop_the_run_before_a_checkpoint_keeps_them(tmp_pa
 
     with pytest.raises(TrainingError, match="became nan or inf") as info:
         # One step and no validation: its loss is finite, the model it leaves is not.
-        fit(tiny(tmp_path, lr=1e30, optimizer="sgd", batch_size=32, val_split=0.0))
+        fit(tiny_config(tmp_path, lr=1e30, optimizer="sgd", batch_size=32, val_split=0.0))
     assert "no checkpoint was written" in info.value.message
     assert not list((tmp_path / "runs").rglob("*.ckpt"))
 
@@ -305,7 +292,9 @@ def test_weights_that_blow_up_stop_the_run_before_a_checkpoint_keeps_them(tmp_pa
 def test_resume_on_data_of_another_size_is_refused_before_anything_is_made(tmp_path, two_epochs):
     from cnnkit.errors import CheckpointError
 
-    cfg = tiny(tmp_path, resume=str(two_epochs), epochs=3, img_size=20, out=str(tmp_path / "r2"))
+    cfg = tiny_config(
+        tmp_path, resume=str(two_epochs), epochs=3, img_size=20, out=str(tmp_path / "r2")
+    )
     cfg.explicit = ["resume", "epochs", "img_size", "out"]
     with pytest.raises(CheckpointError, match=r"takes 3×16×16 inputs, but this data gives 3×20×20"):
         fit(cfg)
@@ -313,8 +302,10 @@ def test_resume_on_data_of_another_size_is_refused_before_anything_is_made(tmp_p
 
 
 def test_resume_without_augmentation_drops_the_runs_flip(tmp_path):
-    summary = fit(tiny(tmp_path, flip=True, name="flipped"))
-    cfg = tiny(tmp_path, resume=summary["last_checkpoint"], epochs=2, augment=False, name="r")
+    summary = fit(tiny_config(tmp_path, flip=True, name="flipped"))
+    cfg = tiny_config(
+        tmp_path, resume=summary["last_checkpoint"], epochs=2, augment=False, name="r"
+    )
     cfg.explicit = ["resume", "epochs", "augment", "name", "out"]
     resumed = fit(cfg)
     assert load_checkpoint(resumed["last_checkpoint"]).meta.options["flip"] is None
@@ -331,18 +322,18 @@ def test_a_full_disk_while_saving_a_checkpoint_leaves_no_partial_file(tmp_path, 
 
     monkeypatch.setattr(torch, "save", fill_disk)
     with pytest.raises(InputError, match="cannot write .*best.ckpt.*No space left on device"):
-        fit(tiny(tmp_path))
+        fit(tiny_config(tmp_path))
     assert list((tmp_path / "runs" / "train" / "checkpoints").iterdir()) == []
     assert trainer_mod.AtomicCheckpointIO  # the writer Trainer uses
 
 
 def test_spawn_strategies_are_refused(tmp_path):
     with pytest.raises(InputError, match="--strategy ddp_spawn is not supported"):
-        fit(tiny(tmp_path, strategy="ddp_spawn"))
+        fit(tiny_config(tmp_path, strategy="ddp_spawn"))
 
 
 def test_limit_zero_lifts_a_resumed_runs_limit(tmp_path, two_epochs):
-    cfg = tiny(tmp_path, resume=str(two_epochs), epochs=3, limit=0, name="all")
+    cfg = tiny_config(tmp_path, resume=str(two_epochs), epochs=3, limit=0, name="all")
     cfg.explicit = ["resume", "epochs", "limit", "name", "out"]
     summary = fit(cfg)
     config = yaml.safe_load((Path(summary["run_dir"]) / "config.yaml").read_text())
