@@ -7,8 +7,8 @@ training sampler hands each index out with its epoch (``EpochSampler``).
 Under DDP the data is sharded here rather than by Lightning (the Trainer has
 ``use_distributed_sampler=False``): training takes a DistributedSampler, which
 pads the last ranks so that every rank takes the same number of steps, while
-validation and test take each sample on exactly one rank, so that the
-metrics, reduced over ranks, count every sample once.
+validation takes each sample on exactly one rank, so that the metrics,
+reduced over ranks, count every sample once.
 """
 
 from __future__ import annotations
@@ -160,9 +160,6 @@ class ClassifierDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> Any:
         return self._loader("val", train=False)
-
-    def test_dataloader(self) -> Any:
-        return self._loader("test", train=False)
 
     def optimizer_steps_per_epoch(self) -> int | None:
         """Training batches of ``batch_size`` in an epoch (one process), if in memory."""

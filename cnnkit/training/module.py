@@ -75,7 +75,6 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
         # validate_args=False: the labels come from our own datasets, and the
         # checks (value ranges on every batch) would cost a device sync each.
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.samples_seen = 0  # training samples on this rank, for images/s
         # The latest epoch's numbers as plain floats (train_loss, train_acc, val_loss,
         # val_acc), for the per-epoch line on stderr.
@@ -293,8 +292,9 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
         if not self._train_logged:  # a loader whose length Lightning does not know
             self._log_train_epoch()
 
-    # Validation and test: the loss summed and the accuracy metric updated on
-    # the device each batch, both logged once per epoch. Logging per batch
+    # Validation: the loss summed and the accuracy metric updated on the device
+    # each batch, both logged once per epoch (the test split is measured after
+    # training, by cnnkit.evaluation's runner, as eval does). Logging per batch
     # (self.log with on_epoch=True) costs about 1 ms a batch in Lightning's
     # result collection, more than a small model's forward pass.
 
@@ -358,15 +358,6 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._eval_end("val", self.val_acc)
-
-    def on_test_epoch_start(self) -> None:
-        self._eval_start(self.test_acc)
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_acc)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test", self.test_acc)
 
     def configure_optimizers(self) -> Any:
         params = self.model.parameters()
