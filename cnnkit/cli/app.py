@@ -206,7 +206,10 @@ def _stdout_failed(exc: OSError) -> None:
     if os.environ.get("CNNKIT_DEBUG"):
         raise exc
     _silence_stdout()
-    _write_stderr(f"error: cannot write to standard output: {exc.strerror or exc}")
+    _write_stderr(
+        f"error: cannot write to standard output: {exc.strerror or exc} "
+        "(hint: free some space, or send the output elsewhere)"
+    )
     raise Stopped(1)
 
 

@@ -446,6 +446,14 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
     # same model as the full one.
     if request.channels is not None:
         choice = ChannelChoice(request.channels, f"{request.channels} channel(s), the model's")
+        found = detect_channels(files, scan.kind).channels
+        if found != request.channels:
+            # Said, not silently done: colour lost to a gray model, or gray repeated.
+            decisions["channels"] = (
+                f"colour images are converted to gray for the model's {request.channels} channel"
+                if found == 3
+                else f"gray images are repeated to the model's {request.channels} channels"
+            )
     else:
         choice = detect_channels(files, scan.kind)
         decisions["channels"] = choice.reason

@@ -95,6 +95,10 @@ def load_eval_data(
         whole=whole,
     )
     loaded = load_dataset(request)
+    if "channels" in loaded.decisions and request.channels is not None:
+        from cnnkit import console
+
+        console.info(f"note: {loaded.decisions['channels']}")
     check_classes(list(ckpt.classes), list(loaded.classes), loaded.name)
     if whole:
         split = "all"

@@ -29,8 +29,11 @@ def new_run_dir(out: str | Path, name: str | None) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
+        # out itself, or a folder above it, is a file.
+        blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), out)
         raise InputError(
-            f"--out {out} is a file, not a folder", hint="give a folder for the run folders"
+            f"--out {out}: {blocker} is a file, not a folder",
+            hint="give a folder for the run folders",
         ) from None
     except OSError as exc:
         raise _unwritable(out, exc) from None

@@ -291,3 +291,14 @@ def test_eval_never_inherits_the_training_limit_and_has_its_own(tmp_path, folder
     sample = _eval(str(ckpt), "--limit", "6")
     assert sample["n"] == 6
     assert [m["support"] for m in sample["per_class"].values()] == [2, 2, 2]
+
+
+def test_a_colour_folder_measured_by_a_gray_model_is_noted(tmp_path, capsys) -> None:
+    from cnnkit import console
+
+    console.set_quiet(False)
+    make_image_folder(tmp_path / "colour", CLASSES, 2, 16, 16)
+    gray = make_checkpoint(tmp_path / "g.ckpt", "lenet5", CLASSES, 1, (16, 16))
+    result = CliRunner().invoke(app, ["eval", str(gray), "--dataset", str(tmp_path / "colour")])
+    assert result.exit_code == 0, result.output
+    assert "note: colour images are converted to gray for the model's 1 channel" in result.stderr
