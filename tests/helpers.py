@@ -187,6 +187,19 @@ def make_video_folder(
     return out
 
 
+# Python code that runs `cnnkit convolve` through the console-script entry with a slowed-down video
+# writer, so the run is still going when the signal arrives.
+SLOW_CONVOLVE = (
+    "import sys, time; from cnnkit import cli; from cnnkit.io import video\n"
+    "w = video.VideoWriter.write\n"
+    "def slow(self, f):\n"
+    "    w(self, f); time.sleep(0.1)\n"
+    "video.VideoWriter.write = slow\n"
+    "sys.argv = ['cnnkit', 'convolve', 'v.mp4', '-k', 'sobel', '-o', 'out.mp4']\n"
+    "cli.main()\n"
+)
+
+
 # ---------------------------------------------------------------------------
 # checkpoints and training runs
 # ---------------------------------------------------------------------------

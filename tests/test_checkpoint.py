@@ -10,22 +10,13 @@ import torch
 from cnnkit.checkpoint import build_model, load_checkpoint
 from cnnkit.errors import CheckpointError
 from cnnkit.training.fit import TrainConfig, fit
+from tests.helpers import tiny_config
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    cfg = TrainConfig(
-        dataset="shapes",
-        model="simplecnn",
-        epochs=1,
-        batch_size=16,
-        limit=32,
-        img_size=12,
-        device="cpu",
-        out=str(out),
-        seed=3,
-    )
+    cfg = tiny_config(out, model="simplecnn", limit=32, img_size=12, seed=3, out=str(out))
     return fit(cfg), out
 
 
@@ -99,18 +90,10 @@ def test_other_files_are_refused(tmp_path, content):
 
 def test_resume_continues_into_a_new_run_folder(trained):
     summary, out = trained
-    cfg = TrainConfig(
-        dataset="shapes",
-        model="simplecnn",
-        epochs=2,
-        batch_size=16,
-        limit=32,
-        img_size=12,
-        device="cpu",
-        out=str(out),
-        seed=3,
+    cfg = tiny_config(
+        out, model="simplecnn", epochs=2, limit=32, img_size=12, seed=3, out=str(out),
         resume=summary["last_checkpoint"],
-    )
+    )  # fmt: skip
     resumed = fit(cfg)
     assert resumed["run_dir"] != summary["run_dir"]
     assert resumed["epochs"] == 2

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from cnnkit import cli, ops
 from cnnkit.io.video import probe_video, read_video
-from tests.helpers import make_image, make_video
+from tests.helpers import SLOW_CONVOLVE, make_image, make_video
 
 runner = CliRunner()
 
@@ -219,16 +219,7 @@ def test_interrupted_video_leaves_no_output(here, monkeypatch):
 def test_killed_video_convolve_leaves_nothing_under_the_output_name(here):
     make_video(here / "v.mp4", frames=30, h=16, w=16)
     # A slow writer makes the run last long enough to be killed half-way.
-    code = (
-        "import sys, time; from cnnkit import cli; from cnnkit.io import video\n"
-        "w = video.VideoWriter.write\n"
-        "def slow(self, f):\n"
-        "    w(self, f); time.sleep(0.1)\n"
-        "video.VideoWriter.write = slow\n"
-        "sys.argv = ['cnnkit', 'convolve', 'v.mp4', '-k', 'sobel', '-o', 'out.mp4']\n"
-        "cli.main()\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=here)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_CONVOLVE], cwd=here)
     deadline = time.time() + 60
     while time.time() < deadline and not any(p.name.endswith(".tmp.mp4") for p in here.iterdir()):
         time.sleep(0.05)

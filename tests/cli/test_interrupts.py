@@ -15,19 +15,7 @@ import time
 
 import pytest
 
-from tests.helpers import make_checkpoint, make_image, make_video
-
-# Runs `cnnkit convolve` through the console-script entry with a slowed-down video
-# writer, so the run is still going when the signal arrives.
-SLOW_CONVOLVE = (
-    "import sys, time; from cnnkit import cli; from cnnkit.io import video\n"
-    "w = video.VideoWriter.write\n"
-    "def slow(self, f):\n"
-    "    w(self, f); time.sleep(0.1)\n"
-    "video.VideoWriter.write = slow\n"
-    "sys.argv = ['cnnkit', 'convolve', 'v.mp4', '-k', 'sobel', '-o', 'out.mp4']\n"
-    "cli.main()\n"
-)
+from tests.helpers import SLOW_CONVOLVE, make_checkpoint, make_image, make_video
 
 
 def _wait_for(condition, timeout: float = 60.0) -> None:
