@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -140,6 +141,23 @@ def _limit_split(split, limit: int | None, seed: int):
     return split.subset(torch.from_numpy(stratified_sample(split.y.numpy(), limit, seed)))
 
 
+def limit_each(
+    parts: dict[str, Any],
+    take: Callable[[Any, int, int], Any],
+    request: DatasetRequest,
+    decisions: dict[str, str],
+) -> dict[str, Any]:
+    """Each split cut to ``request.limit`` by ``take(part, limit, seed)``; said in ``decisions``."""
+    if not request.limit:
+        return parts
+    before = {k: len(v) for k, v in parts.items()}
+    parts = {k: take(v, request.limit, request.seed) for k, v in parts.items()}
+    note = limit_note(before, {k: len(v) for k, v in parts.items()}, request.limit)
+    if note:
+        decisions["limit"] = note
+    return parts
+
+
 def limit_note(sizes_before: dict[str, int], sizes_after: dict[str, int], limit: int) -> str | None:
     """What --limit did, in words (None when it cut nothing)."""
     cut = [
@@ -183,12 +201,7 @@ def in_memory_dataset(
             f"validation: {len(splits['val']):,} samples held out of train "
             f"(--val-split {request.val_split:g}, seed {request.seed})"
         )
-    if request.limit:
-        before = {k: len(v) for k, v in splits.items()}
-        splits = {k: _limit_split(v, request.limit, request.seed) for k, v in splits.items()}
-        note = limit_note(before, {k: len(v) for k, v in splits.items()}, request.limit)
-        if note:
-            decisions["limit"] = note
+    splits = limit_each(splits, _limit_split, request, decisions)
     check_not_empty(name, {k: len(v) for k, v in splits.items()})
     if resize is not None:
         for k, v in splits.items():
@@ -457,12 +470,7 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
     else:
         choice = detect_channels(files, scan.kind)
         decisions["channels"] = choice.reason
-    if request.limit:
-        before = {k: len(v) for k, v in files.items()}
-        files = {s: sample_items(items, request.limit, request.seed) for s, items in files.items()}
-        note = limit_note(before, {k: len(v) for k, v in files.items()}, request.limit)
-        if note:
-            decisions["limit"] = note
+    files = limit_each(files, sample_items, request, decisions)
     size = (request.img_size,) * 2 if request.img_size else tuple(request.default_size)
     frames = (request.frames or request.default_frames) if scan.kind == "video" else None
     channels = choice.channels
