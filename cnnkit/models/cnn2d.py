@@ -248,7 +248,7 @@ def simplecnn(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.3)
 
 
 # ---------------------------------------------------------------------------
-# torchvision models, random weights (nothing is downloaded)
+# torchvision models, random weights (--pretrained: cnnkit.models.pretrained loads them)
 # ---------------------------------------------------------------------------
 
 
@@ -263,21 +263,33 @@ _DEFAULT_IMAGENET = (3, 224, 224)
 
 
 @register_model(
-    "resnet18", dims=2, default_input_size=_DEFAULT_IMAGENET, description="torchvision ResNet-18"
+    "resnet18",
+    dims=2,
+    default_input_size=_DEFAULT_IMAGENET,
+    description="torchvision ResNet-18",
+    weights="ResNet18_Weights",
 )
 def resnet18(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     return _torchvision_2d("resnet18", num_classes, in_channels)
 
 
 @register_model(
-    "resnet34", dims=2, default_input_size=_DEFAULT_IMAGENET, description="torchvision ResNet-34"
+    "resnet34",
+    dims=2,
+    default_input_size=_DEFAULT_IMAGENET,
+    description="torchvision ResNet-34",
+    weights="ResNet34_Weights",
 )
 def resnet34(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     return _torchvision_2d("resnet34", num_classes, in_channels)
 
 
 @register_model(
-    "resnet50", dims=2, default_input_size=_DEFAULT_IMAGENET, description="torchvision ResNet-50"
+    "resnet50",
+    dims=2,
+    default_input_size=_DEFAULT_IMAGENET,
+    description="torchvision ResNet-50",
+    weights="ResNet50_Weights",
 )
 def resnet50(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     return _torchvision_2d("resnet50", num_classes, in_channels)
@@ -288,9 +300,21 @@ def resnet50(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     dims=2,
     default_input_size=_DEFAULT_IMAGENET,
     description="torchvision MobileNetV3-Small",
+    weights="MobileNet_V3_Small_Weights",
 )
 def mobilenet_v3_small(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     return _torchvision_2d("mobilenet_v3_small", num_classes, in_channels)
+
+
+@register_model(
+    "mobilenet_v3_large",
+    dims=2,
+    default_input_size=_DEFAULT_IMAGENET,
+    description="torchvision MobileNetV3-Large",
+    weights="MobileNet_V3_Large_Weights",
+)
+def mobilenet_v3_large(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    return _torchvision_2d("mobilenet_v3_large", num_classes, in_channels)
 
 
 @register_model(
@@ -298,6 +322,7 @@ def mobilenet_v3_small(num_classes: int = 10, in_channels: int = 3) -> nn.Module
     dims=2,
     default_input_size=_DEFAULT_IMAGENET,
     description="torchvision EfficientNet-B0",
+    weights="EfficientNet_B0_Weights",
 )
 def efficientnet_b0(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     return _torchvision_2d("efficientnet_b0", num_classes, in_channels)

@@ -85,14 +85,22 @@ _KINETICS_CLIP = (3, 16, 112, 112)
 
 
 @register_model(
-    "r3d_18", dims=3, default_input_size=_KINETICS_CLIP, description="torchvision R3D-18"
+    "r3d_18",
+    dims=3,
+    default_input_size=_KINETICS_CLIP,
+    description="torchvision R3D-18",
+    weights="R3D_18_Weights",
 )
 def r3d_18(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     return _torchvision_video("r3d_18", num_classes, in_channels)
 
 
 @register_model(
-    "mc3_18", dims=3, default_input_size=_KINETICS_CLIP, description="torchvision MC3-18"
+    "mc3_18",
+    dims=3,
+    default_input_size=_KINETICS_CLIP,
+    description="torchvision MC3-18",
+    weights="MC3_18_Weights",
 )
 def mc3_18(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     return _torchvision_video("mc3_18", num_classes, in_channels)
@@ -103,6 +111,7 @@ def mc3_18(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     dims=3,
     default_input_size=_KINETICS_CLIP,
     description="torchvision R(2+1)D-18",
+    weights="R2Plus1D_18_Weights",
 )
 def r2plus1d_18(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     return _torchvision_video("r2plus1d_18", num_classes, in_channels)

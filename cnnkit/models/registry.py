@@ -29,18 +29,27 @@ class ModelSpec:
     default_input_size: tuple[int, ...]  # (C, H, W) or (C, T, H, W), without the batch
     description: str
     builder: Callable[..., Any]
+    # torchvision's weights enum for --pretrained ("ResNet18_Weights"), None: no weights.
+    weights: str | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str, *, dims: int, default_input_size: tuple[int, ...], description: str
+    name: str,
+    *,
+    dims: int,
+    default_input_size: tuple[int, ...],
+    description: str,
+    weights: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``builder(num_classes, in_channels, **kwargs) -> nn.Module`` under ``name``.
 
     A builder that also takes ``input_size`` receives the (C, H, W) or
     (C, T, H, W) input it will see (for models whose sizes depend on it).
+    ``weights`` names torchvision's weights enum whose DEFAULT ``--pretrained``
+    loads (see cnnkit.models.pretrained).
     """
     if dims not in (2, 3):
         raise ValueError(f"dims must be 2 or 3, got {dims}")
@@ -51,7 +60,9 @@ def register_model(
         if name in _REGISTRY:
             # Programming error, not user input: two builders would silently shadow each other.
             raise ValueError(f"model '{name}' is already registered")
-        _REGISTRY[name] = ModelSpec(name, dims, tuple(default_input_size), description, builder)
+        _REGISTRY[name] = ModelSpec(
+            name, dims, tuple(default_input_size), description, builder, weights
+        )
         return builder
 
     return decorator
@@ -67,6 +78,11 @@ def _registry() -> dict[str, ModelSpec]:
 def list_models() -> list[str]:
     """All registered model names, sorted."""
     return sorted(_registry())
+
+
+def models_with_weights() -> list[str]:
+    """The models ``--pretrained`` works for, sorted."""
+    return sorted(n for n, s in _registry().items() if s.weights)
 
 
 def get_model_spec(name: str) -> ModelSpec:
