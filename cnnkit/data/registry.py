@@ -38,8 +38,8 @@ class DatasetRequest:
     # At most this many samples per split: a seeded, class-stratified sample of
     # each split, taken after the validation split is held out (quick runs, eval --limit).
     limit: int | None = None
-    # Folders: decode to this many channels instead of detecting them (eval uses
-    # the checkpoint's). None: detect.
+    # Decode to this many channels instead of the data's own (eval uses the
+    # checkpoint's; pretrained RGB weights take 3). None: the data's own.
     channels: int | None = None
     # Folders without train/ val/ test/: one split "all" of every file, no
     # validation split held out (eval measures a folder it is given whole).
@@ -203,10 +203,21 @@ def in_memory_dataset(
         )
     splits = limit_each(splits, _limit_split, request, decisions)
     check_not_empty(name, {k: len(v) for k, v in splits.items()})
+    _check_fits_in_memory(name, splits, request.channels, resize)
     if resize is not None:
         for k, v in splits.items():
             x = _resize_all(v.x.numpy(), v.x.shape[1], resize)
             splits[k] = TensorSplit(torch.from_numpy(x), v.y, v.frames, v.lengths, v.paths)
+    if request.channels is not None and request.channels != int(splits["train"].x.shape[1]):
+        found = int(splits["train"].x.shape[1])
+        for k, v in splits.items():
+            x = convert_channels(v.x, request.channels)
+            splits[k] = TensorSplit(x, v.y, v.frames, v.lengths, v.paths)
+        decisions["channels"] = (
+            f"gray images are repeated to the model's {request.channels} channels"
+            if found == 1
+            else f"colour images are converted to gray for the model's {request.channels} channel"
+        )
     x0 = splits["train"].x
     mean, std = channel_stats(x0)
     size = (int(x0.shape[-2]), int(x0.shape[-1]))
@@ -216,6 +227,48 @@ def in_memory_dataset(
     return LoadedDataset(
         name, kind, classes, spec, splits, hflip=hflip, in_memory=True, decisions=decisions
     )
+
+
+def _check_fits_in_memory(name: str, splits: dict, channels: int | None, resize: Any) -> None:
+    """A DatasetError, before any pixel is resized, when the result would not fit in memory.
+
+    ``--img-size 224`` on MNIST (a pretrained model's input) is 60,000 images
+    of 3×224×224: 9 GB, which would end in the OOM killer half-way through.
+    """
+    from cnnkit.ops.limits import available_memory, size_text
+
+    total = 0
+    for split in splits.values():
+        shape = tuple(split.x.shape)
+        c = channels or shape[1]
+        hw = tuple(resize) if resize is not None else shape[-2:]
+        total += shape[0] * c * math.prod(shape[2:-2]) * hw[0] * hw[1]
+    free = available_memory()
+    if free is not None and total > 0.8 * free:
+        raise DatasetError(
+            f"dataset '{name}' at this size needs {size_text(total)} of memory as decoded "
+            f"pixels, more than the {size_text(free)} available",
+            hint="use a smaller --img-size, or fewer samples with --limit N",
+        )
+
+
+def convert_channels(x: Any, channels: int) -> Any:
+    """uint8 (N, C, ...) samples as ``channels`` channels: gray repeated, or colour to gray.
+
+    Gray uses ITU-R BT.601 weights, as OpenCV's decoding of colour files to gray does.
+    """
+    import torch
+
+    found = int(x.shape[1])
+    if found == channels:
+        return x
+    if found == 1:
+        return x.expand(-1, channels, *x.shape[2:]).contiguous()
+    if channels == 1 and found == 3:
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, *([1] * (x.dim() - 2)))
+        gray = (x.float() * weights).sum(dim=1, keepdim=True)
+        return gray.round_().clamp_(0, 255).to(torch.uint8)
+    raise DatasetError(f"cannot convert {found}-channel samples to {channels} channels")
 
 
 def check_not_empty(name: str, sizes: dict[str, int]) -> None:

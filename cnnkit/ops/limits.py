@@ -52,7 +52,7 @@ def available_memory() -> int | None:
     return min(found) if found else None
 
 
-def _size_text(nbytes: float) -> str:
+def size_text(nbytes: float) -> str:
     """1234567 -> '1.2 MB' (decimal units, as free(1) -h and file managers show them)."""
     units = ("bytes", "KB", "MB", "GB", "TB", "PB")
     step = 0
@@ -73,8 +73,8 @@ def check_memory(nbytes: int, what: str) -> None:
     free = available_memory()
     if free is not None and nbytes > free:
         raise InputError(
-            f"{what} needs {_size_text(nbytes)} of memory, more than the "
-            f"{_size_text(free)} available",
+            f"{what} needs {size_text(nbytes)} of memory, more than the "
+            f"{size_text(free)} available",
             hint="use a smaller --padding or a smaller input",
         )
 

@@ -22,7 +22,7 @@ import shlex
 import shutil
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,15 @@ from cnnkit.training.options import (
     validate_config,
 )
 from cnnkit.training.rundir import RUN_DIR_ENV, new_run_dir, write_config
+from cnnkit.training.start import (
+    apply_normalisation,
+    check_start_options,
+    model_from_weights,
+    plan_start,
+    start_decisions,
+    start_lr,
+    start_model,
+)
 
 # What `cnnkit train` sets for reproducibility; recorded in config.yaml and checkpoints.
 DETERMINISM = {"deterministic": "warn", "seed_workers": True}
@@ -91,13 +100,16 @@ def parse_devices(devices: str) -> Any:
     )
 
 
-def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, Any]:
-    """(cfg with --resume's options and the data kind's defaults filled in, kind, resumed).
+def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, Any, Any]:
+    """(cfg with the defaults filled in, kind, resumed, weights file).
 
-    ``resumed`` is the --resume checkpoint (loaded weights-only) or None.
-    Everything here happens before any data is read: an unsafe or damaged
-    --resume file, a bad option and a resume with nothing left to train are
-    all refused first.
+    ``resumed`` is the --resume checkpoint (loaded weights-only) or None;
+    ``weights file`` the --weights file read (cnnkit.models.transfer.WeightsFile)
+    or None. Everything here happens before any data is read: an unsafe or
+    damaged --resume or --weights file, a bad option and a resume with nothing
+    left to train are all refused first. A --weights checkpoint names the
+    model when --model is not given; starting from weights changes the
+    default peak learning rate (cnnkit.training.start.start_lr).
     """
     resumed = None
     if cfg.resume:
@@ -118,9 +130,14 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, Any]:
             "--flip is part of augmentation, which --no-augment turns off",
             hint="drop --no-augment, or drop --flip",
         )
+    check_start_options(cfg)
     parse_devices(cfg.devices)
+    cfg, weights_file = model_from_weights(cfg)
     kind = _data_kind(cfg.dataset)
+    lr_given = cfg.lr is not None
     cfg = resolve_kind_defaults(cfg, kind)
+    if not lr_given and start_lr(cfg) is not None:
+        cfg = replace(cfg, lr=start_lr(cfg))
     epochs_done = resumed.epochs_done if resumed is not None else None
     if epochs_done is not None and cfg.epochs <= epochs_done:
         raise InputError(
@@ -128,7 +145,7 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, Any]:
             f"is the total to reach ({cfg.epochs}), so nothing is left to train",
             hint=f"give --epochs above {epochs_done}, e.g. --epochs {epochs_done + cfg.epochs}",
         )
-    return cfg, kind, resumed
+    return cfg, kind, resumed, weights_file
 
 
 def _check_model_kind(model: str, dims: int, kind: str) -> None:
@@ -191,9 +208,11 @@ def _check_resume(ckpt: Any, model_name: str, data: Any) -> Path:
 # ---------------------------------------------------------------------------
 
 
-def _decisions(cfg: TrainConfig, data: Any, has_val: bool) -> dict[str, str]:
-    """What was decided for the user, in words: the data's own notes, then flips and validation."""
+def _decisions(cfg: TrainConfig, data: Any, has_val: bool, start: Any) -> dict[str, str]:
+    """What was decided for the user, in words: the data's own notes, what the starting
+    weights asked of the input, then flips and validation."""
     decisions = dict(data.decisions)
+    decisions.update(start_decisions(start, cfg, data))
     if not cfg.augment:
         decisions["hflip"] = "no augmentation (--no-augment), so no flips"
     elif cfg.flip is not None:
@@ -215,7 +234,9 @@ def _decisions(cfg: TrainConfig, data: Any, has_val: bool) -> dict[str, str]:
     return decisions
 
 
-def _meta(cfg: TrainConfig, data: Any, hflip: bool, decisions: dict[str, str]) -> Any:
+def _meta(
+    cfg: TrainConfig, data: Any, hflip: bool, decisions: dict[str, str], start: dict[str, Any]
+) -> Any:
     """The checkpoint's self-description (cnnkit.spec.CheckpointMeta)."""
     from cnnkit.spec import CheckpointMeta
 
@@ -225,7 +246,7 @@ def _meta(cfg: TrainConfig, data: Any, hflip: bool, decisions: dict[str, str]) -
     options["hflip"] = hflip  # what augmentation did, whatever the flag said
     return CheckpointMeta(
         model_name=cfg.model,
-        model_args={"pretrained": True} if cfg.pretrained else {},
+        model_args={},
         classes=list(data.classes),
         input=data.input,
         dataset=data.name,
@@ -235,6 +256,7 @@ def _meta(cfg: TrainConfig, data: Any, hflip: bool, decisions: dict[str, str]) -
         determinism=dict(DETERMINISM),
         options=options,
         decisions=decisions,
+        start=start,
     )
 
 
@@ -253,6 +275,7 @@ def _config_yaml(cfg: TrainConfig, meta: Any, data: Any, device: Any, resumed: A
         "input": meta.input.to_dict(),
         "classes": list(meta.classes),
         "decisions": dict(meta.decisions),
+        "start": dict(meta.start),
         "resumed_from": str(resumed) if resumed else None,
         "command_line": " ".join(cfg.command_line or []),
     }
@@ -278,6 +301,7 @@ def _quiet_lightning() -> None:
         ".*smaller than the logging interval.*",
         ".*overridden `(on_after_batch_transfer|transfer_batch_to_device)`.*",
         ".*The dirpath has changed from.*",  # --resume always writes to a new run folder
+        ".*module\\(s\\) in eval mode at the start of training.*",  # --freeze, on purpose
     ):
         warnings.filterwarnings("ignore", message=message)
 
@@ -292,7 +316,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     child_run_dir = os.environ.get(RUN_DIR_ENV)
     is_child = bool(child_run_dir) and os.environ.get("LOCAL_RANK", "0") != "0"
 
-    cfg, kind, resumed_ckpt = resolve(cfg)
+    cfg, kind, resumed_ckpt, weights_file = resolve(cfg)
     device = resolve_device(cfg.device)
     spec = get_model_spec(cfg.model)
     _check_model_kind(cfg.model, spec.dims, kind)
@@ -301,31 +325,34 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     if cfg.img_size or cfg.frames:
         # Sizes given on the command line are checked before any data is read.
         check_input_fits(cfg.model, _planned_shape(spec, cfg))
+    # Reads --weights / fetches --pretrained now: a missing file is said before data loads.
+    start = plan_start(cfg, kind, weights_file, resumed_ckpt)
 
     data = load_dataset(
         DatasetRequest(
             name=cfg.dataset,
             data_dir=cfg.data_dir,
-            img_size=cfg.img_size,
-            frames=cfg.frames,
+            img_size=cfg.img_size or start.img_size,
+            frames=cfg.frames or start.frames,
             val_split=cfg.val_split,
             seed=cfg.seed,
             limit=cfg.limit,
-            # A resumed run's model was built for its channels: decode to those.
-            channels=resumed_ckpt.input.channels if resumed_ckpt is not None else None,
+            # Weights (and a resumed run's model) take their channels: decode to those.
+            channels=start.channels,
             default_size=tuple(spec.default_input_size[-2:]),
             default_frames=spec.default_input_size[1] if spec.dims == 3 else 8,
             memory_budget=memory_budget_from_env(),
         )
     )
     check_input_fits(cfg.model, data.input.shape())
+    apply_normalisation(start, data)
     has_val = "val" in data.splits
     if not has_val and cfg.patience:
         raise InputError(
             "--patience stops on validation accuracy, and --val-split 0 leaves no validation split",
             hint="drop --patience, or keep a validation split (e.g. --val-split 0.1)",
         )
-    decisions = _decisions(cfg, data, has_val)
+    decisions = _decisions(cfg, data, has_val, start)
     hflip = bool(cfg.augment and (data.hflip if cfg.flip is None else cfg.flip))
     if not is_child:
         sizes = ", ".join(f"{k} {v}" for k, v in data.sizes().items())
@@ -336,7 +363,8 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
 
     model = _build_model(cfg, data)
     resumed = _check_resume(resumed_ckpt, cfg.model, data) if resumed_ckpt else None
-    meta = _meta(cfg, data, hflip, decisions)
+    start_record = start_model(model, start, list(data.classes), cfg.freeze, not is_child)
+    meta = _meta(cfg, data, hflip, decisions, start_record)
     if is_child:
         run_dir = Path(child_run_dir)
     else:
@@ -345,7 +373,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
         console.info(f"run folder: {run_dir}")
 
     trainer, module, datamodule = _assemble(cfg, data, model, meta, hflip, has_val, device, run_dir,
-                                            is_child)  # fmt: skip
+                                            is_child, start_record.get("frozen", []))  # fmt: skip
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP ranks started from here share the folder
     try:
         start = time.perf_counter()
@@ -366,25 +394,15 @@ def _build_model(cfg: TrainConfig, data: Any) -> Any:
 
     # Seed before the model is built: its initial weights come from the global RNG.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model_args: dict[str, Any] = {"pretrained": True} if cfg.pretrained else {}
-    try:
-        return create_model(
-            cfg.model,
-            num_classes=data.num_classes,
-            in_channels=data.input.channels,
-            input_size=data.input.shape(),
-            **model_args,
-        )
-    except ModelError as exc:
-        if cfg.pretrained:
-            raise ModelError(
-                f"model '{cfg.model}' has no pretrained weights in cnnkit",
-                hint="leave out --pretrained (nothing is downloaded)",
-            ) from exc
-        raise
+    return create_model(
+        cfg.model,
+        num_classes=data.num_classes,
+        in_channels=data.input.channels,
+        input_size=data.input.shape(),
+    )
 
 
-def _assemble(cfg, data, model, meta, hflip, has_val, device, run_dir, is_child):
+def _assemble(cfg, data, model, meta, hflip, has_val, device, run_dir, is_child, frozen):
     """The LightningModule, the datamodule and the Trainer for this run."""
     from cnnkit.data.augment import BatchAugment
     from cnnkit.data.datamodule import ClassifierDataModule
@@ -413,6 +431,7 @@ def _assemble(cfg, data, model, meta, hflip, has_val, device, run_dir, is_child)
         hparams=meta.to_dict(),
         step_batch_size=cfg.batch_size,
         steps_per_epoch=datamodule.optimizer_steps_per_epoch() if group > 1 else None,
+        frozen=frozen,
     )
     trainer = build_trainer(
         run_dir,

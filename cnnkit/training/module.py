@@ -20,6 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from cnnkit.data.augment import BatchAugment
 from cnnkit.data.preprocess import normalize
 from cnnkit.errors import TrainingError
+from cnnkit.models.transfer import frozen_modules
 from cnnkit.training.fastpath import PlainAttributes, direct_step_counter
 from cnnkit.training.options import check_value
 
@@ -52,6 +53,7 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
         hparams: dict[str, Any] | None = None,
         step_batch_size: int | None = None,
         steps_per_epoch: int | None = None,
+        frozen: Sequence[str] = (),
     ) -> None:
         super().__init__()
         check_value("optimizer", optimizer)
@@ -81,6 +83,18 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
         self.epoch_metrics: dict[str, float] = {}
         self._direct: tuple[Any, Any] | None = None  # set in on_train_start
         self.automatic_optimization = False
+        # --freeze: these submodules of the model (cnnkit.models.transfer) take no
+        # gradient and stay in eval mode while the rest trains, so their batch-norm
+        # statistics stay those of the loaded weights.
+        self.frozen = list(frozen)
+        self._frozen_modules = frozen_modules(model, self.frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> ClassifierModule:
+        super().train(mode)
+        for module in getattr(self, "_frozen_modules", ()):
+            module.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -279,7 +293,7 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
             self.model.eval()
             with torch.no_grad():
                 finite = bool(torch.isfinite(self.model(x)).all())
-            self.model.train()
+            self.train()  # back to training, the frozen modules (--freeze) staying in eval
         if not finite:
             raise TrainingError(
                 f"the model's weights or outputs became nan or inf at epoch "
@@ -360,7 +374,8 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
         self._eval_end("val", self.val_acc)
 
     def configure_optimizers(self) -> Any:
-        params = self.model.parameters()
+        # Frozen parameters are left out: the optimizer (and its weight decay) never sees them.
+        params = [p for p in self.model.parameters() if p.requires_grad]
         if self.optimizer_name == "adamw":
             opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         elif self.optimizer_name == "adam":

@@ -96,7 +96,9 @@ OPTIONS: tuple[Option, ...] = (
     # Batch 64 and label smoothing 0.1 are what reached the README's digit accuracy.
     Option("batch_size", int, None, "Samples per optimizer step.",
            by_kind={"image": 64, "video": 32}, low=1, resume=True, example="64"),
-    Option("lr", float, None, "Peak learning rate.", by_kind={"image": 3e-3, "video": 3e-3},
+    Option("lr", float, None, "Peak learning rate. Starting from weights: 0.001 when "
+           "fine-tuning a torchvision model, 0.03 with --freeze (only the new head learns).",
+           by_kind={"image": 3e-3, "video": 3e-3},
            low=0, low_open=True, resume=True, example="0.003"),
     Option("optimizer", str, "adamw", "Optimizer (SGD: momentum 0.9, Nesterov).",
            choices=("adamw", "adam", "sgd"), resume=True),
@@ -137,8 +139,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("name", str, None, "Run folder name (default train, train-2, ...); must be new."),
     Option("resume", str, None, "Continue from a checkpoint (into a new run folder), with the "
            "dataset and options it records unless given here.", path=True),
-    Option("pretrained", bool, False, "Start from pretrained weights (none are bundled).",
+    Option("pretrained", bool, False, "Start from torchvision's ImageNet (2D) or Kinetics-400 "
+           "(video) weights: fetched once into torch's hub cache ($TORCH_HOME), then offline. "
+           "Inputs follow the weights: their mean/std, 3 channels, and 224×224 (video: 16 "
+           "frames of 112×112) unless --img-size / --frames say otherwise.",
            flags=("--pretrained",)),
+    Option("weights", str, None, "Start from a file: a cnnkit checkpoint of the same model "
+           "(any classes; layers that fit are loaded, its input spec is adopted), or a "
+           ".pth/.pt state dict or .safetensors file for --model. The head is new when the "
+           "classes differ. MODEL:DATA (resnet18:imagenet) is --model MODEL --pretrained.",
+           path=True),
+    Option("freeze", bool, False, "Train only the classifier head (a linear probe); the rest "
+           "stays as loaded, in eval mode. Needs --pretrained or --weights.",
+           flags=("--freeze",), resume=True),
     Option("data_dir", str, None, "Where torchvision datasets live (default $CNNKIT_DATA, "
            "else ~/.cache/cnnkit).", path=True, resume=True),
     Option("limit", int, None, "Use at most N samples per split: a seeded sample with the "
