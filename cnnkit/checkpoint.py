@@ -37,6 +37,9 @@ class LoadedCheckpoint:
     # loop progress); None for files that do not record it.
     epochs_done: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    # A MODEL:DATA reference (torchvision's weights as they are): no training run,
+    # no splits of its own, and a data folder may hold any subset of its classes.
+    reference: bool = False
 
     @property
     def model_name(self) -> str:
@@ -77,9 +80,16 @@ def _refuse(path: Path, why: str) -> CheckpointError:
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> LoadedCheckpoint:
     """Read a cnnkit checkpoint safely (weights_only=True) and check its contents."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path} is a folder, not a checkpoint",
+            hint="give the file, e.g. runs/train/checkpoints/best.ckpt",
+        )
     if not path.is_file():
         raise CheckpointError(
-            f"checkpoint {path} does not exist", hint="train one with `cnnkit train`"
+            f"checkpoint {path} does not exist",
+            hint="train one with `cnnkit train`, or name a pretrained model as MODEL:DATA "
+            "(e.g. resnet18:imagenet)",
         )
     raw = _load_weights_only(path, map_location)
     if not isinstance(raw, dict) or not isinstance(raw.get("state_dict"), dict):
@@ -106,6 +116,20 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> LoadedCheckp
         epochs_done=_epochs_done(raw),
         metrics=meta.metrics or _metrics_from_callbacks(raw),
     )
+
+
+def open_checkpoint(ref: str | Path) -> LoadedCheckpoint:
+    """A ``.ckpt`` file, or a pretrained model named ``MODEL:DATA`` ("resnet50:imagenet").
+
+    The one way predict, eval and inspect read their CHECKPOINT argument: a
+    ``MODEL:DATA`` reference is torchvision's weights used as they are, with
+    the weights' category names as classes (cnnkit.models.pretrained).
+    """
+    from cnnkit.models.pretrained import parse_reference, reference_checkpoint
+
+    if parse_reference(str(ref)) is not None:
+        return reference_checkpoint(str(ref))
+    return load_checkpoint(ref)
 
 
 def save_checkpoint(path: str | Path, meta: CheckpointMeta, state_dict: dict[str, Any]) -> Path:

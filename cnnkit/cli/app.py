@@ -64,7 +64,10 @@ def print_json(obj: Any) -> None:
 CheckpointArg = Annotated[
     Path,
     typer.Argument(
-        exists=True, dir_okay=False, readable=True, help="A .ckpt written by cnnkit train."
+        help="A .ckpt written by cnnkit train, or MODEL:DATA for a torchvision model with its "
+        "pretrained weights, used as it is (resnet50:imagenet, r3d_18:kinetics400; fetched once "
+        "into $TORCH_HOME, the classes are the weights' category names).",
+        show_default=False,
     ),
 ]
 DeviceOpt = Annotated[

@@ -24,7 +24,8 @@ class EvalSplit(str, Enum):
     epilog="Examples:\n\n"
     "  cnnkit eval runs/train/checkpoints/best.ckpt\n\n"
     "  cnnkit eval best.ckpt --dataset digits/ --confusion cm.png --misclassified wrong.csv\n\n"
-    "  cnnkit eval best.ckpt --json | jq .per_class",
+    "  cnnkit eval best.ckpt --json | jq .per_class\n\n"
+    "  cnnkit eval resnet50:imagenet --dataset photos/  # subfolders named by ImageNet class",
 )
 def eval_(
     checkpoint: CheckpointArg,
@@ -88,20 +89,21 @@ def eval_(
     for path in (confusion, misclassified):
         if path is not None:
             check_output_path(path)
-    from cnnkit.checkpoint import load_checkpoint
+    from cnnkit.checkpoint import open_checkpoint
     from cnnkit.device import resolve_device
     from cnnkit.evaluation import evaluate, load_eval_data, write_confusion, write_misclassified
     from cnnkit.inference import Predictor
 
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = open_checkpoint(checkpoint)
     choice = resolve_device(device)
     console.info(f"device: {choice.torch_device} ({choice.reason})")
     predictor = Predictor.from_loaded(ckpt, choice.torch_device, batch_size)
     data = load_eval_data(ckpt, dataset, data_dir, split.value if split else None, limit)
     console.info(f"evaluating on {data.dataset} ({data.split}, {len(data.data)} samples)")
-    report = evaluate(predictor, data.data, top_k=top_k, clips=clips)
+    report = evaluate(predictor, data.data, top_k=top_k, clips=clips, label_map=data.label_map)
     if confusion is not None:
-        write_confusion(confusion, report.confusion, report.classes)
+        shown_classes, matrix = report.visible()
+        write_confusion(confusion, matrix, shown_classes)
         console.info(f"wrote {confusion}")
     if misclassified is not None:
         wrong = write_misclassified(

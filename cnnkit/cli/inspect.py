@@ -19,13 +19,15 @@ from cnnkit.cli.render import render_inspect
     "  cnnkit inspect c3d_small --input-size 3x16x112x112\n\n"
     "  cnnkit inspect digit.png\n\n"
     "  cnnkit inspect best.ckpt --image digit.png --feature-maps maps/ --kernels kernels.png\n\n"
+    "  cnnkit inspect resnet18:imagenet --kernels filters.png\n\n"
     "  cnnkit inspect data/pets/",
 )
 def inspect(
     target: Annotated[
         str,
         typer.Argument(
-            help="A model name, a .ckpt checkpoint, an image, a video, a dataset name or folder."
+            help="A model name, a .ckpt checkpoint, a pretrained model as MODEL:DATA "
+            "(resnet18:imagenet), an image, a video, a dataset name or folder."
         ),
     ],
     input_size: Annotated[

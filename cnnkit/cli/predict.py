@@ -24,6 +24,8 @@ class PredictFormat(str, Enum):
     "  cnnkit predict runs/train/checkpoints/best.ckpt photos/\n\n"
     "  find . -name '*.png' | cnnkit predict best.ckpt - --format csv > labels.csv\n\n"
     "  cnnkit predict best.ckpt - < photo.jpg\n\n"
+    "  cnnkit predict resnet50:imagenet photo.jpg --top-k 5\n\n"
+    "  cnnkit predict r3d_18:kinetics400 clip.mp4\n\n"
     "  cnnkit predict best.ckpt clip.mp4 --window 16 --stride 8 | jq -c 'select(.window)'",
 )
 def predict(
@@ -66,13 +68,13 @@ def predict(
     status is 1 at the end.
     """
     console.set_quiet(quiet)
-    from cnnkit.checkpoint import load_checkpoint
+    from cnnkit.checkpoint import open_checkpoint
     from cnnkit.device import resolve_device
     from cnnkit.inference import PredictInput, Predictor, predict_inputs, share_cpu_with_decoders
     from cnnkit.io.sources import expand_sources, iter_sources
     from cnnkit.records import CsvWriter, JsonLinesWriter, TableWriter, csv_columns
 
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = open_checkpoint(checkpoint)
     choice = resolve_device(device)
     console.info(f"device: {choice.torch_device} ({choice.reason})")
     predictor = Predictor.from_loaded(ckpt, choice.torch_device, batch_size)

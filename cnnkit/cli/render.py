@@ -203,11 +203,12 @@ def _render_model(s: dict[str, Any]) -> None:
         _render_facts(
             {
                 "checkpoint": s["path"],
-                "classes": ", ".join(s["classes"]),
+                "classes": _classes_text(s["classes"]),
+                **_start_facts(s.get("start") or {}),
                 "dataset": s["dataset"],
                 **{f"input {k}": v for k, v in s["input"].items()},
                 **{f"metric {k}": v for k, v in s["metrics"].items()},
-                "cnnkit version": s["cnnkit_version"],
+                "cnnkit version": s["cnnkit_version"] or None,
             }
         )
     for item in s.get("feature_maps", []):
@@ -215,6 +216,34 @@ def _render_model(s: dict[str, Any]) -> None:
     if "kernels" in s:
         k = s["kernels"]
         out.print(f"filters of {k['layer']} ({shape_text(k['weight_shape'])}): {k['path']}")
+
+
+def _classes_text(classes: list[str], shown: int = 20) -> str:
+    if len(classes) <= shown:
+        return ", ".join(classes)
+    return f"{len(classes):,}: " + ", ".join(classes[:shown]) + ", ... (all with --json)"
+
+
+def _start_facts(start: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint's training started from, and what it froze, as inspect rows."""
+    kind = start.get("kind")
+    if not kind:
+        return {"started from": "not recorded (an older cnnkit)"}
+    if kind == "random":
+        where = "random weights"
+    elif kind == "pretrained":
+        where = f"{start.get('weights')} ({start.get('data')})"
+    else:
+        where = f"{start.get('path')} ({kind})"
+    facts: dict[str, Any] = {"started from": where}
+    if "tensors_loaded" in start:
+        facts["loaded"] = f"{start['tensors_loaded']} tensors, head {start.get('head')}"
+    if start.get("resumed_from"):
+        facts["resumed from"] = start["resumed_from"]
+    if start.get("frozen"):
+        facts["frozen"] = ", ".join(start["frozen"])
+        facts["trained"] = ", ".join(start.get("trained", []))
+    return facts
 
 
 def _render_facts(facts: dict[str, Any]) -> None:

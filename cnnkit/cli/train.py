@@ -110,6 +110,8 @@ app.command(
     "  cnnkit train --dataset mnist --data-dir ~/data --model lenet5 --epochs 5\n\n"
     "  cnnkit train --dataset moving-shapes --model c3d_small\n\n"
     "  cnnkit train --dataset photos/ --img-size 64 --name photos --json\n\n"
+    "  cnnkit train --dataset photos/ --model resnet18 --pretrained --freeze\n\n"
+    "  cnnkit train --dataset new-digits/ --weights runs/train/checkpoints/best.ckpt\n\n"
     "  cnnkit train --device cpu --devices 2 --strategy ddp",
 )(train)
 

@@ -93,17 +93,36 @@ class EvalReport:
     scores: np.ndarray  # (N,) probability of the predicted class
     index: np.ndarray | None = None  # (N,) sample numbers in the split (unreadable ones skipped)
     video: dict[str, Any] = field(default_factory=dict)  # clip/video-level numbers
+    # Only these classes are reported (per class and in the confusion matrix):
+    # set for models with far more classes than the data holds (MODEL:DATA).
+    shown: list[int] | None = None
+
+    def show_seen_classes(self) -> None:
+        """Report only the classes present in the data or predicted, in the model's order.
+
+        Lossless: every other class has an all-zero row and column in the
+        confusion matrix and no support.
+        """
+        self.shown = sorted(set(self.labels.tolist()) | set(self.predicted.tolist()))
+
+    def visible(self) -> tuple[list[str], np.ndarray]:
+        """(classes, confusion matrix) as reported: all of them, or the ``shown`` ones."""
+        if self.shown is None:
+            return list(self.classes), self.confusion
+        keep = np.asarray(self.shown, dtype=np.int64)
+        return [self.classes[i] for i in keep], self.confusion[np.ix_(keep, keep)]
 
     def to_json(self) -> dict[str, Any]:
+        classes, confusion = self.visible()
         out: dict[str, Any] = {
             "n": self.n,
             "accuracy": self.accuracy,
             "top_k_accuracy": {"k": self.top_k, "value": self.top_k_accuracy},
             "loss": self.loss,
-            "classes": list(self.classes),
-            "per_class": self.per_class,
+            "classes": classes,
+            "per_class": {c: self.per_class[c] for c in classes},
             "macro_f1": self.macro_f1,
-            "confusion_matrix": self.confusion.tolist(),
+            "confusion_matrix": confusion.tolist(),
         }
         out.update(self.video)
         return out

@@ -116,7 +116,12 @@ def _conform_clip(predictor: Any, cthw: np.ndarray) -> np.ndarray:
 
 
 def evaluate(
-    predictor: Any, split: Any, top_k: int = 5, clips: int = 1, workers: int = 2
+    predictor: Any,
+    split: Any,
+    top_k: int = 5,
+    clips: int = 1,
+    workers: int = 2,
+    label_map: Any = None,
 ) -> EvalReport:
     """Evaluate ``predictor`` on ``split``: an EvalReport with every metric.
 
@@ -126,10 +131,15 @@ def evaluate(
     (every window judged alone) and ``video_accuracy``.
     """
     result = split_logits(predictor, split, clips=clips, workers=workers)
+    if label_map is not None:
+        # The data's classes are some of the model's: its labels become the model's indices.
+        result.labels = np.asarray(label_map, dtype=np.int64)[result.labels]
     classes = predictor.classes
     if not predictor.is_video_model:
         report = compute_report(result.logits, result.labels, classes, top_k)
         report.index = result.index
+        if label_map is not None:
+            report.show_seen_classes()
         return report
     clip_labels = result.labels[result.sample]
     clip_pred = result.logits.argmax(axis=1) if len(result.logits) else clip_labels
@@ -144,4 +154,6 @@ def evaluate(
         "clip_accuracy": clip_acc,
         "video_accuracy": video_acc,
     }
+    if label_map is not None:
+        report.show_seen_classes()
     return report

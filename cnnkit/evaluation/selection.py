@@ -1,6 +1,8 @@
 """Which samples ``cnnkit eval`` measures: the checkpoint's own splits, or a given dataset.
 
-The classes must be the checkpoint's, in the same order.
+The classes must be the checkpoint's, in the same order; for a pretrained
+model named MODEL:DATA (1,000 ImageNet or 400 Kinetics classes) a folder may
+hold any of them, matched by name.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ class EvalData:
     data: Any  # TensorSplit or a map-style dataset of (uint8 tensor, label)
     classes: list[str]
     ids: list[str]  # file paths where known, else "split[index]"
+    # The checkpoint's class index of each of the dataset's classes, when they
+    # are a subset of the checkpoint's (MODEL:DATA references); None: the same.
+    label_map: list[int] | None = None
 
 
 def _recorded_data_dir(options: dict) -> str | None:
@@ -67,6 +72,12 @@ def load_eval_data(
     spec = ckpt.input
     size = spec.size
     name = dataset or ckpt.dataset
+    if getattr(ckpt, "reference", False) and dataset is None:
+        raise DatasetError(
+            f"{ckpt.path} is a pretrained model, not a training run: it has no data of its own",
+            hint="give --dataset FOLDER with one subfolder per class, named by the weights' "
+            "categories (e.g. goldfish/, 'great white shark'/)",
+        )
     if not name:
         raise DatasetError(
             f"checkpoint {ckpt.path} does not say which dataset it was trained on",
@@ -91,7 +102,7 @@ def load_eval_data(
         default_size=(size[0], size[1]),
         default_frames=spec.frames or 8,
         memory_budget=memory_budget_from_env(),
-        channels=spec.channels if Path(str(name)).expanduser().is_dir() else None,
+        channels=spec.channels,
         whole=whole,
     )
     loaded = load_dataset(request)
@@ -99,7 +110,11 @@ def load_eval_data(
         from cnnkit import console
 
         console.info(f"note: {loaded.decisions['channels']}")
-    check_classes(list(ckpt.classes), list(loaded.classes), loaded.name)
+    label_map = None
+    if getattr(ckpt, "reference", False):
+        label_map = map_classes(list(ckpt.classes), list(loaded.classes), loaded.name)
+    else:
+        check_classes(list(ckpt.classes), list(loaded.classes), loaded.name)
     if whole:
         split = "all"
     elif split is None:
@@ -116,7 +131,44 @@ def load_eval_data(
             hint=f"it has: {', '.join(loaded.splits)}; choose one with --split",
         )
     data = loaded.splits[split]
-    return EvalData(loaded.name, split, data, list(loaded.classes), _sample_ids(data, split))
+    ids = _sample_ids(data, split)
+    return EvalData(loaded.name, split, data, list(loaded.classes), ids, label_map)
+
+
+def _class_key(name: str) -> str:
+    return " ".join(name.replace("_", " ").split()).casefold()
+
+
+def map_classes(known: list[str], found: list[str], dataset: str) -> list[int]:
+    """The index in ``known`` of each class in ``found``, matched by name.
+
+    An exact name wins; otherwise case, underscores and repeated spaces do
+    not matter ("great_white_shark" is "great white shark"). A name not among
+    ``known``, or one that names two of them (ImageNet's "Cardigan" the corgi
+    and "cardigan" the sweater, written "CARDIGAN"), is a DatasetError.
+    """
+    exact = {name: i for i, name in enumerate(known) if known.count(name) == 1}
+    index: dict[str, list[int]] = {}
+    for i, name in enumerate(known):
+        index.setdefault(_class_key(name), []).append(i)
+    found_keys = [c for c in found if c not in exact]
+    unknown = [c for c in found_keys if _class_key(c) not in index]
+    if unknown:
+        from cnnkit.errors import close_match_hint
+
+        raise DatasetError(
+            f"dataset '{dataset}' has classes the model does not know: {', '.join(unknown[:5])}"
+            + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""),
+            hint=close_match_hint(unknown[0], known, "class"),
+        )
+    ambiguous = [c for c in found_keys if len(index[_class_key(c)]) > 1]
+    if ambiguous:
+        raise DatasetError(
+            f"class '{ambiguous[0]}' names {len(index[_class_key(ambiguous[0])])} of the "
+            "model's categories, so its accuracy cannot be told",
+            hint="leave that folder out of the evaluation",
+        )
+    return [exact[c] if c in exact else index[_class_key(c)][0] for c in found]
 
 
 def check_classes(expected: list[str], found: list[str], dataset: str) -> None:

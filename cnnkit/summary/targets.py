@@ -102,6 +102,10 @@ def detect_target(target: str) -> str:
 
     if target in list_models():
         return "model"
+    from cnnkit.models.pretrained import parse_reference
+
+    if parse_reference(target) is not None and parse_reference(target)[0] in list_models():
+        return "checkpoint"  # MODEL:DATA, a pretrained model with its weights
     if target in list_datasets():
         return "dataset"
     if path.suffix or "/" in target or "\\" in target:
@@ -143,9 +147,9 @@ def inspect_model(
 
 def inspect_checkpoint(path: str | Path, input_size: Sequence[int] | None = None) -> InspectedModel:
     """Load a checkpoint (weights only, no Lightning), summarise its model at its input size."""
-    from cnnkit.checkpoint import build_model, load_checkpoint
+    from cnnkit.checkpoint import build_model, open_checkpoint
 
-    ckpt = load_checkpoint(path)
+    ckpt = open_checkpoint(path)
     spec = ckpt.input
     default = spec.shape()
     size = resolve_input_size(input_size, default, len(default) - 1, ckpt.model_name)
@@ -164,6 +168,7 @@ def inspect_checkpoint(path: str | Path, input_size: Sequence[int] | None = None
         input=spec.to_dict(),
         metrics=dict(ckpt.metrics),
         cnnkit_version=ckpt.cnnkit_version,
+        start=dict(ckpt.meta.start),
     )
     return InspectedModel(model, summary, size, list(spec.mean), list(spec.std))
 

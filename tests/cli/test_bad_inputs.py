@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cnnkit import cli
+from cnnkit.models import create_model
 from tests.helpers import make_checkpoint, make_image, make_image_folder, make_video
 
 TRAIN = ["-q", "--limit", "4", "--epochs", "1", "--out", "runs", "--device", "cpu"]
@@ -73,13 +75,23 @@ CASES: list[tuple[str, int, str]] = [
     ("train --devices 0", 1, "--devices must be at least 1"),
     ("train --devices two", 1, "--devices 'two' is not a count or a list"),
     ("train --resume garbage.ckpt", 1, "is not a cnnkit checkpoint or needs code to load"),
-    ("train --pretrained", 1, "has no pretrained weights in cnnkit"),
+    ("train --pretrained", 1, "has no pretrained weights (hint: models with weights: "),
+    ("train --model resnet18 --pretrained", 1, "cannot fetch the pretrained weights of resnet18"),
+    ("train --freeze", 1, "--freeze trains only the head of loaded weights"),
+    ("train --pretrained --weights m.ckpt", 1, "--pretrained and --weights both choose"),
+    ("train --weights missing.pth", 1, "weights file missing.pth does not exist"),
+    ("train --weights garbage.ckpt", 1, "is not a cnnkit checkpoint or needs code to load"),
+    ("train --weights bad.safetensors", 1, "is not a readable .safetensors file"),
+    ("train --weights tensor.pth", 1, "holds no state dict"),
+    ("train --model lenet5 --weights sd.pth", 1, "does not fit model LeNet5: missing"),
+    ("train --weights m.ckpt --model simplecnn", 1, "holds model 'lenet5', not 'simplecnn'"),
+    ("train --resume m.ckpt --weights m.ckpt", 1, "--resume continues from its checkpoint's"),
     # eval
     ("eval m.ckpt --split bogus", 2, "'--split'"),
     ("eval m.ckpt --top-k 0", 2, "'--top-k'"),
     ("eval m.ckpt --clips 0", 2, "'--clips'"),
     ("eval m.ckpt --confusion out.txt", 2, "ending in .png or .csv"),
-    ("eval missing.ckpt", 2, "does not exist"),
+    ("eval missing.ckpt", 1, "does not exist"),
     ("eval -q m.ckpt --dataset other", 1, "does not have the checkpoint's classes"),
     ("eval -q m.ckpt --dataset other --split test", 1, "has no train/ val/ test/ subfolders"),
     ("eval -q m.ckpt --dataset shapez", 1, "did you mean 'shapes'"),
@@ -99,6 +111,11 @@ CASES: list[tuple[str, int, str]] = [
     ("predict -q m.ckpt x.png --device gpu", 1, "unknown device 'gpu'"),
     ("predict -q m.ckpt x.png --device cuda:1", 1, "sees no CUDA GPU"),
     ("predict -q garbage.ckpt x.png", 1, "is not a cnnkit checkpoint"),
+    ("predict -q lenet5:imagenet x.png", 1, "model 'lenet5' has no pretrained weights"),
+    ("predict -q resnet18:cifar10 x.png", 1, "resnet18's weights are imagenet weights"),
+    ("predict -q resnet18:imagenet x.png", 1, "cannot fetch the pretrained weights"),
+    ("predict -q nosuch:imagenet x.png", 1, "unknown model 'nosuch'"),
+    ("predict -q . x.png", 1, "is a folder, not a checkpoint"),
     # inspect
     ("inspect lenet", 1, "did you mean 'lenet5'"),
     ("inspect mnistt", 1, "did you mean 'mnist'"),
@@ -112,6 +129,7 @@ CASES: list[tuple[str, int, str]] = [
     ("inspect empty", 1, "no class folders found"),
     ("inspect bad.png", 1, "bad.png is not a readable image"),
     ("inspect garbage.ckpt", 1, "is not a cnnkit checkpoint"),
+    ("inspect r3d_18:imagenet", 1, "r3d_18's weights are kinetics400 weights"),
 ]
 
 
@@ -124,6 +142,9 @@ def files(tmp_path_factory) -> Path:
     make_video(root / "v.mp4", frames=2, h=16, w=16)
     (root / "bad.png").write_bytes(b"not a png")
     (root / "garbage.ckpt").write_bytes(b"\x80\x02junk")
+    (root / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    torch.save(torch.zeros(3), root / "tensor.pth")
+    torch.save(create_model("simplecnn").state_dict(), root / "sd.pth")
     (root / "empty").mkdir()
     for name in ("a", "b"):
         for i in range(3):  # enough files per class for a validation split
