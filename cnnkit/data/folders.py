@@ -321,7 +321,8 @@ class FileDataset:
 
     ``__getitem__`` returns (C×H×W or C×T×H×W uint8 tensor, label), or None
     for a file that cannot be decoded (``collate_skipping`` drops those),
-    so one corrupt file never ends an epoch.
+    so one corrupt file never ends an epoch. With ``as_numpy`` the sample is
+    a uint8 numpy array and torch is never imported (eval of an exported model).
 
     Random choices (a training clip's start frame) depend only on ``seed``, the
     epoch and the sample's index, never on which worker decodes it, so a run
@@ -340,6 +341,7 @@ class FileDataset:
         lengths: Sequence[int] | None = None,
         train: bool = False,
         seed: int = 0,
+        as_numpy: bool = False,
     ) -> None:
         self.items = items
         self.channels = channels
@@ -348,6 +350,7 @@ class FileDataset:
         self.lengths = list(lengths) if lengths is not None else None
         self.train = train
         self.seed = seed
+        self.as_numpy = as_numpy
         self.failed: list[str] = []
 
     def __len__(self) -> int:
@@ -362,8 +365,6 @@ class FileDataset:
         return random_start(length, self.frames, rng.random())
 
     def __getitem__(self, key: int | tuple[int, int]):
-        import torch
-
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         path, label = self.items[index]
         try:
@@ -379,6 +380,10 @@ class FileDataset:
 
                 console.warn(f"skipping unreadable file {path}: {exc.message}")
             return None
+        if self.as_numpy:
+            return arr, label
+        import torch
+
         return torch.from_numpy(arr), label
 
 

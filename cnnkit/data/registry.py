@@ -47,6 +47,9 @@ class DatasetRequest:
     default_size: tuple[int, int] = (32, 32)  # folders: the model's own input size
     default_frames: int = 8
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+    # Return numpy-backed splits (ArraySplit, FileDataset(as_numpy=True)), never
+    # importing torch: folder datasets only (eval of an exported model).
+    numpy: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,12 @@ def load_dataset(request: DatasetRequest) -> LoadedDataset:
         # Users meet this rule as --val-split's (cnnkit.training.options); here it guards callers.
         raise ValueError(f"val_split must be in [0, 1), got {request.val_split}")
     entry = get_dataset_entry(request.name)
+    if entry is not None and request.numpy:
+        raise DatasetError(
+            f"dataset '{entry.name}' is built in and needs torch to load; "
+            "an .onnx model is evaluated on folders",
+            hint="give --dataset FOLDER, or evaluate the .ckpt",
+        )
     if entry is not None:
         return entry.loader(request)
     path = Path(request.name).expanduser()
@@ -388,12 +397,13 @@ _register_torchvision()
 # ---------------------------------------------------------------------------
 
 
-def _decode_split_in_memory(items, channels, size, frames, lengths, cap, warnings):
-    """Decode a file list into a TensorSplit with threads, skipping unreadable files."""
-    import torch
+def _decode_split_in_memory(items, channels, size, frames, lengths, cap, warnings, numpy=False):
+    """Decode a file list with threads, skipping unreadable files.
 
+    A TensorSplit, or with ``numpy`` an ArraySplit (torch is then not imported).
+    """
+    from cnnkit.data.arrays import ArraySplit
     from cnnkit.data.folders import decode_clip, decode_image, parallel_map
-    from cnnkit.data.memory import TensorSplit
 
     if frames is None:
         results = parallel_map(lambda it: decode_image(it[0], channels, size), items)
@@ -417,18 +427,26 @@ def _decode_split_in_memory(items, channels, size, frames, lengths, cap, warning
             kept_lengths.append(arr.shape[1])
     if not arrays:
         return None
-    y = torch.tensor(labels, dtype=torch.long)
+    y = np.asarray(labels, dtype=np.int64)
     if frames is None:
-        return TensorSplit(torch.from_numpy(np.stack(arrays)), y, paths=paths)
-    longest = max(kept_lengths)
-    padded = []
-    for arr in arrays:  # pad short videos with their last frame to a common length
-        if arr.shape[1] < longest:
-            pad = np.repeat(arr[:, -1:], longest - arr.shape[1], axis=1)
-            arr = np.concatenate([arr, pad], axis=1)
-        padded.append(arr)
-    x = torch.from_numpy(np.stack(padded))
-    return TensorSplit(x, y, frames, torch.tensor(kept_lengths, dtype=torch.long), paths)
+        split = ArraySplit(np.stack(arrays), y, paths=paths)
+    else:
+        longest = max(kept_lengths)
+        padded = []
+        for arr in arrays:  # pad short videos with their last frame to a common length
+            if arr.shape[1] < longest:
+                pad = np.repeat(arr[:, -1:], longest - arr.shape[1], axis=1)
+                arr = np.concatenate([arr, pad], axis=1)
+            padded.append(arr)
+        split = ArraySplit(np.stack(padded), y, frames, np.asarray(kept_lengths, np.int64), paths)
+    if numpy:
+        return split
+    import torch
+
+    from cnnkit.data.memory import TensorSplit
+
+    lengths_t = torch.from_numpy(split.lengths) if split.lengths is not None else None
+    return TensorSplit(torch.from_numpy(split.x), torch.from_numpy(y), frames, lengths_t, paths)
 
 
 def _probe_lengths(items, warnings):
@@ -477,7 +495,10 @@ def _empty_class_warnings(files: dict[str, list], classes: list[str]) -> list[st
 
 
 def load_folder(request: DatasetRequest) -> LoadedDataset:
-    """A class-per-subfolder dataset, decoded into memory when it fits the budget."""
+    """A class-per-subfolder dataset, decoded into memory when it fits the budget.
+
+    ``request.numpy``: the splits hold numpy arrays and torch is never imported.
+    """
     from cnnkit import console
     from cnnkit.data.folders import (
         ChannelChoice,
@@ -544,7 +565,7 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
     for split, items in files.items():
         if in_memory:
             decoded = _decode_split_in_memory(
-                items, channels, size, frames, lengths[split], cap, warnings
+                items, channels, size, frames, lengths[split], cap, warnings, request.numpy
             )
             if decoded is not None:
                 splits[split] = decoded
@@ -557,6 +578,7 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
                 lengths[split],
                 train=(split == "train"),
                 seed=request.seed,
+                as_numpy=request.numpy,
             )
     for w in warnings:
         console.warn(w)
@@ -566,7 +588,11 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
                 f"no readable {split} samples in {scan.root}",
                 hint="check the files with `cnnkit inspect FOLDER`",
             )
-    if in_memory:
+    if in_memory and request.numpy:
+        from cnnkit.data.arrays import array_channel_stats
+
+        mean, std = array_channel_stats(splits["all" if "all" in splits else "train"].x)
+    elif in_memory:
         from cnnkit.data.memory import channel_stats
 
         mean, std = channel_stats(splits["all" if "all" in splits else "train"].x)

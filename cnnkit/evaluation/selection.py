@@ -20,7 +20,9 @@ class EvalData:
 
     dataset: str
     split: str
-    data: Any  # TensorSplit or a map-style dataset of (uint8 tensor, label)
+    # TensorSplit or a map-style dataset of (uint8 tensor, label); with numpy=True an
+    # ArraySplit or a FileDataset of (uint8 numpy array, label)
+    data: Any
     classes: list[str]
     ids: list[str]  # file paths where known, else "split[index]"
     # The checkpoint's class index of each of the dataset's classes, when they
@@ -50,6 +52,7 @@ def load_eval_data(
     data_dir: str | None = None,
     split: str | None = None,
     limit: int | None = None,
+    numpy: bool = False,
 ) -> EvalData:
     """The samples ``cnnkit eval`` measures.
 
@@ -65,6 +68,9 @@ def load_eval_data(
     Training's ``--limit`` is never inherited; ``limit`` takes a seeded,
     class-stratified sample of the chosen split. The dataset's classes must be
     the checkpoint's, in the same order (a DatasetError names the differences).
+
+    ``numpy``: the samples are numpy arrays and torch is never imported (an
+    exported model); folder datasets only, a built-in name is a DatasetError.
     """
     from cnnkit.data.registry import DatasetRequest, load_dataset, memory_budget_from_env
 
@@ -104,6 +110,7 @@ def load_eval_data(
         memory_budget=memory_budget_from_env(),
         channels=spec.channels,
         whole=whole,
+        numpy=numpy,
     )
     loaded = load_dataset(request)
     if "channels" in loaded.decisions and request.channels is not None:
