@@ -48,9 +48,15 @@ class Predictor:
         batch_size: int = 64,
         name: str = "",
     ) -> None:
+        self._setup(classes, input_spec, device, batch_size, name)
+        self.model = model.to(device).eval()
+
+    def _setup(
+        self, classes: Sequence[str], input_spec: InputSpec, device: str, batch_size: int, name: str
+    ) -> None:
+        """Everything but the model (cnnkit.onnxmodel.OnnxPredictor shares it)."""
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
-        self.model = model.to(device).eval()
         self.classes = list(classes)
         self.input = input_spec
         self.device = device

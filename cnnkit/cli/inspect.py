@@ -26,8 +26,8 @@ def inspect(
     target: Annotated[
         str,
         typer.Argument(
-            help="A model name, a .ckpt checkpoint, a pretrained model as MODEL:DATA "
-            "(resnet18:imagenet), an image, a video, a dataset name or folder."
+            help="A model name, a .ckpt checkpoint, an exported .onnx, a pretrained model as "
+            "MODEL:DATA (resnet18:imagenet), an image, a video, a dataset name or folder."
         ),
     ],
     input_size: Annotated[
@@ -109,7 +109,11 @@ def inspect(
 
         check_output_path(kernels)  # before any work: a typo is reported at once
 
-    if kind == "image":
+    if kind == "onnx":
+        from cnnkit.onnxmodel import summarize_onnx
+
+        result = summarize_onnx(target)
+    elif kind == "image":
         result = core.summarize_image(target)
     elif kind == "video":
         result = core.summarize_video(target)

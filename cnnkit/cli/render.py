@@ -160,8 +160,42 @@ def render_inspect(result: dict[str, Any]) -> None:
         "image": _render_image,
         "video": _render_facts,
         "dataset": _render_dataset,
+        "onnx": _render_onnx,
     }
     renderers[result["kind"]](result)
+
+
+def _render_onnx(s: dict[str, Any]) -> None:
+    """An exported model: what it carries, its signature, and its operators."""
+
+    def signature(values: list[dict[str, Any]]) -> str:
+        return "; ".join(
+            f"{v['name']} {'×'.join(str(d) for d in v['shape'])} {v['dtype']}" for v in values
+        )
+
+    operators = s.get("operators")
+    _render_facts(
+        {
+            "onnx model": s["path"],
+            "bytes": f"{s['bytes']:,}",
+            "model": s["model"],
+            "classes": _classes_text(s["classes"]),
+            **_start_facts(s.get("start") or {}),
+            "dataset": s["dataset"],
+            **{f"input {k}": v for k, v in s["input"].items()},
+            "inputs": signature(s["inputs"]),
+            "outputs": signature(s["outputs"]),
+            "opset": s.get("opset"),
+            "operators": (
+                ", ".join(f"{op} {n}" for op, n in operators.items())
+                if operators
+                else "(install onnx to count them)"
+            ),
+            **{f"metric {k}": v for k, v in s.get("metrics", {}).items()},
+            "source sha256": s.get("source_sha256"),
+            "cnnkit version": s.get("cnnkit_version") or None,
+        }
+    )
 
 
 def _render_model(s: dict[str, Any]) -> None:

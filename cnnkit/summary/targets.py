@@ -86,12 +86,14 @@ def detect_target(target: str) -> str:
     if path.is_file():
         if path.suffix.lower() == ".ckpt":
             return "checkpoint"
+        if path.suffix.lower() == ".onnx":
+            return "onnx"
         if is_image_path(path):
             return "image"
         if is_video_path(path):
             return "video"
         raise InputError(
-            f"cannot inspect {target}: not a checkpoint (.ckpt), image or video",
+            f"cannot inspect {target}: not a checkpoint (.ckpt), model (.onnx), image or video",
             hint="give a model name, a .ckpt, an image, a video or a dataset folder",
         )
     if path.is_dir():

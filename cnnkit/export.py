@@ -1,0 +1,273 @@
+"""``cnnkit export``: a checkpoint as a self-contained ONNX model, checked against PyTorch.
+
+The exported graph takes what predict feeds the PyTorch model: uint8 pixels,
+N×C×H×W (images) or N×C×T×H×W (clips), at the checkpoint's channels, size
+and frames. The normalisation (divide by 255, subtract the mean, divide by
+the std) is part of the graph, so the file gives the checkpoint's logits to
+anyone who feeds it pixels, with or without cnnkit. Its ``metadata_props``
+carry what cnnkit's predict, eval and inspect need (cnnkit.onnxmodel reads
+them without torch): the checkpoint's whole self-description under
+``cnnkit.meta``, and for other readers ``classes``, ``input``, ``model``,
+``cnnkit_version`` and ``source_sha256``.
+
+The exporter is torch.onnx's ``dynamo=True`` one (torch.export, then
+onnxscript): torch's TorchScript-based exporter is deprecated and to be
+removed. The batch axis is dynamic unless ``--batch N`` fixes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit import __version__, console
+from cnnkit.errors import CnnkitError, InputError
+
+ONNX_EXTRA_HINT = "pip install 'cnnkit[onnx]' (onnx, onnxscript and onnxruntime)"
+DEFAULT_OPSET = 18
+# ONNX Runtime and PyTorch may add in another order and pick other convolution
+# algorithms: float32 results then differ by about 1e-6 of the logits' size.
+# A difference above 1e-4 of it is an export that computes something else.
+RELATIVE_TOLERANCE = 1e-4
+
+
+class ExportError(CnnkitError):
+    """The export failed, or the exported model does not compute what the checkpoint does."""
+
+
+def require(module: str) -> Any:
+    """Import an optional package of the onnx extra, or say in one line how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InputError(f"this needs the '{module}' package", hint=ONNX_EXTRA_HINT) from None
+
+
+class Normalised:
+    """Wraps a model so that it takes uint8 pixels: (x / 255 - mean) / std, then the model."""
+
+    @staticmethod
+    def build(model: Any, mean: Any, std: Any, dims: int) -> Any:
+        import torch
+        from torch import nn
+
+        shape = (1, -1) + (1,) * dims
+
+        class _Normalised(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+                self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(shape))
+                self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(shape))
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.model((x.float() / 255.0 - self.mean) / self.std)
+
+        return _Normalised().eval()
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    opset: int
+    bytes: int
+    max_abs_diff: float | None
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "format": "onnx",
+            "opset": self.opset,
+            "bytes": self.bytes,
+            "max_abs_diff": self.max_abs_diff,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+        }
+
+
+def default_output(checkpoint: str) -> Path:
+    """best.ckpt -> best.onnx beside it; resnet18:imagenet -> resnet18-imagenet.onnx here."""
+    from cnnkit.models.pretrained import parse_reference
+
+    ref = parse_reference(checkpoint)
+    if ref is not None:
+        return Path(f"{ref[0]}-{ref[1]}.onnx")
+    return Path(checkpoint).expanduser().with_suffix(".onnx")
+
+
+def source_hash(ckpt: Any) -> str:
+    """sha256 of the checkpoint file; for MODEL:DATA, of the weights file it was read from."""
+    path = Path(ckpt.path)
+    if ckpt.reference:
+        from cnnkit.models.pretrained import pretrained_weights
+
+        path = pretrained_weights(ckpt.model_name).file
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def metadata(ckpt: Any, sha256: str) -> dict[str, str]:
+    """The metadata_props of an exported model (strings only, as ONNX keeps them)."""
+    spec = ckpt.input
+    return {
+        "cnnkit.meta": json.dumps(ckpt.meta.to_dict()),
+        "classes": json.dumps(list(ckpt.classes)),
+        "input": json.dumps(
+            {
+                **spec.to_dict(),
+                "dtype": "uint8",
+                "layout": "NCTHW" if spec.frames else "NCHW",
+                "normalised_in_graph": True,
+            }  # fmt: skip
+        ),
+        "model": ckpt.model_name,
+        "cnnkit_version": __version__,
+        "source": str(ckpt.path),
+        "source_sha256": sha256,
+        "cnnkit.reference": "true" if ckpt.reference else "false",
+    }
+
+
+def export_onnx(
+    checkpoint: str,
+    out: Path,
+    opset: int = DEFAULT_OPSET,
+    batch: int | None = None,
+    verify: bool = True,
+) -> ExportResult:
+    """Export ``checkpoint`` (a .ckpt or MODEL:DATA) to ``out``; see the module docstring."""
+    onnx = require("onnx")
+    require("onnxscript")
+    if verify:
+        require("onnxruntime")
+    import torch
+
+    from cnnkit.checkpoint import build_model, open_checkpoint
+    from cnnkit.io.atomic import atomic_output, check_output_path
+
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise InputError(f"{out}: the output of export is an .onnx file", hint="e.g. -o model.onnx")
+    if Path(checkpoint).expanduser().resolve() == out.expanduser().resolve():
+        raise InputError(f"{out} is the checkpoint itself", hint="choose another -o FILE.onnx")
+    check_output_path(out)
+    ckpt = open_checkpoint(checkpoint)
+    spec = ckpt.input
+    model = Normalised.build(build_model(ckpt), spec.mean, spec.std, len(spec.shape()) - 1)
+    n = batch or 2
+    example = torch.from_numpy(_sample_batch(spec.shape(), n, seed=0))
+    dynamic = None if batch else ({0: torch.export.Dim("batch", min=1, max=1 << 16)},)
+    console.info(f"exporting {ckpt.model_name} ({'×'.join(map(str, spec.shape()))} inputs) ...")
+    try:
+        with warnings.catch_warnings(), _quiet_onnx_logs():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=dynamic,
+                verbose=False,
+            )
+    except Exception as exc:  # noqa: BLE001 - the exporter's errors are many and deep
+        raise ExportError(
+            f"torch.onnx could not export {ckpt.model_name}: {_first_line(exc)}",
+            hint="try another --opset, or report the model and cnnkit version",
+        ) from None
+    proto = program.model_proto
+    for key, value in metadata(ckpt, source_hash(ckpt)).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = f"cnnkit {__version__}: {ckpt.model_name}, {len(ckpt.classes)} classes"
+    data = proto.SerializeToString()
+    onnx.checker.check_model(onnx.load_from_string(data))
+    max_diff = None
+    if verify:
+        max_diff = _verify(data, model, spec.shape(), n)
+    with atomic_output(out) as temp:
+        temp.write_bytes(data)
+    return ExportResult(out, opset, len(data), max_diff, *_signature(proto))
+
+
+def _sample_batch(shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:
+    """n real-shaped uint8 inputs: smooth gradients plus noise, all of the 0-255 range."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 256, size=(n, *shape), dtype=np.int64)
+    ramp = np.linspace(0, 255, shape[-1])[None, :] + np.linspace(0, 255, shape[-2])[:, None]
+    return ((noise + ramp / 2) % 256).astype(np.uint8)
+
+
+def _verify(data: bytes, model: Any, shape: tuple[int, ...], n: int) -> float:
+    """Run the ONNX model in ONNX Runtime and PyTorch on the same inputs; the max |difference|."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for seed in (1, 2):
+        x = _sample_batch(shape, n, seed)
+        got = session.run(None, {"input": x})[0]
+        with torch.inference_mode():
+            want = model(torch.from_numpy(x)).float().numpy()
+        diff = float(np.abs(got - want).max())
+        scale = max(float(np.abs(want).max()), 1e-3)
+        if not np.isfinite(diff) or diff > RELATIVE_TOLERANCE * scale:
+            raise ExportError(
+                f"the exported model's logits differ from PyTorch's by {diff:.3g} (logits up to "
+                f"{scale:.3g}; allowed {RELATIVE_TOLERANCE:g} of that)",
+                hint="nothing was written; try another --opset",
+            )
+        worst = max(worst, diff)
+    return worst
+
+
+def _signature(proto: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The graph's inputs and outputs: name, shape (names for dynamic axes) and element type."""
+    from onnx import TensorProto
+
+    def describe(values: Any) -> list[dict[str, Any]]:
+        out = []
+        for v in values:
+            t = v.type.tensor_type
+            dims = [d.dim_param or d.dim_value for d in t.shape.dim]
+            out.append(
+                {"name": v.name, "shape": dims, "dtype": TensorProto.DataType.Name(t.elem_type)}
+            )
+        return out
+
+    return describe(proto.graph.input), describe(proto.graph.output)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+class _quiet_onnx_logs:
+    """torch.onnx's exporter logs its progress at INFO/WARNING; a CLI wants one line."""
+
+    def __enter__(self) -> None:
+        import logging
+
+        self._level = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+
+    def __exit__(self, *exc: Any) -> None:
+        import logging
+
+        logging.disable(self._level)

@@ -1,0 +1,237 @@
+"""Exported ``.onnx`` models in predict, eval and inspect: ONNX Runtime, never torch.
+
+``cnnkit export`` writes graphs that take uint8 pixels and do their own
+normalisation, with the checkpoint's self-description in ``metadata_props``
+(see cnnkit.export). Here they are read back with ``onnx``-free ONNX Runtime
+calls: the metadata gives the classes and the input spec, the preprocessing
+is cnnkit.data.preprocess's numpy/OpenCV code (the very functions the .ckpt
+path runs), and ``OnnxPredictor`` answers ``logits`` like ``Predictor``.
+Nothing in this module imports torch, torchvision or Lightning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.errors import CheckpointError, InputError
+from cnnkit.inference import Predictor
+from cnnkit.spec import CheckpointMeta, SchemaError
+
+ONNX_HINT = "pip install 'cnnkit[onnx]' (onnxruntime; add onnx for inspect's operator counts)"
+
+
+def is_onnx_path(path: str | Path) -> bool:
+    return str(path).lower().endswith(".onnx")
+
+
+def _runtime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise InputError("running an .onnx model needs onnxruntime", hint=ONNX_HINT) from None
+    return onnxruntime
+
+
+@dataclass
+class OnnxModel:
+    """An exported model: its ONNX Runtime session and the checkpoint description it carries."""
+
+    path: Path
+    session: Any
+    meta: CheckpointMeta
+    props: dict[str, str]
+
+    # The attributes eval and inspect read from a LoadedCheckpoint.
+    @property
+    def reference(self) -> bool:
+        """Exported from MODEL:DATA: torchvision's weights, no training run of its own."""
+        return self.props.get("cnnkit.reference") == "true"
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta.classes
+
+    @property
+    def input(self) -> Any:
+        return self.meta.input
+
+    @property
+    def model_name(self) -> str:
+        return self.meta.model_name
+
+    @property
+    def dataset(self) -> str:
+        return self.meta.dataset
+
+    @property
+    def seed(self) -> int | None:
+        return self.meta.seed
+
+    @property
+    def input_shape(self) -> list[Any]:
+        return list(self.session.get_inputs()[0].shape)
+
+
+def load_onnx(path: str | Path, device: str = "cpu", threads: int | None = None) -> OnnxModel:
+    """Open an exported model; CheckpointError for files cnnkit did not export or cannot read."""
+    ort = _runtime()
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a model", hint="give the .onnx file")
+    if not path.is_file():
+        raise CheckpointError(
+            f"model {path} does not exist", hint="write one with `cnnkit export CHECKPOINT`"
+        )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings are not the user's business
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), options, providers=_providers(ort, device))
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own Fail/InvalidGraph types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(
+            f"{path} is not a readable ONNX model ({first[:160]})",
+            hint="export it again with `cnnkit export`",
+        ) from None
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    if "cnnkit.meta" not in props:
+        raise CheckpointError(
+            f"{path} was not exported by cnnkit: it says nothing of its classes and input",
+            hint="export the checkpoint with `cnnkit export CHECKPOINT`",
+        )
+    try:
+        meta = CheckpointMeta.from_dict(json.loads(props["cnnkit.meta"]))
+    except (ValueError, SchemaError) as exc:
+        raise CheckpointError(f"{path}: its cnnkit metadata is damaged ({exc})") from None
+    return OnnxModel(path, session, meta, props)
+
+
+def _providers(ort: Any, device: str) -> list[str]:
+    """ONNX Runtime execution providers for --device (auto: CUDA when the build has it)."""
+    available = ort.get_available_providers()
+    name = (device or "auto").lower()
+    if name in ("auto", "cuda") or name.startswith("cuda:"):
+        if "CUDAExecutionProvider" in available:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if name != "auto":
+            raise InputError(
+                f"--device {device}: this onnxruntime has no CUDA execution provider",
+                hint="pip install onnxruntime-gpu, or use --device cpu",
+            )
+    elif name != "cpu":
+        raise InputError(
+            f"--device {device} is not available for .onnx models", hint="use cpu or cuda"
+        )
+    return ["CPUExecutionProvider"]
+
+
+def device_text(model: OnnxModel) -> str:
+    provider = model.session.get_providers()[0]
+    return "cuda" if provider == "CUDAExecutionProvider" else "cpu"
+
+
+def decoder_threads_left(workers: int) -> int:
+    """ONNX Runtime's threads: the cores the ``workers`` decode threads leave (as for torch)."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return int(os.environ["OMP_NUM_THREADS"] or 0)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - workers)
+
+
+class OnnxPredictor(Predictor):
+    """Predictor whose logits come from ONNX Runtime (uint8 batches in, as for the .ckpt)."""
+
+    def __init__(self, model: OnnxModel, batch_size: int = 64) -> None:
+        self._setup(model.classes, model.input, device_text(model), batch_size, model.model_name)
+        self.onnx = model
+        self._input_name = model.session.get_inputs()[0].name
+        shape = model.input_shape
+        self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        self._fixed_frames = shape[2] if self.is_video_model and isinstance(shape[2], int) else None
+
+    def check_window(self, window: int) -> None:
+        """An exported 3D model takes clips of exactly its frames: other windows are refused."""
+        if self._fixed_frames is not None and window != self._fixed_frames:
+            raise InputError(
+                f"--window {window}: {self.onnx.path} takes clips of exactly "
+                f"{self._fixed_frames} frames",
+                hint=f"use --window {self._fixed_frames}, or the .ckpt for other lengths",
+            )
+
+    def logits(self, batch: Any) -> np.ndarray:
+        x = np.ascontiguousarray(batch)
+        if x.dtype != np.uint8:
+            raise TypeError(f"expected a uint8 batch, got {x.dtype}")
+        if self._fixed_batch is None or len(x) == self._fixed_batch:
+            return self._run(x)
+        # A model exported with --batch N: run N at a time, the last chunk padded.
+        n = self._fixed_batch
+        out = []
+        for start in range(0, len(x), n):
+            chunk = x[start : start + n]
+            if len(chunk) < n:
+                pad = np.zeros((n - len(chunk), *chunk.shape[1:]), np.uint8)
+                out.append(self._run(np.concatenate([chunk, pad]))[: len(chunk)])
+            else:
+                out.append(self._run(chunk))
+        return np.concatenate(out)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.onnx.session.run(None, {self._input_name: x})[0], np.float32)
+
+
+def summarize_onnx(path: str | Path) -> dict[str, Any]:
+    """What inspect shows of an exported model: metadata, inputs, outputs, opset, operators."""
+    model = load_onnx(path)
+    summary: dict[str, Any] = {
+        "kind": "onnx",
+        "path": str(model.path),
+        "bytes": model.path.stat().st_size,
+        "model": model.model_name,
+        "classes": list(model.classes),
+        "input": model.input.to_dict(),
+        "dataset": model.dataset,
+        "cnnkit_version": model.props.get("cnnkit_version", ""),
+        "source_sha256": model.props.get("source_sha256", ""),
+        "inputs": [_io(v) for v in model.session.get_inputs()],
+        "outputs": [_io(v) for v in model.session.get_outputs()],
+        "metrics": dict(model.meta.metrics),
+        "start": dict(model.meta.start),
+    }
+    try:
+        import onnx
+    except ImportError:  # counts need the graph itself; onnxruntime alone does not show it
+        summary["opset"] = None
+        summary["operators"] = None
+        return summary
+    proto = onnx.load(str(model.path), load_external_data=False)
+    summary["opset"] = max(
+        (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None
+    )
+    counts: dict[str, int] = {}
+    for node in _all_nodes(proto.graph):
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    summary["operators"] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return summary
+
+
+def _all_nodes(graph: Any) -> Any:
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:  # If/Loop bodies
+            if attr.g is not None and attr.g.node:
+                yield from _all_nodes(attr.g)
+
+
+def _io(value: Any) -> dict[str, Any]:
+    return {"name": value.name, "shape": list(value.shape), "dtype": value.type}
