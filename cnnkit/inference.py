@@ -170,9 +170,14 @@ class Predictor:
         """N×K probabilities -> one {"label", "score", "topk"} dict per row, class names."""
         k = max(1, min(top_k, probs.shape[1]))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        # Python lists, not numpy scalars: indexing and float() per value cost more
+        # than the rest of a record.
+        scores = np.take_along_axis(probs, order, axis=1).astype(np.float64).tolist()
+        names = self.classes
         out = []
-        for row, idx in zip(probs, order, strict=True):
-            topk = [{"label": self.classes[i], "score": round(float(row[i]), 6)} for i in idx]
+        for idx, row in zip(order.tolist(), scores, strict=True):
+            pairs = zip(idx, row, strict=True)
+            topk = [{"label": names[i], "score": round(v, 6)} for i, v in pairs]
             out.append({"label": topk[0]["label"], "score": topk[0]["score"], "topk": topk})
         return out
 
@@ -245,8 +250,12 @@ def predict_images(
     paths: Iterable[str | PredictInput],
     top_k: int = 5,
     workers: int = 2,
+    chunk: int = 1,
 ) -> Iterator[list[Record]]:
     """Classify image files; yield one list of records per batch, in input order.
+
+    ``chunk``: images each decode thread takes at a time (see map_ahead); more
+    than 1 only when ``paths`` are all known (not a pipe that answers as it goes).
 
     A record is ``{"path", "label", "score", "topk": [{"label", "score"}]}``, or
     ``{"path", "error"}`` for a file that cannot be read (or a PredictInput that
@@ -264,7 +273,7 @@ def predict_images(
         return predictor.prepare_image(read_image(item))
 
     ahead = max(2 * predictor.batch_size, 8)
-    loaded = map_ahead(load, paths, workers=workers, ahead=ahead, stalls=True)
+    loaded = map_ahead(load, paths, workers=workers, ahead=ahead, stalls=True, chunk=chunk)
     try:
         yield from _image_batches(predictor, loaded, top_k)
     finally:
@@ -456,6 +465,7 @@ def predict_inputs(
     window: int | None = None,
     stride: int | None = None,
     workers: int = 2,
+    chunk: int = 1,
 ) -> Generator[list[Record], None, None]:
     """Classify images and videos in input order, yielding record lists as they are ready.
 
@@ -466,7 +476,7 @@ def predict_inputs(
     # (paths read from a pipe), never listed in full.
     for is_video, group in itertools.groupby(inputs, key=lambda s: s.is_video and not s.error):
         if not is_video:
-            yield from _predict_image_group(predictor, group, top_k, workers)
+            yield from _predict_image_group(predictor, group, top_k, workers, chunk)
             continue
         for item in group:
             try:
@@ -476,7 +486,7 @@ def predict_inputs(
 
 
 def _predict_image_group(
-    predictor: Predictor, items: Iterable[PredictInput], top_k: int, workers: int
+    predictor: Predictor, items: Iterable[PredictInput], top_k: int, workers: int, chunk: int
 ) -> Iterator[list[Record]]:
     if predictor.is_video_model:
         # A 3D model needs T frames; an image is one. Refuse per input rather than guess.
@@ -487,4 +497,4 @@ def _predict_image_group(
             )
             yield [{"path": item.path, "error": error}]
         return
-    yield from predict_images(predictor, items, top_k, workers)
+    yield from predict_images(predictor, items, top_k, workers, chunk)

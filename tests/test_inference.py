@@ -119,7 +119,8 @@ def test_partial_batch_is_answered_while_the_source_waits(tmp_path, ckpt2d) -> N
     assert [r["path"][-5:] for r in seen] == ["0.png", "1.png", "2.png"]
 
 
-def test_map_ahead_keeps_order_overlaps_and_reports_errors() -> None:
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_map_ahead_keeps_order_overlaps_and_reports_errors(chunk: int) -> None:
     active, peak = [0], [0]
     lock = threading.Lock()
 
@@ -134,7 +135,7 @@ def test_map_ahead_keeps_order_overlaps_and_reports_errors() -> None:
             raise ValueError("three")
         return i * i
 
-    out = list(map_ahead(work, range(10), workers=3, ahead=6))
+    out = list(map_ahead(work, range(10), workers=3, ahead=6, chunk=chunk))
     assert [i for i, _ in out] == list(range(10))
     assert isinstance(out[3][1], ValueError)
     assert [r for i, r in out if i != 3] == [i * i for i in range(10) if i != 3]
@@ -187,6 +188,14 @@ def test_closing_map_ahead_early_waits_for_the_calls_running() -> None:
     results.close()
     assert sorted(finished) == sorted(started)  # none still running
     assert len(started) < 10  # and the rest never started
+
+    started.clear()
+    finished.clear()
+    results = map_ahead(decode, range(100), workers=2, ahead=8, chunk=4)  # 2 chunks ahead
+    assert next(results) == (0, 0)
+    results.close()
+    assert sorted(finished) == sorted(started)
+    assert len(started) < 20
 
 
 def test_3d_model_slides_windows_over_a_video(tmp_path, ckpt3d) -> None:

@@ -114,7 +114,10 @@ def predict(
     else:
         writer = TableWriter(sys.stdout)
     failed = 0
-    results = predict_inputs(predictor, stream(), top_k, window, stride, workers)
+    # Inputs named on the command line are all known: decode threads take them 16 at a
+    # time (see map_ahead). Paths on stdin are answered as they come, one at a time.
+    chunk = 16 if named else 1
+    results = predict_inputs(predictor, stream(), top_k, window, stride, workers, chunk)
     try:
         for records in results:
             for r in records:

