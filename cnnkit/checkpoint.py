@@ -246,6 +246,14 @@ def build_model(ckpt: LoadedCheckpoint) -> Any:
     except (RuntimeError, TypeError, AttributeError) as exc:
         # RuntimeError lists missing/unexpected keys and shape mismatches; the others
         # come from values that are not tensors.
+        if ckpt.reference:
+            from cnnkit.models.pretrained import pretrained_weights
+
+            w = pretrained_weights(ckpt.model_name)
+            raise CheckpointError(
+                f"the cached weights file {w.file} does not hold {ckpt.model_name}'s weights",
+                hint=f"delete it and run again to fetch it from {w.url}",
+            ) from None
         raise CheckpointError(
             f"weights in {ckpt.path} do not fit model '{ckpt.model_name}'",
             hint="the checkpoint was written by an incompatible cnnkit version",

@@ -63,5 +63,7 @@ def close_match_hint(name: str, known: Iterable[str], what: str = "name") -> str
     matches = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     if matches:
         return f"did you mean '{matches[0]}'?"
-    listed = ", ".join(known)
-    return f"known {what}s: {listed}"
+    plural = what + ("es" if what.endswith("s") else "s")
+    if len(known) > 20:
+        return f"{len(known)} known {plural}, e.g. {', '.join(known[:10])}"
+    return f"known {plural}: {', '.join(known)}"

@@ -533,7 +533,7 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
     # same model as the full one.
     if request.channels is not None:
         choice = ChannelChoice(request.channels, f"{request.channels} channel(s), the model's")
-        found = detect_channels(files, scan.kind).channels
+        found: int = detect_channels(files, scan.kind).channels
         if found != request.channels:
             # Said, not silently done: colour lost to a gray model, or gray repeated.
             decisions["channels"] = (
@@ -543,12 +543,14 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
             )
     else:
         choice = detect_channels(files, scan.kind)
+        found = choice.channels
         decisions["channels"] = choice.reason
     files = limit_each(files, sample_items, request, decisions)
     size = (request.img_size,) * 2 if request.img_size else tuple(request.default_size)
     frames = (request.frames or request.default_frames) if scan.kind == "video" else None
     channels = choice.channels
-    hflip, flip_reason = _folder_flip(scan.kind, scan.classes, channels)
+    # Flips follow the images as they are, not the channels they are converted to.
+    hflip, flip_reason = _folder_flip(scan.kind, scan.classes, found)
     decisions["hflip"] = flip_reason
 
     lengths: dict[str, list[int] | None] = dict.fromkeys(files)

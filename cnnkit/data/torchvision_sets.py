@@ -86,6 +86,8 @@ def _open(name: str, root: Path, train: bool):
         pass  # files missing (or damaged): torchvision's own check said so; download below
     root.mkdir(parents=True, exist_ok=True)
     try:
+        if os.environ.get("CNNKIT_OFFLINE", "") not in ("", "0"):
+            raise OSError("CNNKIT_OFFLINE is set")
         return cls(str(root), download=True, **kwargs)
     except (OSError, RuntimeError, ValueError, EOFError) as exc:
         # URLError/HTTPError/timeouts are OSErrors; torchvision's failed checksum is a

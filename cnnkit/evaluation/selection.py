@@ -90,13 +90,16 @@ def load_eval_data(
             hint="give one with --dataset NAME|PATH",
         )
     whole = dataset is not None and _plain_folder(dataset)
+    reference = bool(getattr(ckpt, "reference", False))
     if whole and split is not None:
         raise InputError(
             f"--split {split}: folder {dataset} has no train/ val/ test/ subfolders, so eval "
             "measures every file in it",
-            hint="leave out --split, or leave out --dataset to measure training's own splits",
+            hint="leave out --split"
+            + ("" if reference else ", or leave out --dataset to measure training's own splits"),
         )
-    val_split = options.get("val_split")
+    # A pretrained model (MODEL:DATA) had no training run: nothing is held out of train/.
+    val_split = 0.0 if reference else options.get("val_split")
     request = DatasetRequest(
         name=str(name),
         data_dir=data_dir or _recorded_data_dir(options),
@@ -117,8 +120,15 @@ def load_eval_data(
         from cnnkit import console
 
         console.info(f"note: {loaded.decisions['channels']}")
+    if (loaded.kind == "video") != spec.is_video:
+        what = "video clips" if spec.is_video else "images"
+        raise DatasetError(
+            f"{ckpt.path} classifies {what}, and dataset '{loaded.name}' holds "
+            + ("videos" if loaded.kind == "video" else "images"),
+            hint=f"evaluate it on a dataset of {what}",
+        )
     label_map = None
-    if getattr(ckpt, "reference", False):
+    if reference:
         label_map = map_classes(list(ckpt.classes), list(loaded.classes), loaded.name)
     else:
         check_classes(list(ckpt.classes), list(loaded.classes), loaded.name)
@@ -175,7 +185,15 @@ def map_classes(known: list[str], found: list[str], dataset: str) -> list[int]:
             "model's categories, so its accuracy cannot be told",
             hint="leave that folder out of the evaluation",
         )
-    return [exact[c] if c in exact else index[_class_key(c)][0] for c in found]
+    mapped = [exact[c] if c in exact else index[_class_key(c)][0] for c in found]
+    for i, target in enumerate(mapped):
+        if mapped.index(target) != i:
+            raise DatasetError(
+                f"folders '{found[mapped.index(target)]}' and '{found[i]}' of dataset "
+                f"'{dataset}' both name the class '{known[target]}'",
+                hint="merge them into one folder",
+            )
+    return mapped
 
 
 def check_classes(expected: list[str], found: list[str], dataset: str) -> None:

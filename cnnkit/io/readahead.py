@@ -86,14 +86,21 @@ def map_ahead(
             out.append(call(item))
         return out
 
+    # The future the feeder holds while it waits for a free slot: on close it is
+    # neither in ``slots`` nor (once a thread runs it) cancellable, so it is waited for.
+    held: list[Future] = []
+
     def feed() -> None:
         try:
             iterator = iter(items)
             while group := list(itertools.islice(iterator, chunk)):
-                if stop.is_set() or not _put_unless(
-                    stop, slots, (group, pool.submit(call_all, group))
-                ):
+                if stop.is_set():
                     return
+                future = pool.submit(call_all, group)
+                held.append(future)
+                if not _put_unless(stop, slots, (group, future)):
+                    return
+                held.remove(future)
             _put_unless(stop, slots, (end, None))
         except BaseException as exc:  # re-raised in the consumer's thread
             _put_unless(stop, slots, (end, exc))
@@ -113,11 +120,12 @@ def map_ahead(
     finally:
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
-        # Decodes already running (OpenCV's C++ code) finish, bounded; the rest are cancelled.
-        wait_futures(_running_futures(slots), timeout=JOIN_TIMEOUT_S)
-        # The feeder only reads ``items`` and stops at its next put; when it is
-        # blocked reading a pipe, no wait would end that.
+        # The feeder only reads ``items`` and stops at its next put (within 0.1 s);
+        # when it is blocked reading a pipe, no wait would end that (it holds no future then).
         feeder.join(0.2)
+        # Decodes already running (OpenCV's C++ code) finish, bounded; the rest are cancelled.
+        running = _running_futures(slots) + [f for f in list(held) if not f.cancel()]
+        wait_futures(running, timeout=JOIN_TIMEOUT_S)
 
 
 def _running_futures(slots: queue.Queue) -> list[Any]:

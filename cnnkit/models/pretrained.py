@@ -111,7 +111,6 @@ def load_pretrained_state(w: PretrainedWeights) -> dict[str, Any]:
 
     path = w.file
     if not path.is_file():
-        console.info(f"downloading {w.weights} from {w.url} to {path}")
         _download(w, path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -139,6 +138,7 @@ def _download(w: PretrainedWeights, path: Path) -> None:
 
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         raise _fetch_error(w, path, f"{OFFLINE_ENV} is set")
+    console.info(f"downloading {w.weights} from {w.url} to {path}")
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a dead network fails instead of hanging
     try:
@@ -178,7 +178,7 @@ def parse_reference(text: str) -> tuple[str, str] | None:
     found = _REFERENCE.match(str(text))
     if found is None or Path(text).exists():
         return None
-    return found.group("model"), found.group("data").lower()
+    return found.group("model").lower(), found.group("data").lower()
 
 
 def check_reference(text: str) -> str:

@@ -59,12 +59,19 @@ class LoadReport:
 
 
 def load_start(
-    model: Any, state: dict[str, Any], source: str, *, lenient: bool, new_head: bool = False
+    model: Any,
+    state: dict[str, Any],
+    source: str,
+    *,
+    lenient: bool,
+    new_head: bool = False,
+    model_name: str = "",
 ) -> LoadReport:
     """Copy ``state`` into ``model``: every tensor, or all but a head whose classes differ.
 
     ``new_head``: keep the model's fresh head even where the file's fits (its
-    classes are others). A head that does not fit is always new.
+    classes are others). A head that does not fit is always new, and so is
+    one whose inputs come from layers left at their initial values.
 
     ``lenient`` (a cnnkit checkpoint of the same model): tensors whose shape
     differs are left at their initial values and listed. Otherwise (a plain
@@ -84,6 +91,8 @@ def load_start(
         and (not isinstance(state[k], torch.Tensor) or tuple(state[k].shape) != tuple(own[k].shape))
     ]
     new_head = new_head or any(k in head for k in missing + misshapen)
+    if lenient and any(k not in head for k in misshapen):
+        new_head = True  # the layers feeding the head start afresh: so does the head
     if not lenient:
         bad_missing = [k for k in missing if k not in head]
         bad_shape = [k for k in misshapen if k not in head]
@@ -96,7 +105,8 @@ def load_start(
             if bad_shape:
                 parts.append("wrong shape " + _few([_shapes(k, state, own) for k in bad_shape]))
             raise CheckpointError(
-                f"{source} does not fit model {type(model).__name__}: {'; '.join(parts)}",
+                f"{source} does not fit model '{model_name or type(model).__name__}': "
+                f"{'; '.join(parts)}",
                 hint="give weights saved from the same architecture (--model chooses it)",
             )
     report = LoadReport(new_head=new_head)
@@ -180,16 +190,25 @@ def read_weights_file(path: str | Path) -> WeightsFile:
     import torch
 
     path = Path(path).expanduser()
+    kinds = "a cnnkit .ckpt, a .pth/.pt state dict or a .safetensors file"
+    if path.is_dir():
+        raise CheckpointError(f"--weights {path} is a folder", hint=f"give {kinds}")
     if not path.is_file():
-        raise CheckpointError(
-            f"weights file {path} does not exist",
-            hint="give a cnnkit .ckpt, a .pth/.pt state dict or a .safetensors file",
-        )
+        raise CheckpointError(f"weights file {path} does not exist", hint=f"give {kinds}")
     if path.suffix.lower() == ".safetensors":
         return WeightsFile(path, _read_safetensors(path), "safetensors")
     from cnnkit.checkpoint import _load_weights_only, load_checkpoint
 
-    raw = _load_weights_only(path, "cpu")
+    try:
+        raw = _load_weights_only(path, "cpu")
+    except CheckpointError as exc:
+        # Reworded: the file may be meant as a state dict, not only as a checkpoint.
+        why = exc.message.split(" needs code to load ", 1)[-1]
+        raise CheckpointError(
+            f"{path} is not a weights file cnnkit can read without running code {why}",
+            hint=f"give {kinds}; save weights with torch.save(model.state_dict(), path), "
+            "not the whole model",
+        ) from None
     if isinstance(raw, dict) and isinstance(raw.get("hyper_parameters"), dict):
         ckpt = load_checkpoint(path)
         return WeightsFile(path, ckpt.state_dict, "checkpoint", ckpt)

@@ -172,6 +172,14 @@ def inspect_checkpoint(path: str | Path, input_size: Sequence[int] | None = None
         cnnkit_version=ckpt.cnnkit_version,
         start=dict(ckpt.meta.start),
     )
+    trained = ckpt.meta.start.get("trained")
+    if trained:
+        # --freeze: only these modules learned; the rebuilt model's flags say nothing of it.
+        summary["trainable_params"] = sum(
+            p.numel()
+            for name, p in model.named_parameters()
+            if any(name.startswith(prefix + ".") for prefix in trained)
+        )
     return InspectedModel(model, summary, size, list(spec.mean), list(spec.std))
 
 

@@ -131,6 +131,14 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, Any, Any]:
             hint="drop --no-augment, or drop --flip",
         )
     check_start_options(cfg)
+    if resumed is not None and bool(cfg.freeze) != bool(resumed.meta.options.get("freeze")):
+        now = "frozen" if resumed.meta.options.get("freeze") else "not frozen"
+        raise InputError(
+            f"--resume {cfg.resume} continues a run that was {now}, and --freeze cannot change "
+            "that (the optimizer's saved state is for the parameters it trained)",
+            hint=f"start a new run from it instead: --weights {cfg.resume}"
+            + (" --freeze" if cfg.freeze else ""),
+        )
     parse_devices(cfg.devices)
     cfg, weights_file = model_from_weights(cfg)
     kind = _data_kind(cfg.dataset)
@@ -363,7 +371,8 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
 
     model = _build_model(cfg, data)
     resumed = _check_resume(resumed_ckpt, cfg.model, data) if resumed_ckpt else None
-    start_record = start_model(model, start, list(data.classes), cfg.freeze, not is_child)
+    start_record = start_model(model, start, list(data.classes), cfg.freeze, not is_child,
+                               cfg.model)  # fmt: skip
     meta = _meta(cfg, data, hflip, decisions, start_record)
     if is_child:
         run_dir = Path(child_run_dir)

@@ -86,6 +86,7 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
         # --freeze: these submodules of the model (cnnkit.models.transfer) take no
         # gradient and stay in eval mode while the rest trains, so their batch-norm
         # statistics stay those of the loaded weights.
+        self._warned_single = False  # see _step_unless_single
         self.frozen = list(frozen)
         self._frozen_modules = frozen_modules(model, self.frozen)
         self.train(self.training)
@@ -164,17 +165,43 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
             if self.trainer.world_size > 1:
                 self._null_step()
         elif self.step_batch_size is None or len(y) <= self.step_batch_size:
-            self._optimizer_step(x, y)
+            self._step_unless_single(x, y)
         else:
             for xs, ys in zip(
                 x.split(self.step_batch_size), y.split(self.step_batch_size), strict=True
             ):
-                self._optimizer_step(xs, ys)
+                self._step_unless_single(xs, ys)
         if batch_idx + 1 == self.trainer.num_training_batches:
             # Logged at the epoch's last batch, before validation and before the
             # progress bar and callbacks close the epoch, so they show this epoch's numbers.
             self._check_model_finite(x[-(self.step_batch_size or len(x)) :])
             self._log_train_epoch()
+
+    def _step_unless_single(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """An optimizer step, except on one sample that batch norm cannot normalise.
+
+        A last batch of one sample (10 samples in batches of 3) reaching a
+        batch-norm layer on a 1×1 map (ResNets at small --img-size) has one value
+        per channel, and batch norm cannot train on that: the step is skipped,
+        said once on stderr. (Batch-norm layers before that one have already
+        counted the sample in their running statistics, as any forward pass would.)
+        """
+        try:
+            self._optimizer_step(x, y)
+        except ValueError as exc:
+            if len(y) != 1 or "more than 1 value per channel" not in str(exc):
+                raise
+            if not self._warned_single:
+                self._warned_single = True
+                from cnnkit import console
+
+                console.warn(
+                    "a training batch of 1 sample is skipped: batch norm on a 1×1 map needs "
+                    "2 (choose a --batch-size that does not leave 1 sample over, or a larger "
+                    "--img-size)"
+                )
+            if self.trainer.world_size > 1:
+                self._null_step()
 
     def _optimizer_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         # Manual optimisation: the same zero_grad/backward/step an expert's loop
@@ -182,9 +209,9 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
         # about 0.1 ms a step (a tenth of LeNet-5's step on a CPU). Lightning
         # still handles precision (grad scaling) and DDP in manual_backward/step.
         n = len(y)
+        logits = self.model(x)  # first: a batch batch norm refuses counts as not seen
         self.samples_seen += n
         self._seen += n
-        logits = self.model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         self._watch_loss(loss)
         self._step_on(loss)

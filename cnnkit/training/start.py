@@ -105,6 +105,11 @@ def model_from_weights(cfg: Any) -> Any:
         return replace(cfg, model=model, pretrained=True, weights=None), None
 
     wf = read_weights_file(cfg.weights)
+    if wf.checkpoint is None and cfg.model is None:
+        raise InputError(
+            f"--weights {wf.path} is a plain state dict: it does not say which model it is for",
+            hint="give the model with --model (e.g. --model resnet18)",
+        )
     if wf.checkpoint is not None:
         source = wf.checkpoint.model_name
         if cfg.model is None:
@@ -212,6 +217,14 @@ def start_decisions(start: Start, cfg: Any, data: Any) -> dict[str, str]:
         notes["frames"] = (
             f"clips of {data.input.frames} frames, {start.why} length (--frames overrides)"
         )
+    lr = start_lr(cfg)
+    if lr is not None and cfg.lr == lr and (cfg.explicit is None or "lr" not in cfg.explicit):
+        why = (
+            "a linear probe (--freeze: only the new head learns)"
+            if cfg.freeze
+            else "fine-tuning a torchvision model from its weights"
+        )
+        notes["lr"] = f"peak learning rate {lr:g}, the default for {why}; --lr overrides"
     if start.mean is not None:
         shown = ", ".join(f"{m:.3f}/{s:.3f}" for m, s in zip(start.mean, start.std, strict=True))
         notes["normalisation"] = f"normalised with {start.why} mean/std per channel ({shown})"
@@ -225,7 +238,12 @@ def apply_normalisation(start: Start, data: Any) -> None:
 
 
 def start_model(
-    model: Any, start: Start, classes: list[str], freeze: bool, announce: bool = True
+    model: Any,
+    start: Start,
+    classes: list[str],
+    freeze: bool,
+    announce: bool = True,
+    model_name: str = "",
 ) -> dict[str, Any]:
     """Load ``start``'s weights into ``model``, freeze for --freeze; the record of what happened.
 
@@ -239,9 +257,32 @@ def start_model(
     num_classes = len(classes)
     if start.from_weights:
         other_classes = start.classes is not None and list(start.classes) != list(classes)
-        report = load_start(
-            model, start.state, start.source, lenient=start.lenient, new_head=other_classes
-        )
+        try:
+            report = load_start(
+                model,
+                start.state,
+                start.source,
+                lenient=start.lenient,
+                new_head=other_classes,
+                model_name=model_name,
+            )
+        except CheckpointError as exc:
+            if start.kind != "pretrained":
+                raise
+            # torchvision's file for this model holds something else: a damaged or
+            # hand-copied cache entry.
+            raise CheckpointError(
+                f"the cached weights file {start.record.get('file')} does not hold "
+                f"{model_name}'s weights ({exc.message.split(': ', 1)[-1]})",
+                hint=f"delete it and run again to fetch it from {start.record.get('url')}",
+            ) from None
+        if freeze and report.skipped:
+            raise CheckpointError(
+                f"--freeze would keep {len(report.skipped)} layer tensor(s) that were not "
+                f"loaded at their random initial values: {'; '.join(report.skipped[:2])}",
+                hint="drop --freeze (they are then trained), or train at the input size of "
+                "the weights (--img-size, --frames)",
+            )
         if not report.loaded:
             raise CheckpointError(
                 f"no tensor of {start.source} fits model {type(model).__name__}",

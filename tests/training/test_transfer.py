@@ -27,7 +27,7 @@ from cnnkit.models.registry import get_model_spec, models_with_weights
 from cnnkit.models.transfer import freeze_all_but_head, head_name, load_start
 from cnnkit.training.fit import fit
 from cnnkit.training.start import FREEZE_LR, model_from_weights, plan_start, start_model
-from tests.helpers import make_image_folder, make_video, tiny_config, write_array
+from tests.helpers import make_image, make_image_folder, make_video, tiny_config, write_array
 
 
 def _torch_home(tmp_path: Path, monkeypatch) -> Path:
@@ -556,7 +556,7 @@ def test_weights_are_read_without_running_code(tmp_path) -> None:
             return (os.system, ("touch pwned",))
 
     torch.save({"conv.weight": torch.zeros(1), "x": Evil()}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match="needs code to load"):
+    with pytest.raises(CheckpointError, match="without running code"):
         fit(tiny_config(tmp_path, weights=str(tmp_path / "evil.pth")))
     assert not Path("pwned").exists()
 
@@ -597,3 +597,100 @@ def test_default_learning_rate_follows_the_start(tmp_path, options, lr) -> None:
     from cnnkit.training.start import start_lr
 
     assert start_lr(tiny_config(tmp_path, **options)) == lr
+
+
+# ---------------------------------------------------------------------------
+# faults found by trying to break the features above
+# ---------------------------------------------------------------------------
+
+
+def test_freeze_refuses_to_keep_layers_that_were_not_loaded(tmp_path) -> None:
+    source = fit(tiny_config(tmp_path, model="lecun1989", name="src"))["best_checkpoint"]
+    with pytest.raises(CheckpointError, match=r"--freeze would keep 3 layer tensor\(s\)"):
+        fit(tiny_config(tmp_path, model=None, weights=source, freeze=True, img_size=32))
+    # Without --freeze they are trained, and the head feeding on them is new too.
+    summary = fit(tiny_config(tmp_path, model=None, weights=source, img_size=32, name="t"))
+    start = load_checkpoint(summary["best_checkpoint"]).meta.start
+    assert start["head"] == "new" and len(start["not_loaded"]) == 3
+
+
+def test_flips_follow_the_images_not_the_channels_they_are_repeated_to(tmp_path, monkeypatch):
+    home = _torch_home(tmp_path, monkeypatch)
+    _put_weights(home, "resnet18", _fake_resnet18())
+    rng = np.random.default_rng(0)
+    for name in ("cats", "dogs"):
+        (tmp_path / "gray" / name).mkdir(parents=True)
+        for i in range(3):
+            write_array(
+                tmp_path / "gray" / name / f"{i}.png", rng.integers(0, 255, (8, 8), np.uint8)
+            )
+    summary = fit(tiny_config(tmp_path, dataset=str(tmp_path / "gray"), model="resnet18",
+                              pretrained=True, freeze=True, img_size=32, limit=None,
+                              val_split=0.0))  # fmt: skip
+    meta = load_checkpoint(summary["best_checkpoint"]).meta
+    assert meta.options["hflip"] is False and "gray images" in meta.decisions["hflip"]
+    assert meta.decisions["lr"].startswith("peak learning rate 0.03, the default for a linear")
+
+
+def test_resume_cannot_change_freeze(tmp_path, capsys) -> None:
+    source = fit(tiny_config(tmp_path, model="simplecnn", name="src"))
+    with pytest.raises(Exception, match="continues a run that was not frozen"):
+        fit(tiny_config(tmp_path, resume=source["last_checkpoint"], freeze=True, epochs=2,
+                        explicit=["resume", "freeze", "epochs"], name="again"))  # fmt: skip
+    assert not (tmp_path / "runs" / "again").exists()
+
+
+def test_inspect_counts_what_a_frozen_run_trained(tmp_path, monkeypatch, capsys) -> None:
+    source = fit(tiny_config(tmp_path, model="simplecnn", name="src"))["best_checkpoint"]
+    tuned = fit(tiny_config(tmp_path, model=None, weights=source, freeze=True, name="probe",
+                            img_size=None))["best_checkpoint"]  # fmt: skip
+    code, out, _ = _cli(monkeypatch, capsys, "inspect", tuned, "--json")
+    summary = json.loads(out)
+    assert summary["trainable_params"] == 128 * 6 + 6 < summary["params"]
+
+
+def test_a_batch_of_one_at_a_1x1_batch_norm_is_skipped_and_said(tmp_path, capsys) -> None:
+    console.set_quiet(False)
+    make_image_folder(tmp_path / "pets", ["cat", "dog"], 5, 16, 16)  # 10 samples, batches of 3
+    fit(tiny_config(tmp_path, dataset=str(tmp_path / "pets"), model="resnet18", img_size=32,
+                    batch_size=3, limit=None, val_split=0.0))  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("a training batch of 1 sample is skipped") == 1
+
+
+def test_cached_weights_of_another_model_name_the_file(tmp_path, monkeypatch, capsys) -> None:
+    home = _torch_home(tmp_path, monkeypatch)
+    file = _put_weights(home, "mobilenet_v3_small", _fake_resnet18())
+    make_image(tmp_path / "x.png", 16, 16)
+    code, _, err = _cli(monkeypatch, capsys, "predict", "MobileNet_V3_Small:ImageNet",
+                        str(tmp_path / "x.png"))  # fmt: skip
+    assert code == 1 and f"the cached weights file {file} does not hold" in err
+    assert "delete it and run again" in err
+
+
+def test_eval_of_a_reference_refuses_odd_folders(tmp_path, monkeypatch, capsys) -> None:
+    home = _torch_home(tmp_path, monkeypatch)
+    _put_weights(home, "resnet18", _fake_resnet18())
+    make_image_folder(tmp_path / "twice", ["great_white_shark", "great white shark"], 2, 16, 16)
+    code, _, err = _cli(monkeypatch, capsys, "eval", "resnet18:imagenet", "--dataset",
+                        str(tmp_path / "twice"))  # fmt: skip
+    assert code == 1 and "both name the class 'great white shark'" in err
+    for split in ("train", "test"):
+        make_image_folder(tmp_path / "split" / split, ["goldfish", "tench"], 2, 16, 16)
+    code, _, err = _cli(monkeypatch, capsys, "eval", "resnet18:imagenet", "--dataset",
+                        str(tmp_path / "split"), "--split", "val")  # fmt: skip
+    assert code == 1 and "has no val split" in err  # nothing carved out of train/
+    (tmp_path / "vids" / "goldfish").mkdir(parents=True)
+    make_video(tmp_path / "vids" / "goldfish" / "a.mp4", frames=4)
+    code, _, err = _cli(monkeypatch, capsys, "eval", "resnet18:imagenet", "--dataset",
+                        str(tmp_path / "vids"))  # fmt: skip
+    assert code == 1 and "classifies images, and dataset" in err and "holds videos" in err
+
+
+def test_offline_means_no_dataset_download_either(tmp_path) -> None:
+    from cnnkit.data.registry import DatasetRequest, load_dataset
+    from cnnkit.errors import DatasetError
+
+    assert os.environ["CNNKIT_OFFLINE"] == "1"  # tests/conftest.py
+    with pytest.raises(DatasetError, match=r"could not be downloaded \(CNNKIT_OFFLINE is set\)"):
+        load_dataset(DatasetRequest("mnist", data_dir=str(tmp_path)))
