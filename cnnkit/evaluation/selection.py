@@ -70,7 +70,8 @@ def load_eval_data(
     the checkpoint's, in the same order (a DatasetError names the differences).
 
     ``numpy``: the samples are numpy arrays and torch is never imported (an
-    exported model); folder datasets only, a built-in name is a DatasetError.
+    exported model). Built-in datasets are read with torch where it is
+    installed (said on stderr), else they are a DatasetError.
     """
     from cnnkit.data.registry import DatasetRequest, load_dataset, memory_budget_from_env
 
@@ -100,6 +101,14 @@ def load_eval_data(
         )
     # A pretrained model (MODEL:DATA) had no training run: nothing is held out of train/.
     val_split = 0.0 if reference else options.get("val_split")
+    if numpy and _needs_torch(str(name)):
+        # A built-in dataset (torchvision's files, generated tensors) is read with torch
+        # where it is installed; the model still runs in ONNX Runtime.
+        from cnnkit import console
+
+        console.info(f"note: built-in dataset '{name}' is read with torch; the model runs in "
+                     "ONNX Runtime")  # fmt: skip
+        numpy = False
     request = DatasetRequest(
         name=str(name),
         data_dir=data_dir or _recorded_data_dir(options),
@@ -150,6 +159,20 @@ def load_eval_data(
     data = loaded.splits[split]
     ids = _sample_ids(data, split)
     return EvalData(loaded.name, split, data, list(loaded.classes), ids, label_map)
+
+
+def _needs_torch(name: str) -> bool:
+    """Whether ``name`` is a built-in dataset (read with torch) and torch is installed."""
+    import importlib.util
+
+    from cnnkit.data.registry import get_dataset_entry
+
+    if get_dataset_entry(name) is None:
+        return False
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # an import hook that refuses it: as good as missing
+        return False
 
 
 def _class_key(name: str) -> str:

@@ -310,11 +310,19 @@ def test_eval_onnx_matches_the_checkpoint(models, monkeypatch, capsys) -> None:
     assert json.loads(done.stdout)["accuracy"] == got["accuracy"]
 
 
-def test_eval_onnx_on_a_built_in_dataset_says_to_use_a_folder(tmp_path, monkeypatch, capsys):
+def test_eval_onnx_on_a_built_in_dataset(tmp_path, monkeypatch, capsys) -> None:
     from cnnkit.export import export_onnx
 
-    ckpt = make_checkpoint(tmp_path / "s.ckpt", "lenet5", ["circle", "square"], 3, (16, 16),
-                           dataset="shapes")  # fmt: skip
+    classes = ["circle", "square", "triangle", "cross", "star", "ring"]
+    ckpt = make_checkpoint(tmp_path / "s.ckpt", "lenet5", classes, 3, (16, 16), dataset="shapes")
     export_onnx(str(ckpt), tmp_path / "s.onnx", verify=False)
-    code, _, err = _cli(monkeypatch, capsys, "eval", str(tmp_path / "s.onnx"))
-    assert code == 1 and "is built in and needs torch to load" in err
+    # With torch installed the data is read with it (said), the model runs in ONNX Runtime.
+    want = _eval_json(monkeypatch, capsys, ckpt, "--limit", "60")
+    code, out, err = _cli(monkeypatch, capsys, "eval", str(tmp_path / "s.onnx"), "--limit", "60",
+                          "--json")  # fmt: skip
+    assert code == 0 and "built-in dataset 'shapes' is read with torch" in err
+    got = json.loads(out)
+    assert got["n"] == want["n"] == 60 and got["confusion_matrix"] == want["confusion_matrix"]
+    # Without torch: one line saying what to do.
+    done = _no_torch("eval", "s.onnx", cwd=tmp_path)
+    assert done.returncode == 1 and "is built in and needs torch to load" in done.stderr
