@@ -208,6 +208,37 @@ def has_colour(image: np.ndarray) -> bool:
     return False
 
 
+def open_predictor(
+    checkpoint: str | Path, device: str = "auto", batch_size: int = 64, decoders: int = 0
+) -> tuple[Predictor, Any]:
+    """(predictor, what it was read from) for a .ckpt, a MODEL:DATA name or an exported .onnx.
+
+    The one way predict and eval open their CHECKPOINT; the device chosen is said
+    on stderr. An .onnx runs in ONNX Runtime and never imports torch. ``decoders``:
+    threads that will decode inputs meanwhile; the model's CPU threads leave them
+    their cores.
+    """
+    from cnnkit.onnxmodel import is_onnx_path
+
+    if is_onnx_path(checkpoint):
+        from cnnkit.onnxmodel import OnnxPredictor, decoder_threads_left, device_text, load_onnx
+
+        threads = decoder_threads_left(decoders) if decoders else None
+        model = load_onnx(checkpoint, device, threads=threads)
+        console.info(f"device: {device_text(model)} (ONNX Runtime)")
+        return OnnxPredictor(model, batch_size), model
+    from cnnkit.checkpoint import open_checkpoint
+    from cnnkit.device import resolve_device
+
+    ckpt = open_checkpoint(checkpoint)
+    choice = resolve_device(device)
+    console.info(f"device: {choice.torch_device} ({choice.reason})")
+    predictor = Predictor.from_loaded(ckpt, choice.torch_device, batch_size)
+    if decoders and choice.torch_device == "cpu":
+        share_cpu_with_decoders(decoders)
+    return predictor, ckpt
+
+
 def share_cpu_with_decoders(workers: int) -> int:
     """Give torch's CPU thread pool the cores that the ``workers`` decode threads leave free.
 

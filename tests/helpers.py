@@ -278,3 +278,18 @@ def run_cnnkit(
         text=True,
         timeout=timeout,
     )
+
+
+def cnnkit_in_process(monkeypatch: Any, capsys: Any, *args: str) -> tuple[int, str, str]:
+    """``cnnkit ARGS`` in this process: (exit status, stdout, stderr)."""
+    from cnnkit import cli, console
+
+    console.set_quiet(False)  # the quiet state is global: a -q test before must not leak
+    monkeypatch.setattr(sys, "argv", ["cnnkit", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

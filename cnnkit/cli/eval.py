@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -90,27 +90,13 @@ def eval_(
         if path is not None:
             check_output_path(path)
     from cnnkit.evaluation import evaluate, load_eval_data, write_confusion, write_misclassified
+    from cnnkit.inference import open_predictor
     from cnnkit.onnxmodel import is_onnx_path
 
-    onnx = is_onnx_path(checkpoint)
-    if onnx:
-        # ONNX Runtime, and never torch: folder datasets are read with numpy and OpenCV.
-        from cnnkit.onnxmodel import OnnxPredictor, device_text, load_onnx
-
-        ckpt: Any = load_onnx(checkpoint, device)
-        console.info(f"device: {device_text(ckpt)} (ONNX Runtime)")
-        predictor: Any = OnnxPredictor(ckpt, batch_size)
-    else:
-        from cnnkit.checkpoint import open_checkpoint
-        from cnnkit.device import resolve_device
-        from cnnkit.inference import Predictor
-
-        ckpt = open_checkpoint(checkpoint)
-        choice = resolve_device(device)
-        console.info(f"device: {choice.torch_device} ({choice.reason})")
-        predictor = Predictor.from_loaded(ckpt, choice.torch_device, batch_size)
+    predictor, ckpt = open_predictor(checkpoint, device, batch_size)
     chosen = split.value if split else None
-    data = load_eval_data(ckpt, dataset, data_dir, chosen, limit, numpy=onnx)
+    # An .onnx is measured without torch: folder datasets are read with numpy and OpenCV.
+    data = load_eval_data(ckpt, dataset, data_dir, chosen, limit, numpy=is_onnx_path(checkpoint))
     console.info(f"evaluating on {data.dataset} ({data.split}, {len(data.data)} samples)")
     report = evaluate(predictor, data.data, top_k=top_k, clips=clips, label_map=data.label_map)
     if confusion is not None:

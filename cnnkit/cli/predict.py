@@ -68,29 +68,11 @@ def predict(
     status is 1 at the end.
     """
     console.set_quiet(quiet)
-    from cnnkit.inference import PredictInput, Predictor, predict_inputs
+    from cnnkit.inference import PredictInput, open_predictor, predict_inputs
     from cnnkit.io.sources import expand_sources, iter_sources
-    from cnnkit.onnxmodel import is_onnx_path
     from cnnkit.records import CsvWriter, JsonLinesWriter, TableWriter, csv_columns
 
-    if is_onnx_path(checkpoint):
-        # ONNX Runtime, and never torch: an exported model needs neither to be classified.
-        from cnnkit.onnxmodel import OnnxPredictor, decoder_threads_left, device_text, load_onnx
-
-        model = load_onnx(checkpoint, device, threads=decoder_threads_left(workers))
-        console.info(f"device: {device_text(model)} (ONNX Runtime)")
-        predictor: Any = OnnxPredictor(model, batch_size)
-    else:
-        from cnnkit.checkpoint import open_checkpoint
-        from cnnkit.device import resolve_device
-        from cnnkit.inference import share_cpu_with_decoders
-
-        ckpt = open_checkpoint(checkpoint)
-        choice = resolve_device(device)
-        console.info(f"device: {choice.torch_device} ({choice.reason})")
-        predictor = Predictor.from_loaded(ckpt, choice.torch_device, batch_size)
-        if choice.torch_device == "cpu":
-            share_cpu_with_decoders(workers)
+    predictor, _ = open_predictor(checkpoint, device, batch_size, decoders=workers)
     if window is not None:
         predictor.check_window(window)  # before any input is read
     named = [] if "-" in inputs else expand_sources(inputs)

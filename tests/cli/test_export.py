@@ -12,8 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnkit import cli, console
-from tests.helpers import make_checkpoint, make_image, make_image_folder, make_video
+from tests.helpers import (
+    cnnkit_in_process,
+    make_checkpoint,
+    make_image,
+    make_image_folder,
+    make_video,
+)
 
 # The scores of the two paths agree to within export's verify tolerance (1e-4 of the
 # logits' size); probabilities of these small models are well inside it.
@@ -36,15 +41,7 @@ main()
 
 
 def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    console.set_quiet(False)
-    monkeypatch.setattr(sys, "argv", ["cnnkit", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return cnnkit_in_process(monkeypatch, capsys, *args)
 
 
 def _no_torch(*args: str, cwd: Path, blocked: str = NOT_INSTALLED) -> subprocess.CompletedProcess:

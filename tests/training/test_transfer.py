@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import urllib.error
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from cnnkit import cli, console
+from cnnkit import console
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.errors import CheckpointError
 from cnnkit.models import create_model
@@ -27,7 +26,14 @@ from cnnkit.models.registry import get_model_spec, models_with_weights
 from cnnkit.models.transfer import freeze_all_but_head, head_name, load_start
 from cnnkit.training.fit import fit
 from cnnkit.training.start import FREEZE_LR, model_from_weights, plan_start, start_model
-from tests.helpers import make_image, make_image_folder, make_video, tiny_config, write_array
+from tests.helpers import (
+    cnnkit_in_process,
+    make_image,
+    make_image_folder,
+    make_video,
+    tiny_config,
+    write_array,
+)
 
 
 def _torch_home(tmp_path: Path, monkeypatch) -> Path:
@@ -68,15 +74,7 @@ def _no_download(monkeypatch) -> None:
 
 
 def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    console.set_quiet(False)
-    monkeypatch.setattr(sys, "argv", ["cnnkit", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return cnnkit_in_process(monkeypatch, capsys, *args)
 
 
 def _bare(ckpt_path: Path) -> dict:
