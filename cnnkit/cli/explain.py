@@ -1,0 +1,194 @@
+"""``cnnkit explain``: where the network looked, as heat maps over the inputs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cnnkit import console
+from cnnkit.cli.app import CheckpointArg, DeviceOpt, JsonOpt, QuietOpt, app
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  cnnkit explain runs/train/checkpoints/best.ckpt digit.png  # explain/digit-gradcam.png\n\n"
+    "  cnnkit explain best.ckpt photos/ -o maps --method gradcam++ --json\n\n"
+    "  cnnkit explain best.ckpt cat.jpg --class dog --layer layer3\n\n"
+    "  cnnkit explain best.onnx digit.png --method occlusion",
+)
+def explain(
+    checkpoint: CheckpointArg,
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Images, folders (recursive) or globs.", show_default=False),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", file_okay=False, help="Folder for the overlay PNGs."),
+    ] = Path("explain"),
+    method: Annotated[
+        str,
+        typer.Option(
+            help="gradcam (the last convolution stage's activations weighted by the class "
+            "score's gradient), gradcam++, or occlusion (the score's drop under a sliding grey "
+            "patch: any model, .onnx included)."
+        ),
+    ] = "gradcam",
+    class_: Annotated[
+        str | None,
+        typer.Option("--class", help="Class to explain (default: each input's prediction)."),
+    ] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            help="Layer for gradcam, as `cnnkit inspect` names them (default: the last one "
+            "whose output is still a map)."
+        ),
+    ] = None,
+    alpha: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Opacity of the heat map over the image.")
+    ] = 0.5,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Inputs per batch.")] = 16,
+    device: DeviceOpt = "auto",
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Draw where the network looked: a heat map over each input, for a class.
+
+    One overlay PNG per image, at the image's own resolution, with the class and
+    its score written on it; with --json one record per input on stdout
+    (path, label, score, method, layer, output, peak as [x, y] pixels).
+    """
+    console.set_quiet(quiet)
+    from cnnkit.errors import CnnkitError, InputError
+    from cnnkit.explain import check_method
+    from cnnkit.inference import open_predictor
+    from cnnkit.io.atomic import make_folder
+    from cnnkit.io.sources import expand_sources
+    from cnnkit.onnxmodel import is_onnx_path
+
+    check_method(method, is_onnx_path(checkpoint))
+    predictor, _ = open_predictor(checkpoint, device, batch_size)
+    if predictor.is_video_model:
+        raise InputError(
+            f"{checkpoint} is a video model; explain draws maps for image models",
+            hint="explain an image model, or use `cnnkit inspect CKPT --feature-maps`",
+        )
+    target = None
+    if class_ is not None:
+        if class_ not in predictor.classes:
+            from cnnkit.errors import close_match_hint
+
+            raise InputError(
+                f"--class {class_!r} is not one of the model's classes",
+                hint=close_match_hint(class_, predictor.classes, "class"),
+            )
+        target = predictor.classes.index(class_)
+    chosen_layer = None
+    if method != "occlusion":
+        from cnnkit.explain import default_layer, find_layer
+
+        shape = predictor.input.shape()
+        chosen_layer = layer or default_layer(predictor.model.cpu(), shape)
+        find_layer(predictor.model, chosen_layer)
+        predictor.model.to(predictor.device)
+    elif layer is not None:
+        raise InputError("--layer is for gradcam and gradcam++", hint="drop --layer")
+    sources = expand_sources(inputs)
+    out_dir = make_folder(output, "-o folder")
+    failed = 0
+    used: set[str] = set()
+    records: list[dict[str, Any]] = []
+    pending: list[tuple[str, Any, Any]] = []
+
+    def flush() -> None:
+        for record in _explain_batch(predictor, pending, method, chosen_layer, target, alpha,
+                                     out_dir, used):  # fmt: skip
+            records.append(record)
+            if json_:
+                print_json_line(record)
+            else:
+                console.info(
+                    f"{record['path']}: {record['label']} ({record['score']:.3f}) -> "
+                    f"{record['output']}"
+                )
+        pending.clear()
+
+    from cnnkit.io.image import read_image
+
+    for source in console.track(sources, total=len(sources), description="explaining"):
+        try:
+            if source.error:
+                raise InputError(source.error)
+            if source.kind != "image":
+                raise InputError("explain draws maps for images (videos are not explained)")
+            image = read_image(source.path)
+            pending.append((source.path, image, predictor.prepare_image(image)))
+        except CnnkitError as exc:
+            failed += 1
+            sys.stderr.write(f"error: {source.path}: {exc.message}\n")
+            if json_:
+                print_json_line({"path": source.path, "error": exc.message})
+            continue
+        if len(pending) >= batch_size:
+            flush()
+    if pending:
+        flush()
+    if failed:
+        raise CnnkitError(
+            f"{failed} of {len(sources)} inputs could not be explained",
+            hint="see the error lines above; the other maps are written",
+        )
+
+
+def print_json_line(record: dict[str, Any]) -> None:
+    from cnnkit.jsontext import dumps
+
+    sys.stdout.write(dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def _explain_batch(predictor, pending, method, layer, target, alpha, out_dir: Path, used: set):
+    """Maps for one batch of (path, image, prepared C×H×W uint8); write overlays, yield records."""
+    import numpy as np
+
+    from cnnkit.evaluation.metrics import softmax
+    from cnnkit.explain import gradcam, occlusion, overlay, peak
+    from cnnkit.io.image import write_image
+
+    batch = np.stack([p for _, _, p in pending])
+    targets = None if target is None else [target] * len(batch)
+    if method == "occlusion":
+        maps, logits = occlusion(predictor.logits, batch, targets, predictor.input.mean)
+    else:
+        import torch
+
+        from cnnkit.data.preprocess import normalize
+
+        x = normalize(torch.from_numpy(batch).to(predictor.device), predictor.input.mean,
+                      predictor.input.std)  # fmt: skip
+        maps, logits = gradcam(predictor.model, x, layer, targets, plus=method == "gradcam++")
+    probs = softmax(logits)
+    for i, (path, image, _) in enumerate(pending):
+        k = int(probs[i].argmax()) if target is None else target
+        label, score = predictor.classes[k], float(probs[i, k])
+        name = f"{Path(path).stem}-{method.replace('+', 'p')}"
+        stem, n = name, 2
+        while stem in used:
+            stem, n = f"{name}-{n}", n + 1
+        used.add(stem)
+        out = out_dir / f"{stem}.png"
+        write_image(out, overlay(image, maps[i], alpha, f"{label} {score:.2f}"))
+        h, w = image.shape[:2]
+        yield {
+            "path": path,
+            "label": label,
+            "score": round(score, 6),
+            "method": method,
+            "layer": layer,
+            "output": str(out),
+            "peak": peak(maps[i], w, h),
+        }

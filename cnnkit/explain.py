@@ -1,0 +1,231 @@
+"""Where the network looked: Grad-CAM, Grad-CAM++ and occlusion maps for image models.
+
+- Grad-CAM (Selvaraju et al. 2017): the activations ``A`` of a convolution
+  stage, weighted per channel by the mean gradient of the class score over
+  their positions, summed over channels, ReLU: positive evidence for the class.
+- Grad-CAM++ (Chattopadhyay et al. 2018): the channel weights are
+  ``sum(alpha * relu(dS/dA))`` with the closed-form ``alpha`` for an
+  exponential score, which spreads credit over several instances of a class.
+- Occlusion (Zeiler & Fergus 2014): a grey patch (the normalisation mean,
+  i.e. zero after normalising) a quarter of the input's side slides over it;
+  the map is how much the class's log-probability drops with each position
+  covered (log: a confident model's probability barely moves). It needs only logits,
+  so it works for every model, exported ``.onnx`` ones included.
+
+Maps come out at the model's input size, scaled to 0-1 per input; the
+overlay is drawn at the input image's own resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cnnkit.errors import InputError, ModelError, close_match_hint
+
+METHODS = ("gradcam", "gradcam++", "occlusion")
+
+
+def spatial_layers(model: Any, input_shape: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, output shape) of every leaf module whose output is a map like the input's.
+
+    One forward pass on zeros; a module called more than once (a ResNet block's
+    ReLU) is listed with its last output, the one the next layer sees.
+    """
+    import torch
+
+    outputs: dict[str, tuple[int, ...]] = {}
+    order: list[str] = []
+    ndim = len(input_shape) + 1
+
+    def hook(name: str) -> Any:
+        def record(_m: Any, _a: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor) and out.dim() == ndim:
+                outputs[name] = tuple(out.shape)
+                if name in order:
+                    order.remove(name)
+                order.append(name)
+
+        return record
+
+    handles = [
+        m.register_forward_hook(hook(n))
+        for n, m in model.named_modules()
+        if n and not any(True for _ in m.children())
+    ]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return [(n, outputs[n]) for n in order]
+
+
+def default_layer(model: Any, input_shape: Sequence[int]) -> str:
+    """The last convolution stage: the last leaf module whose output is still a map.
+
+    Global pooling (a 1×1 map) is not one; when every map is 1×1 (a deep net on
+    a small input), the last of them is taken.
+    """
+    layers = spatial_layers(model, input_shape)
+    if not layers:
+        raise ModelError("this model has no layer with a spatial output to explain")
+    maps = [name for name, shape in layers if int(np.prod(shape[2:])) > 1]
+    return (maps or [layers[-1][0]])[-1]
+
+
+def find_layer(model: Any, name: str) -> Any:
+    """The module called ``name`` (as inspect prints them); an InputError with a close match."""
+    modules = dict(model.named_modules())
+    if name not in modules or not name:
+        leaves = [n for n, m in model.named_modules() if n and not any(True for _ in m.children())]
+        raise InputError(
+            f"--layer {name!r} is not a layer of this model",
+            hint=close_match_hint(name, leaves, "layer")
+            + "; `cnnkit inspect CHECKPOINT` lists them",
+        )
+    return modules[name]
+
+
+def gradcam(
+    model: Any, x: Any, layer: str, targets: Sequence[int] | None, plus: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(maps N×H×W in 0-1 at the input's size, logits N×K) for normalised inputs ``x``.
+
+    ``targets``: the class explained for each input (None: the predicted one).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    module = find_layer(model, layer)
+    saved: dict[str, Any] = {}
+
+    def keep(_m: Any, _a: Any, out: Any) -> None:
+        saved["a"] = out
+        out.register_hook(lambda g: saved.__setitem__("g", g))
+
+    handle = module.register_forward_hook(keep)
+    model.eval()
+    try:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)  # gradients reach the layer even if frozen
+            logits = model(x)
+            chosen = logits.argmax(dim=1).tolist() if targets is None else list(targets)
+            index = torch.as_tensor(chosen, device=logits.device)[:, None]
+            model.zero_grad(set_to_none=True)
+            logits.gather(1, index).sum().backward()
+    finally:
+        handle.remove()
+    acts, grads = saved["a"].detach().float(), saved["g"].detach().float()
+    if acts.dim() != x.dim():
+        raise InputError(
+            f"--layer {layer} gives {tuple(acts.shape)} outputs, not a map over the input",
+            hint="choose a convolution or pooling layer (`cnnkit inspect` lists them)",
+        )
+    axes = tuple(range(2, acts.dim()))
+    if plus:
+        g2, g3 = grads.pow(2), grads.pow(3)
+        denom = 2 * g2 + (acts * g3).sum(dim=axes, keepdim=True)
+        alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
+        weights = (alpha * grads.clamp(min=0)).sum(dim=axes, keepdim=True)
+    else:
+        weights = grads.mean(dim=axes, keepdim=True)
+    cam = (weights * acts).sum(dim=1, keepdim=True).clamp(min=0)
+    mode = "bilinear" if cam.dim() == 4 else "trilinear"
+    cam = F.interpolate(cam, size=tuple(x.shape[2:]), mode=mode, align_corners=False)[:, 0]
+    return _unit(cam.numpy()), logits.detach().float().numpy()
+
+
+def occlusion(
+    logits_fn: Any,
+    batch: np.ndarray,
+    targets: Sequence[int] | None,
+    mean: Sequence[float],
+    patch: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(maps N×H×W in 0-1, logits N×K): the class log-probability's drop under a sliding patch.
+
+    ``batch``: uint8 N×C×H×W as predict feeds models; ``logits_fn`` maps such a
+    batch to logits (a Predictor's ``logits``, torch or ONNX Runtime). The patch
+    is filled with each channel's normalisation mean, which normalises to 0.
+    """
+    from cnnkit.evaluation.metrics import log_softmax
+
+    n, c, h, w = batch.shape
+    # A quarter of the image: a patch much smaller than the object hides too little
+    # of it to move a confident model's score.
+    size = patch or max(2, min(h, w) // 4)
+    stride = max(1, size // 4)
+    logits = logits_fn(batch)
+    base = log_softmax(logits)
+    targets = list(base.argmax(axis=1)) if targets is None else list(targets)
+    maps = np.zeros((n, h, w), np.float64)
+    counts = np.zeros((h, w), np.float64)
+    positions = [
+        (y, x)
+        for y in range(0, max(1, h - size) + 1, stride)
+        for x in range(0, max(1, w - size) + 1, stride)
+    ]
+    for y, x in positions:
+        counts[y : y + size, x : x + size] += 1
+    fill = np.clip(np.round(np.asarray(mean, np.float64) * 255), 0, 255).astype(np.uint8)
+    for i in range(n):
+        variants = np.repeat(batch[i : i + 1], len(positions), axis=0)
+        for j, (y, x) in enumerate(positions):
+            variants[j, :, y : y + size, x : x + size] = fill[:, None, None]
+        probs = []
+        step = 256
+        for start in range(0, len(variants), step):
+            probs.append(log_softmax(logits_fn(variants[start : start + step]))[:, targets[i]])
+        drop = base[i, targets[i]] - np.concatenate(probs)
+        for (y, x), d in zip(positions, drop, strict=True):
+            maps[i, y : y + size, x : x + size] += d
+    maps /= np.maximum(counts, 1)
+    return _unit(np.clip(maps, 0, None)), logits
+
+
+def _unit(maps: np.ndarray) -> np.ndarray:
+    """Each map scaled to 0-1 by its maximum (an all-zero map stays zero)."""
+    maps = np.asarray(maps, np.float32)
+    top = maps.reshape(len(maps), -1).max(axis=1)
+    top = np.where(top > 0, top, 1.0)
+    return maps / top.reshape(-1, *([1] * (maps.ndim - 1)))
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float, text: str) -> np.ndarray:
+    """The heat map (0-1, any size) over ``image`` (H×W[×C] RGB) at the image's resolution."""
+    import cv2
+
+    from cnnkit.data.preprocess import fit_channels, to_uint8
+
+    base = fit_channels(to_uint8(image), 3)
+    h, w = base.shape[:2]
+    heat8 = np.clip(cv2.resize(heat.astype(np.float32), (w, h)) * 255, 0, 255).astype(np.uint8)
+    colour = cv2.applyColorMap(heat8, cv2.COLORMAP_JET)[:, :, ::-1]  # BGR -> RGB
+    out = cv2.addWeighted(base, 1 - alpha, colour, alpha, 0)
+    scale = max(0.35, min(h, w) / 400)
+    thick = max(1, int(round(scale * 2)))
+    org = (4, 4 + int(18 * scale))
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(out, text, org, font, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)  # outline
+    cv2.putText(out, text, org, font, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return out
+
+
+def peak(heat: np.ndarray, width: int, height: int) -> list[int]:
+    """[x, y] of the map's maximum, in the input image's pixels."""
+    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return [int((x + 0.5) * width / heat.shape[1]), int((y + 0.5) * height / heat.shape[0])]
+
+
+def check_method(method: str, onnx: bool) -> None:
+    if method not in METHODS:
+        raise InputError(f"--method {method!r} is not known", hint=f"one of: {', '.join(METHODS)}")
+    if onnx and method != "occlusion":
+        raise InputError(
+            f"--method {method} needs gradients, which an exported .onnx does not give",
+            hint="use --method occlusion, or the .ckpt",
+        )

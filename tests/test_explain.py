@@ -1,0 +1,166 @@
+"""cnnkit explain: maps that point at the evidence, that depend on the learned weights, and
+the faults users cause."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnnkit.checkpoint import build_model, load_checkpoint
+from cnnkit.data.preprocess import normalize
+from cnnkit.explain import default_layer, gradcam
+from cnnkit.models import create_model
+from cnnkit.training.fit import fit
+from tests.helpers import cnnkit_in_process, make_checkpoint, tiny_config, write_array
+
+SIZE, OBJECT = 32, 10
+
+
+def _draw(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, tuple, tuple[int, int]]:
+    """A 32×32 gray image of noise with one bright square or cross; its box (x0, y0, x1, y1),
+    and the centre of a distractor.
+
+    Every image also holds a bright bar as wide, away from the object: it says
+    nothing of the class, so a map that only followed brightness or edges would
+    point at it as often as at the object.
+    """
+    image = rng.integers(10, 70, (SIZE, SIZE), dtype=np.int64)
+    while True:
+        x0, y0 = (int(v) for v in rng.integers(0, SIZE - OBJECT, 2))
+        cx, cy = (int(v) for v in rng.integers(5, SIZE - 5, 2))
+        if abs(cx - (x0 + OBJECT // 2)) > 10 or abs(cy - (y0 + OBJECT // 2)) > 10:
+            break
+    image[cy - 1 : cy + 1, cx - 5 : cx + 5] = 230  # a bar: neither a square nor a cross
+    box = image[y0 : y0 + OBJECT, x0 : x0 + OBJECT]
+    if kind == "square":
+        box[2:-2, 2:-2] = 230
+    else:  # a cross: the two diagonals, two pixels thick
+        for i in range(OBJECT):
+            box[i, max(0, i - 1) : i + 1] = 230
+            box[i, OBJECT - 1 - i : min(OBJECT, OBJECT + 1 - i)] = 230
+    return image.astype(np.uint8), (x0, y0, x0 + OBJECT, y0 + OBJECT), (cx, cy)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """simplecnn trained to tell a square from a cross anywhere in the image; test images."""
+    root = tmp_path_factory.mktemp("explain")
+    rng = np.random.default_rng(0)
+    for kind in ("cross", "square"):
+        (root / "data" / kind).mkdir(parents=True)
+        for i in range(100):
+            write_array(root / "data" / kind / f"{i}.png", _draw(kind, rng)[0])
+    summary = fit(tiny_config(root, dataset=str(root / "data"), model="simplecnn", epochs=3,
+                              img_size=None, limit=None, val_split=0.0, batch_size=32))  # fmt: skip
+    boxes = {}
+    (root / "test").mkdir()
+    for i in range(20):
+        kind = ("cross", "square")[i % 2]
+        image, box, disc = _draw(kind, rng)
+        path = root / "test" / f"{kind}-{i:02d}.png"
+        write_array(path, image)
+        boxes[str(path)] = (kind, box, disc)
+    return {"ckpt": summary["best_checkpoint"], "boxes": boxes, "root": root}
+
+
+def _records(monkeypatch, capsys, *args: str) -> list[dict]:
+    code, out, err = cnnkit_in_process(monkeypatch, capsys, "explain", *args, "--json")
+    assert code == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "occlusion"])
+def test_the_peak_falls_on_the_object(trained, tmp_path, monkeypatch, capsys, method) -> None:
+    records = _records(monkeypatch, capsys, trained["ckpt"], str(trained["root"] / "test"),
+                       "-o", str(tmp_path / "maps"), "--method", method)  # fmt: skip
+    assert len(records) == 20
+    right = sum(r["label"] == trained["boxes"][r["path"]][0] for r in records)
+    assert right >= 18  # the model learned the task, so its evidence means something
+    inside = nearer = 0
+    for r in records:
+        _, (x0, y0, x1, y1), (cx, cy) = trained["boxes"][r["path"]]
+        x, y = r["peak"]
+        inside += x0 - 1 <= x <= x1 and y0 - 1 <= y <= y1
+        to_object = np.hypot(x - (x0 + x1) / 2, y - (y0 + y1) / 2)
+        nearer += to_object < np.hypot(x - cx, y - cy)
+        assert Path(r["output"]).is_file() and r["method"] == method
+    print(f"{method}: {right}/20 right, {inside}/20 peaks on the object, {nearer}/20 nearer it")
+    assert inside >= 16, f"{inside} of 20 peaks on the object"  # at least 80%
+    assert nearer >= 16, f"{nearer} of 20 peaks nearer the object than the bar"
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra = np.argsort(np.argsort(a.ravel())).astype(np.float64)
+    rb = np.argsort(np.argsort(b.ravel())).astype(np.float64)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def test_maps_of_randomised_weights_differ(trained) -> None:
+    """Adebayo et al. 2018: a saliency method must depend on the learned weights."""
+    from cnnkit.io.image import read_image
+
+    ckpt = load_checkpoint(trained["ckpt"])
+    model = build_model(ckpt)
+    torch.manual_seed(99)
+    random_model = create_model("simplecnn", 2, 1, input_size=ckpt.input.shape()).eval()
+    paths = sorted(trained["boxes"])[:10]
+    batch = np.stack([read_image(p)[None] for p in paths])
+    x = normalize(torch.from_numpy(batch), ckpt.input.mean, ckpt.input.std)
+    layer = default_layer(model, ckpt.input.shape())
+    learned, _ = gradcam(model, x, layer, None)
+    randomised, _ = gradcam(random_model, x, layer, None)
+    again, _ = gradcam(model, x, layer, None)
+    same = np.mean([_spearman(a, b) for a, b in zip(learned, again, strict=True)])
+    other = np.mean([_spearman(a, b) for a, b in zip(learned, randomised, strict=True)])
+    assert same == pytest.approx(1.0)
+    assert other < 0.5, f"rank correlation with a randomised model: {other:.2f}"
+
+
+def test_overlay_is_at_the_input_resolution_with_the_class_on_it(trained, tmp_path, monkeypatch,
+                                                                 capsys) -> None:  # fmt: skip
+    from cnnkit.io.image import read_image
+
+    big = np.kron(read_image(sorted(trained["boxes"])[0]), np.ones((3, 5), np.uint8))
+    write_array(tmp_path / "big.png", big)
+    [record] = _records(monkeypatch, capsys, trained["ckpt"], str(tmp_path / "big.png"), "-o",
+                        str(tmp_path / "maps"), "--class", "square")  # fmt: skip
+    overlay = read_image(record["output"])
+    assert overlay.shape == (96, 160, 3)
+    assert record["label"] == "square" and 0 <= record["peak"][0] < 160
+    assert not np.array_equal(overlay[:20, :60], np.repeat(big[:20, :60, None], 3, axis=2))
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--layer", "features.9"], "is not a layer of this model"),
+        (["--layer", "featurs.0.0"], "did you mean 'features.0.0'"),
+        (["--class", "circle"], "is not one of the model's classes"),
+        (["--method", "lime"], "--method 'lime' is not known"),
+        (["--method", "occlusion", "--layer", "features.0.0"], "--layer is for gradcam"),
+        (["-o", "file.txt/maps"], "file.txt"),
+    ],
+)
+def test_bad_input_is_one_error_line(tmp_path, monkeypatch, capsys, args, phrase) -> None:
+    ckpt = make_checkpoint(tmp_path / "m.ckpt", "simplecnn", ["cross", "square"], 1, (16, 16))
+    write_array(tmp_path / "x.png", np.zeros((16, 16), np.uint8))
+    (tmp_path / "file.txt").write_text("a file")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cnnkit_in_process(monkeypatch, capsys, "explain", str(ckpt), "x.png", *args)
+    assert code == 1 and phrase in err and "Traceback" not in err, err
+    assert not (tmp_path / "explain").exists()
+
+
+def test_video_models_and_gradients_of_onnx_are_refused(tmp_path, monkeypatch, capsys) -> None:
+    video = make_checkpoint(tmp_path / "v.ckpt", "c3d_small", ["a", "b"], 3, (16, 16), frames=4)
+    write_array(tmp_path / "x.png", np.zeros((16, 16, 3), np.uint8))
+    code, _, err = cnnkit_in_process(monkeypatch, capsys, "explain", str(video),
+                                     str(tmp_path / "x.png"))  # fmt: skip
+    assert code == 1 and "is a video model" in err
+    code, _, err = cnnkit_in_process(monkeypatch, capsys, "explain", str(tmp_path / "m.onnx"),
+                                     str(tmp_path / "x.png"))  # fmt: skip
+    assert code == 1 and "needs gradients, which an exported .onnx does not give" in err
