@@ -158,7 +158,7 @@ def occlusion(
     # A quarter of the image: a patch much smaller than the object hides too little
     # of it to move a confident model's score.
     size = patch or max(2, min(h, w) // 4)
-    stride = max(1, size // 4)
+    stride = max(1, size // 2)
     logits = logits_fn(batch)
     base = log_softmax(logits)
     targets = list(base.argmax(axis=1)) if targets is None else list(targets)

@@ -122,8 +122,10 @@ def source_hash(ckpt: Any) -> str:
 def metadata(ckpt: Any, sha256: str) -> dict[str, str]:
     """The metadata_props of an exported model (strings only, as ONNX keeps them)."""
     spec = ckpt.input
+    meta = ckpt.meta.to_dict()
+    meta["metrics"] = dict(ckpt.metrics) if hasattr(ckpt, "metrics") else meta["metrics"]
     return {
-        "cnnkit.meta": json.dumps(ckpt.meta.to_dict()),
+        "cnnkit.meta": json.dumps(meta),
         "classes": json.dumps(list(ckpt.classes)),
         "input": json.dumps(
             {
@@ -158,8 +160,13 @@ def export_onnx(
     from cnnkit.checkpoint import build_model, open_checkpoint
     from cnnkit.io.atomic import atomic_output, check_output_path
 
+    if str(checkpoint).lower().endswith(".onnx") or _is_onnx_file(Path(checkpoint)):
+        raise InputError(
+            f"{checkpoint} is an exported ONNX model already; export takes a checkpoint",
+            hint="give the .ckpt it came from (its path is under 'source' in `cnnkit inspect`)",
+        )
     out = Path(out)
-    if out.suffix.lower() != ".onnx":
+    if not out.name.lower().endswith(".onnx") or out.name.lower() == ".onnx":
         raise InputError(f"{out}: the output of export is an .onnx file", hint="e.g. -o model.onnx")
     if Path(checkpoint).expanduser().resolve() == out.expanduser().resolve():
         raise InputError(f"{out} is the checkpoint itself", hint="choose another -o FILE.onnx")
@@ -202,6 +209,16 @@ def export_onnx(
     with atomic_output(out) as temp:
         temp.write_bytes(data)
     return ExportResult(out, opset, len(data), max_diff, *_signature(proto))
+
+
+def _is_onnx_file(path: Path) -> bool:
+    """Whether ``path`` holds an ONNX model whatever its name (a .ckpt is a zip: "PK")."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return head[:1] == b"\x08"  # field 1 of a ModelProto (ir_version), as a varint
 
 
 def _sample_batch(shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:
@@ -254,7 +271,17 @@ def _signature(proto: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    """The cause of an exporter error in one plain line (its text is coloured and long)."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):  # torch.onnx puts the cause under "## Exception summary"
+        if line.startswith("## Exception summary") and i + 1 < len(lines):
+            return lines[i + 1][:200]
+    cause = exc.__cause__
+    if cause is not None and lines and "step 1/3" in lines[0]:
+        return _first_line(cause)
     return (lines[0] if lines else type(exc).__name__)[:200]
 
 

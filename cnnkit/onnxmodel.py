@@ -92,8 +92,15 @@ def load_onnx(path: str | Path, device: str = "cpu", threads: int | None = None)
     options.log_severity_level = 3  # errors only: its warnings are not the user's business
     if threads:
         options.intra_op_num_threads = threads
+    providers = _providers(ort, device)  # a device error is said as such, not as a bad file
+    with open(path, "rb") as f:
+        if f.read(2) == b"PK":  # a zip: torch's checkpoint format
+            raise CheckpointError(
+                f"{path} is a PyTorch checkpoint named .onnx",
+                hint="rename it to .ckpt, or export it with `cnnkit export`",
+            )
     try:
-        session = ort.InferenceSession(str(path), options, providers=_providers(ort, device))
+        session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own Fail/InvalidGraph types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(
@@ -110,7 +117,26 @@ def load_onnx(path: str | Path, device: str = "cpu", threads: int | None = None)
         meta = CheckpointMeta.from_dict(json.loads(props["cnnkit.meta"]))
     except (ValueError, SchemaError) as exc:
         raise CheckpointError(f"{path}: its cnnkit metadata is damaged ({exc})") from None
+    _check_signature(path, session, meta)
     return OnnxModel(path, session, meta, props)
+
+
+def _check_signature(path: Path, session: Any, meta: CheckpointMeta) -> None:
+    """The graph must take what the metadata says and give one logit per class."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    want = list(meta.input.shape())
+    problem = None
+    if len(inputs) != 1 or inputs[0].type != "tensor(uint8)":
+        problem = "its input is not one uint8 tensor"
+    elif [d for d in inputs[0].shape[1:]] != want:
+        problem = f"its input {inputs[0].shape[1:]} is not the metadata's {want}"
+    elif not outputs or outputs[0].shape[-1] != len(meta.classes):
+        problem = f"its output has {outputs[0].shape[-1]} values for {len(meta.classes)} classes"
+    if problem:
+        raise CheckpointError(
+            f"{path} does not match its own cnnkit metadata: {problem}",
+            hint="export the checkpoint again with `cnnkit export`",
+        )
 
 
 def _providers(ort: Any, device: str) -> list[str]:
@@ -139,8 +165,9 @@ def device_text(model: OnnxModel) -> str:
 
 def decoder_threads_left(workers: int) -> int:
     """ONNX Runtime's threads: the cores the ``workers`` decode threads leave (as for torch)."""
-    if "OMP_NUM_THREADS" in os.environ:
-        return int(os.environ["OMP_NUM_THREADS"] or 0)
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    if value.strip().isascii() and value.strip().isdigit() and int(value) > 0:
+        return int(value)
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -64,7 +64,8 @@ def print_json(obj: Any) -> None:
 CheckpointArg = Annotated[
     Path,
     typer.Argument(
-        help="A .ckpt written by cnnkit train, or MODEL:DATA for a torchvision model with its "
+        help="A .ckpt written by cnnkit train, an .onnx written by cnnkit export (run with "
+        "ONNX Runtime, without torch), or MODEL:DATA for a torchvision model with its "
         "pretrained weights, used as it is (resnet50:imagenet, r3d_18:kinetics400; fetched once "
         "into $TORCH_HOME, the classes are the weights' category names).",
         show_default=False,

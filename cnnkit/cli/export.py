@@ -10,6 +10,9 @@ import typer
 from cnnkit import console
 from cnnkit.cli.app import JsonOpt, QuietOpt, app, print_json
 
+# The largest fixed batch: export runs the model on a batch this big to trace it.
+MAX_BATCH = 1024
+
 
 @app.command(
     epilog="Examples:\n\n"
@@ -40,8 +43,8 @@ def export(
     batch: Annotated[
         str,
         typer.Option(
-            help="Batch axis: 'dynamic' (any batch size) or a fixed size N (some runtimes "
-            "run fixed shapes faster)."
+            help="Batch axis: 'dynamic' (any batch size) or a fixed size N, 1 to 1024 (some "
+            "runtimes run fixed shapes faster)."
         ),
     ] = "dynamic",
     verify: Annotated[
@@ -63,15 +66,16 @@ def export(
     without torch. Needs the onnx extra: pip install 'cnnkit[onnx]'.
     """
     console.set_quiet(quiet)
-    from cnnkit.errors import InputError
     from cnnkit.export import default_output, export_onnx
 
     if batch == "dynamic":
         fixed = None
-    elif batch.isdigit() and int(batch) >= 1:
+    elif batch.isascii() and batch.isdigit() and 1 <= int(batch) <= MAX_BATCH:
         fixed = int(batch)
     else:
-        raise InputError(f"--batch {batch!r} is not 'dynamic' or a size", hint="e.g. --batch 1")
+        raise typer.BadParameter(
+            f"{batch!r} is not 'dynamic' or a size from 1 to {MAX_BATCH}", param_hint="--batch"
+        )
     out = output or default_output(checkpoint)
     result = export_onnx(checkpoint, out, opset=opset, batch=fixed, verify=verify)
     if result.max_abs_diff is not None:
@@ -81,5 +85,5 @@ def export(
     console.info(f"wrote {result.path} ({result.bytes:,} bytes, opset {result.opset})")
     if json_:
         print_json(result.to_json())
-    elif not console.is_quiet():
+    else:
         print(result.path)

@@ -210,7 +210,6 @@ def test_window_other_than_the_exported_frames_is_refused(models, monkeypatch, c
     "args, phrase",
     [
         (["-o", "model.txt"], "the output of export is an .onnx file"),
-        (["--batch", "0"], "is not 'dynamic' or a size"),
         (["-o", "missing/model.onnx"], "missing"),
         (["-o", "full.onnx"], "No space left on device"),
     ],
@@ -227,6 +226,61 @@ def test_export_refuses_bad_outputs(models, tmp_path, monkeypatch, capsys, args,
     assert code == 1 and phrase in err and "Traceback" not in err, err
     assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1
     assert list(tmp_path.iterdir()) == []  # neither the model nor a temporary file
+
+
+@pytest.mark.parametrize("value", ["0", "abc", "²", "1000000000"])
+def test_bad_batch_sizes_are_usage_errors(models, tmp_path, monkeypatch, capsys, value) -> None:
+    code, _, err = _cli(monkeypatch, capsys, "export", str(models["image"]), "-o",
+                        str(tmp_path / "m.onnx"), "--batch", value)  # fmt: skip
+    assert code == 2 and "'dynamic'" in err and "1024" in err  # a usage error, boxed
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_files_that_are_not_what_their_names_say(models, tmp_path, monkeypatch, capsys) -> None:
+    import shutil
+
+    shutil.copy(models["image"], tmp_path / "c.onnx")
+    shutil.copy(models["image"].with_suffix(".onnx"), tmp_path / "o.ckpt")
+    make_image(tmp_path / "x.png", 8, 8)
+    cases = [
+        (["predict", str(tmp_path / "c.onnx"), str(tmp_path / "x.png")], "is a PyTorch checkpoint"),
+        (["export", str(tmp_path / "o.ckpt"), "-o", str(tmp_path / "z.onnx")],
+         "is an exported ONNX model already"),
+        (["export", str(models["image"].with_suffix(".onnx"))], "is an exported ONNX model"),
+        (["predict", str(models["image"].with_suffix(".onnx")), str(tmp_path / "x.png"),
+          "--device", "cuda"], "this onnxruntime has no CUDA execution provider"),
+    ]  # fmt: skip
+    for args, phrase in cases:
+        code, _, err = _cli(monkeypatch, capsys, *args)
+        assert code == 1 and phrase in err and "Traceback" not in err, err
+        assert "not a readable ONNX model" not in err
+
+
+def test_export_keeps_the_checkpoint_metrics(models, monkeypatch, capsys, tmp_path) -> None:
+    from cnnkit.export import export_onnx
+
+    ckpt = make_checkpoint(tmp_path / "m.ckpt", "lenet5", list("ab"), 1, (16, 16),
+                           metrics={"val_acc": 0.75})  # fmt: skip
+    export_onnx(str(ckpt), tmp_path / "m.onnx", verify=False)
+    code, out, _ = _cli(monkeypatch, capsys, "inspect", str(tmp_path / "m.onnx"), "--json")
+    assert json.loads(out)["metrics"] == {"val_acc": 0.75}
+
+
+def test_a_graph_that_disagrees_with_its_metadata_is_refused(models, tmp_path, monkeypatch,
+                                                             capsys) -> None:  # fmt: skip
+    import onnx
+
+    proto = onnx.load(str(models["image"].with_suffix(".onnx")))
+    for prop in proto.metadata_props:
+        if prop.key == "cnnkit.meta":
+            meta = json.loads(prop.value)
+            meta["classes"] = meta["classes"][:2]
+            prop.value = json.dumps(meta)
+    onnx.save(proto, tmp_path / "edited.onnx")
+    make_image(tmp_path / "x.png", 8, 8)
+    code, _, err = _cli(monkeypatch, capsys, "predict", str(tmp_path / "edited.onnx"),
+                        str(tmp_path / "x.png"))  # fmt: skip
+    assert code == 1 and "does not match its own cnnkit metadata" in err
 
 
 def test_a_failed_verification_writes_nothing(models, tmp_path, monkeypatch, capsys) -> None:
