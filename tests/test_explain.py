@@ -164,3 +164,48 @@ def test_video_models_and_gradients_of_onnx_are_refused(tmp_path, monkeypatch, c
     code, _, err = cnnkit_in_process(monkeypatch, capsys, "explain", str(tmp_path / "m.onnx"),
                                      str(tmp_path / "x.png"))  # fmt: skip
     assert code == 1 and "needs gradients, which an exported .onnx does not give" in err
+
+
+@pytest.mark.parametrize(
+    "model, shape, layer, mode",
+    [
+        ("simplecnn", (3, 32, 32), "features.4.2", "bilinear"),
+        ("c3d_small", (3, 8, 32, 32), "features.2.2", "trilinear"),
+    ],
+)
+def test_gradcam_agrees_with_captum(model: str, shape, layer: str, mode: str) -> None:
+    """The same maps as captum's LayerGradCam, upsampled and scaled alike, in 2D and 3D."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    from cnnkit.explain import find_layer
+
+    torch.manual_seed(0)
+    net = create_model(model, 4, shape[0], input_size=shape).eval()
+    x = torch.randn(3, *shape)
+    ours, logits = gradcam(net, x, layer, None)
+    target = torch.as_tensor(logits.argmax(1))
+    theirs = LayerGradCam(net, find_layer(net, layer)).attribute(
+        x, target=target, relu_attributions=True
+    )
+    theirs = LayerAttribution.interpolate(theirs, shape[1:], interpolate_mode=mode)
+    theirs = theirs.detach()[:, 0].numpy()
+    top = theirs.reshape(len(theirs), -1).max(axis=1)
+    theirs = theirs / np.where(top > 0, top, 1).reshape(-1, *([1] * (theirs.ndim - 1)))
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_top_k_explains_the_k_most_likely_classes(trained, tmp_path, monkeypatch, capsys) -> None:
+    image = sorted(trained["boxes"])[0]
+    records = _records(monkeypatch, capsys, trained["ckpt"], image, "-o", str(tmp_path),
+                       "--top-k", "2")  # fmt: skip
+    code, out, _ = cnnkit_in_process(monkeypatch, capsys, "predict", trained["ckpt"], image,
+                                     "--format", "jsonl", "--top-k", "2")  # fmt: skip
+    predicted = json.loads(out)["topk"]
+    assert [r["rank"] for r in records] == [1, 2]
+    assert [r["label"] for r in records] == [t["label"] for t in predicted]
+    assert [r["score"] for r in records] == pytest.approx([t["score"] for t in predicted])
+    assert len({r["output"] for r in records}) == 2
+    code, _, err = cnnkit_in_process(monkeypatch, capsys, "explain", trained["ckpt"], image,
+                                     "--top-k", "2", "--class", "cross")  # fmt: skip
+    assert code == 1 and "--class and --top-k both choose the classes" in err

@@ -41,6 +41,15 @@ def explain(
         str | None,
         typer.Option("--class", help="Class to explain (default: each input's prediction)."),
     ] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option(
+            "--top-k",
+            min=1,
+            help="Explain each input's K most likely classes: K maps per input, ranked "
+            "(not with --class).",
+        ),
+    ] = None,
     layer: Annotated[
         str | None,
         typer.Option(
@@ -78,6 +87,8 @@ def explain(
             hint="explain an image model, or use `cnnkit inspect CKPT --feature-maps`",
         )
     target = None
+    if class_ is not None and top_k is not None:
+        raise InputError("--class and --top-k both choose the classes", hint="give one of them")
     if class_ is not None:
         if class_ not in predictor.classes:
             from cnnkit.errors import close_match_hint
@@ -106,7 +117,7 @@ def explain(
 
     def flush() -> None:
         for record in _explain_batch(predictor, pending, method, chosen_layer, target, alpha,
-                                     out_dir, used):  # fmt: skip
+                                     out_dir, used, top_k):  # fmt: skip
             records.append(record)
             if json_:
                 print_json_line(record)
@@ -151,16 +162,46 @@ def print_json_line(record: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _explain_batch(predictor, pending, method, layer, target, alpha, out_dir: Path, used: set):
-    """Maps for one batch of (path, image, prepared C×H×W uint8); write overlays, yield records."""
+def _explain_batch(
+    predictor, pending, method, layer, target, alpha, out_dir: Path, used: set, top_k=None
+):
+    """Maps for one batch of (path, image, prepared C×H×W uint8); write overlays, yield records.
+
+    One map per input for its prediction (or ``target``); with ``top_k``, one
+    per each of its K most likely classes, ranked (records carry ``rank``).
+    """
     import numpy as np
 
+    from cnnkit.evaluation.metrics import softmax
+
+    batch = np.stack([p for _, _, p in pending])
+    if top_k is None:
+        targets = None if target is None else [target] * len(batch)
+        yield from _explain_targets(predictor, pending, batch, method, layer, targets, alpha,
+                                    out_dir, used, None)  # fmt: skip
+        return
+    probs = softmax(predictor.logits(batch))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, : min(top_k, probs.shape[1])]
+    records = [[] for _ in pending]
+    for rank in range(order.shape[1]):
+        targets = [int(v) for v in order[:, rank]]
+        for i, record in enumerate(
+            _explain_targets(
+                predictor, pending, batch, method, layer, targets, alpha, out_dir, used, rank + 1
+            )
+        ):
+            records[i].append(record)  # fmt: skip
+    for per_input in records:  # input by input, in rank order
+        yield from per_input
+
+
+def _explain_targets(predictor, pending, batch, method, layer, targets, alpha, out_dir, used,
+                     rank):  # fmt: skip
+    """The maps of ``batch`` for ``targets`` (None: the predictions); overlays and records."""
     from cnnkit.evaluation.metrics import softmax
     from cnnkit.explain import gradcam, occlusion, overlay, peak
     from cnnkit.io.image import write_image
 
-    batch = np.stack([p for _, _, p in pending])
-    targets = None if target is None else [target] * len(batch)
     if method == "occlusion":
         maps, logits = occlusion(predictor.logits, batch, targets, predictor.input.mean)
     else:
@@ -173,9 +214,11 @@ def _explain_batch(predictor, pending, method, layer, target, alpha, out_dir: Pa
         maps, logits = gradcam(predictor.model, x, layer, targets, plus=method == "gradcam++")
     probs = softmax(logits)
     for i, (path, image, _) in enumerate(pending):
-        k = int(probs[i].argmax()) if target is None else target
+        k = int(probs[i].argmax()) if targets is None else targets[i]
         label, score = predictor.classes[k], float(probs[i, k])
         name = f"{Path(path).stem}-{method.replace('+', 'p')}"
+        if rank is not None:
+            name += f"-top{rank}"
         stem, n = name, 2
         while stem in used:
             stem, n = f"{name}-{n}", n + 1
@@ -183,7 +226,7 @@ def _explain_batch(predictor, pending, method, layer, target, alpha, out_dir: Pa
         out = out_dir / f"{stem}.png"
         write_image(out, overlay(image, maps[i], alpha, f"{label} {score:.2f}"))
         h, w = image.shape[:2]
-        yield {
+        record = {
             "path": path,
             "label": label,
             "score": round(score, 6),
@@ -192,3 +235,6 @@ def _explain_batch(predictor, pending, method, layer, target, alpha, out_dir: Pa
             "output": str(out),
             "peak": peak(maps[i], w, h),
         }
+        if rank is not None:
+            record["rank"] = rank
+        yield record
