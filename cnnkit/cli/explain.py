@@ -81,10 +81,10 @@ def explain(
 
     check_method(method, is_onnx_path(checkpoint))
     predictor, _ = open_predictor(checkpoint, device, batch_size)
-    if predictor.is_video_model:
+    if predictor.is_video_model and method == "occlusion":
         raise InputError(
-            f"{checkpoint} is a video model; explain draws maps for image models",
-            hint="explain an image model, or use `cnnkit inspect CKPT --feature-maps`",
+            "--method occlusion draws maps for image models; this is a video model",
+            hint="use --method gradcam (maps over time)",
         )
     target = None
     if class_ is not None and top_k is not None:
@@ -115,17 +115,22 @@ def explain(
     records: list[dict[str, Any]] = []
     pending: list[tuple[str, Any, Any]] = []
 
+    def report(record: dict[str, Any]) -> None:
+        records.append(record)
+        if json_:
+            print_json_line(record)
+        else:
+            where = f" frames {record['start_frame']}-{record['end_frame']}" if (
+                "start_frame" in record) else ""  # fmt: skip
+            console.info(
+                f"{record['path']}{where}: {record['label']} ({record['score']:.3f}) -> "
+                f"{record['output']}"
+            )
+
     def flush() -> None:
         for record in _explain_batch(predictor, pending, method, chosen_layer, target, alpha,
                                      out_dir, used, top_k):  # fmt: skip
-            records.append(record)
-            if json_:
-                print_json_line(record)
-            else:
-                console.info(
-                    f"{record['path']}: {record['label']} ({record['score']:.3f}) -> "
-                    f"{record['output']}"
-                )
+            report(record)
         pending.clear()
 
     from cnnkit.io.image import read_image
@@ -134,8 +139,19 @@ def explain(
         try:
             if source.error:
                 raise InputError(source.error)
-            if source.kind != "image":
-                raise InputError("explain draws maps for images (videos are not explained)")
+            if source.kind == "video" and method != "occlusion":
+                if top_k is not None:
+                    raise InputError("--top-k is for images; a video is explained for one class")
+                for record in _explain_video(predictor, source.path, method, chosen_layer,
+                                             target, alpha, out_dir, used):  # fmt: skip
+                    report(record)
+                continue
+            if source.kind != "image" or predictor.is_video_model:
+                raise InputError(
+                    "a video model explains videos, not images"
+                    if predictor.is_video_model
+                    else "--method occlusion draws maps for images, not videos"
+                )
             image = read_image(source.path)
             pending.append((source.path, image, predictor.prepare_image(image)))
         except CnnkitError as exc:
@@ -160,6 +176,92 @@ def print_json_line(record: dict[str, Any]) -> None:
 
     sys.stdout.write(dumps(record) + "\n")
     sys.stdout.flush()
+
+
+def _unique_output(out_dir: Path, path: str, method: str, used: set, ext: str) -> Path:
+    name = f"{Path(path).stem}-{method.replace('+', 'p')}"
+    stem, n = name, 2
+    while stem in used:
+        stem, n = f"{name}-{n}", n + 1
+    used.add(stem)
+    return out_dir / f"{stem}{ext}"
+
+
+def _explain_video(predictor, path, method, layer, target, alpha, out_dir: Path, used: set):
+    """Maps over time: an MP4 of the video with its heat maps, one record per window.
+
+    A 3D model is explained window by window (its T frames, not overlapping;
+    a short last window is padded with its last frame, as predict does), its
+    map having a time axis; a 2D model frame by frame. Frames are read,
+    explained and written a window or batch at a time: memory stays flat.
+    """
+    from cnnkit.io.video import VideoWriter, iter_frames, probe_video
+
+    info = probe_video(path)
+    fps = info.fps if info.fps and info.fps > 0 else 25.0
+    clips = predictor.is_video_model
+    size = predictor.input.frames if clips else predictor.batch_size
+    out = _unique_output(out_dir, path, method, used, ".mp4")
+    start = 0
+    with VideoWriter(out, fps, info.width, info.height) as writer:
+        raw: list[Any] = []
+        for frame in iter_frames(path):
+            raw.append(frame)
+            if len(raw) < size:
+                continue
+            yield from _explain_frames(predictor, path, raw, start, clips, layer, target, method,
+                                       alpha, writer, out)  # fmt: skip
+            start += len(raw)
+            raw = []
+        if raw:
+            yield from _explain_frames(predictor, path, raw, start, clips, layer, target, method,
+                                       alpha, writer, out)  # fmt: skip
+
+
+def _explain_frames(predictor, path, raw, start, clips, layer, target, method, alpha, writer,
+                    out):  # fmt: skip
+    """One window (3D model) or batch of frames (2D model): maps, overlay frames, records."""
+    import numpy as np
+    import torch
+
+    from cnnkit.data.preprocess import normalize
+    from cnnkit.evaluation.metrics import softmax
+    from cnnkit.explain import gradcam, overlay, peak
+
+    prepared = [predictor.prepare_image(f) for f in raw]
+    if clips:
+        frames = predictor.input.frames
+        prepared += [prepared[-1]] * (frames - len(prepared))  # a short last window: padded
+        batch = np.stack(prepared, axis=1)[None]  # 1×C×T×H×W
+    else:
+        batch = np.stack(prepared)  # N×C×H×W
+    x = normalize(torch.from_numpy(batch).to(predictor.device), predictor.input.mean,
+                  predictor.input.std)  # fmt: skip
+    targets = None if target is None else [target] * len(batch)
+    maps, logits = gradcam(predictor.model, x, layer, targets, plus=method == "gradcam++")
+    probs = softmax(logits)
+    h, w = raw[0].shape[:2]
+    for i in range(len(batch)):
+        k = int(probs[i].argmax()) if target is None else target
+        label, score = predictor.classes[k], float(probs[i, k])
+        heat = maps[i][: len(raw)] if clips else maps[i][None]  # T×H×W, real frames only
+        for t in range(len(heat)):
+            frame = raw[t] if clips else raw[i]
+            writer.write(overlay(frame, heat[t], alpha, f"{label} {score:.2f}"))
+        best = int(np.argmax(heat.reshape(len(heat), -1).max(axis=1)))
+        record = {
+            "path": str(path),
+            "start_frame": start + (0 if clips else i),
+            "end_frame": start + (len(raw) - 1 if clips else i),
+            "label": label,
+            "score": round(score, 6),
+            "method": method,
+            "layer": layer,
+            "output": str(out),
+            "peak_frame": start + (best if clips else i),
+            "peak": peak(heat[best], w, h),
+        }
+        yield record
 
 
 def _explain_batch(
@@ -216,14 +318,8 @@ def _explain_targets(predictor, pending, batch, method, layer, targets, alpha, o
     for i, (path, image, _) in enumerate(pending):
         k = int(probs[i].argmax()) if targets is None else targets[i]
         label, score = predictor.classes[k], float(probs[i, k])
-        name = f"{Path(path).stem}-{method.replace('+', 'p')}"
-        if rank is not None:
-            name += f"-top{rank}"
-        stem, n = name, 2
-        while stem in used:
-            stem, n = f"{name}-{n}", n + 1
-        used.add(stem)
-        out = out_dir / f"{stem}.png"
+        tag = method if rank is None else f"{method}-top{rank}"
+        out = _unique_output(out_dir, path, tag, used, ".png")
         write_image(out, overlay(image, maps[i], alpha, f"{label} {score:.2f}"))
         h, w = image.shape[:2]
         record = {

@@ -127,13 +127,21 @@ def _track(rng: np.random.Generator, size: int, frames: int, step: float, margin
 
 
 def make_moving_shapes(
-    n: int, seed: int, frames: int = 8, size: int = 32, noise: float = 8.0
+    n: int,
+    seed: int,
+    frames: int = 8,
+    size: int = 32,
+    noise: float = 8.0,
+    centres: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` clips: uint8 (n, 3, frames, size, size) and int64 labels (n,) over MOTION_CLASSES.
 
     See the module docstring for the design. The mover advances ``step``
     pixels per frame (about half the frame over the clip); the decoy visits
     the positions of a perpendicular track of the same length in random order.
+    ``centres``: a list that receives, per clip, a (frames, 2, 2) array of the
+    (x, y) centres of the mover ([:, 0]) and of the decoy ([:, 1]) in every frame
+    (for tests of what a model looks at); the clips are the same either way.
     """
     if frames < 2:
         raise ValueError("moving-shapes needs at least 2 frames per clip")
@@ -156,6 +164,13 @@ def make_moving_shapes(
         else:
             v_order = order[::-1] if direction == "up" else order
             h_order = jumbled
+        if centres is not None:
+            h_track = [(hx[h_order[t]], hy) for t in range(frames)]
+            v_track = [(vx, vy[v_order[t]]) for t in range(frames)]
+            mover, decoy = (
+                (h_track, v_track) if direction in ("left", "right") else (v_track, h_track)
+            )
+            centres.append(np.stack([np.array(mover), np.array(decoy)], axis=1))
         colour = tuple(float(v) for v in rng.uniform(150, 255, size=3))
         bg = rng.uniform(0, 90, size=3).astype(np.float32)
         for t in range(frames):
