@@ -267,3 +267,22 @@ def test_videos_get_an_mp4_of_maps_and_a_record_per_window(motion, tmp_path, mon
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 20
     assert (video.get(cv2.CAP_PROP_FRAME_WIDTH), video.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (64, 64)
     assert video.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+
+
+def test_a_2d_model_on_a_video_explains_every_nth_frame(trained, tmp_path, monkeypatch,
+                                                        capsys) -> None:  # fmt: skip
+    import cv2
+
+    from tests.helpers import make_video
+
+    make_video(tmp_path / "clip.mp4", frames=10, h=32, w=32, fps=10.0)
+    records = _records(monkeypatch, capsys, trained["ckpt"], str(tmp_path / "clip.mp4"), "-o",
+                       str(tmp_path / "maps"), "--stride", "3")  # fmt: skip
+    assert [r["start_frame"] for r in records] == [0, 3, 6, 9]
+    assert all(r["peak_frame"] == r["start_frame"] == r["end_frame"] for r in records)
+    video = cv2.VideoCapture(records[0]["output"])
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    assert video.get(cv2.CAP_PROP_FPS) == pytest.approx(10 / 3, abs=0.01)
+    code, _, err = cnnkit_in_process(monkeypatch, capsys, "explain", trained["ckpt"],
+                                     str(tmp_path / "clip.mp4"), "--top-k", "2")  # fmt: skip
+    assert code == 1 and "--top-k is for images" in err

@@ -57,6 +57,14 @@ def explain(
             "whose output is still a map)."
         ),
     ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="A 2D model on a video: explain every Nth frame (default 1), like predict. "
+            "A 3D model explains its windows of T frames one after another.",
+        ),
+    ] = None,
     alpha: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Opacity of the heat map over the image.")
     ] = 0.5,
@@ -85,6 +93,12 @@ def explain(
         raise InputError(
             "--method occlusion draws maps for image models; this is a video model",
             hint="use --method gradcam (maps over time)",
+        )
+    if stride is not None and predictor.is_video_model:
+        raise InputError(
+            f"--stride is for 2D models on videos; {checkpoint} explains windows of "
+            f"{predictor.input.frames} frames one after another",
+            hint="drop --stride",
         )
     target = None
     if class_ is not None and top_k is not None:
@@ -142,8 +156,11 @@ def explain(
             if source.kind == "video" and method != "occlusion":
                 if top_k is not None:
                     raise InputError("--top-k is for images; a video is explained for one class")
-                for record in _explain_video(predictor, source.path, method, chosen_layer,
-                                             target, alpha, out_dir, used):  # fmt: skip
+                records_of_video = _explain_video(
+                    predictor, source.path, method, chosen_layer, target, alpha, out_dir, used,
+                    stride or 1,
+                )  # fmt: skip
+                for record in records_of_video:
                     report(record)
                 continue
             if source.kind != "image" or predictor.is_video_model:
@@ -187,13 +204,17 @@ def _unique_output(out_dir: Path, path: str, method: str, used: set, ext: str) -
     return out_dir / f"{stem}{ext}"
 
 
-def _explain_video(predictor, path, method, layer, target, alpha, out_dir: Path, used: set):
+def _explain_video(
+    predictor, path, method, layer, target, alpha, out_dir: Path, used: set, stride: int = 1
+):
     """Maps over time: an MP4 of the video with its heat maps, one record per window.
 
     A 3D model is explained window by window (its T frames, not overlapping;
     a short last window is padded with its last frame, as predict does), its
-    map having a time axis; a 2D model frame by frame. Frames are read,
-    explained and written a window or batch at a time: memory stays flat.
+    map having a time axis; a 2D model frame by frame, every ``stride``-th
+    frame (the MP4 then holds those frames, at the frame rate that keeps their
+    timing). Frames are read, explained and written a window or batch at a
+    time: memory stays flat.
     """
     from cnnkit.io.video import VideoWriter, iter_frames, probe_video
 
@@ -201,24 +222,27 @@ def _explain_video(predictor, path, method, layer, target, alpha, out_dir: Path,
     fps = info.fps if info.fps and info.fps > 0 else 25.0
     clips = predictor.is_video_model
     size = predictor.input.frames if clips else predictor.batch_size
+    step = 1 if clips else stride
     out = _unique_output(out_dir, path, method, used, ".mp4")
-    start = 0
-    with VideoWriter(out, fps, info.width, info.height) as writer:
+    with VideoWriter(out, fps / step, info.width, info.height) as writer:
         raw: list[Any] = []
-        for frame in iter_frames(path):
+        indices: list[int] = []
+        for index, frame in enumerate(iter_frames(path)):
+            if index % step:
+                continue
             raw.append(frame)
+            indices.append(index)
             if len(raw) < size:
                 continue
-            yield from _explain_frames(predictor, path, raw, start, clips, layer, target, method,
-                                       alpha, writer, out)  # fmt: skip
-            start += len(raw)
-            raw = []
+            yield from _explain_frames(predictor, path, raw, indices, clips, layer, target,
+                                       method, alpha, writer, out)  # fmt: skip
+            raw, indices = [], []
         if raw:
-            yield from _explain_frames(predictor, path, raw, start, clips, layer, target, method,
-                                       alpha, writer, out)  # fmt: skip
+            yield from _explain_frames(predictor, path, raw, indices, clips, layer, target,
+                                       method, alpha, writer, out)  # fmt: skip
 
 
-def _explain_frames(predictor, path, raw, start, clips, layer, target, method, alpha, writer,
+def _explain_frames(predictor, path, raw, indices, clips, layer, target, method, alpha, writer,
                     out):  # fmt: skip
     """One window (3D model) or batch of frames (2D model): maps, overlay frames, records."""
     import numpy as np
@@ -251,14 +275,14 @@ def _explain_frames(predictor, path, raw, start, clips, layer, target, method, a
         best = int(np.argmax(heat.reshape(len(heat), -1).max(axis=1)))
         record = {
             "path": str(path),
-            "start_frame": start + (0 if clips else i),
-            "end_frame": start + (len(raw) - 1 if clips else i),
+            "start_frame": indices[0] if clips else indices[i],
+            "end_frame": indices[-1] if clips else indices[i],
             "label": label,
             "score": round(score, 6),
             "method": method,
             "layer": layer,
             "output": str(out),
-            "peak_frame": start + (best if clips else i),
+            "peak_frame": indices[best] if clips else indices[i],
             "peak": peak(heat[best], w, h),
         }
         yield record
