@@ -252,6 +252,22 @@ def make_pictures(workdir: Path) -> None:
         ]
     )
     write_png(PICTURES / "video-strip.png", strip)
+    # The digit and its Grad-CAM, then the video's Grad-CAM over time (frames as above).
+    explained = montage(
+        [(w / "digit.png", "digit"), (w / "explained" / "digit-gradcam.png", "lenet5 Grad-CAM")],
+        side=96,
+        columns=4,
+    )
+    write_png(
+        PICTURES / "explain.png",
+        np.vstack(
+            [
+                explained,
+                np.full((4, explained.shape[1], 3), 255, np.uint8),
+                video_strip(w / "explained" / "moving-gradcam.mp4", frames, 96),
+            ]
+        ),
+    )
 
 
 def _upscale(image: np.ndarray, min_width: int, max_width: int | None = None) -> np.ndarray:

@@ -286,3 +286,15 @@ def test_a_2d_model_on_a_video_explains_every_nth_frame(trained, tmp_path, monke
     code, _, err = cnnkit_in_process(monkeypatch, capsys, "explain", trained["ckpt"],
                                      str(tmp_path / "clip.mp4"), "--top-k", "2")  # fmt: skip
     assert code == 1 and "--top-k is for images" in err
+
+
+def test_an_image_on_stdin_and_paths_on_stdin(trained, tmp_path, monkeypatch, capsys) -> None:
+    import io
+
+    image = sorted(trained["boxes"])[0]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(Path(image).read_bytes())))
+    [record] = _records(monkeypatch, capsys, trained["ckpt"], "-", "-o", str(tmp_path / "a"))
+    assert record["path"] == "-" and Path(record["output"]).is_file()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO((image + "\n").encode())))
+    [again] = _records(monkeypatch, capsys, trained["ckpt"], "-", "-o", str(tmp_path / "b"))
+    assert again["path"] == image and again["peak"] == record["peak"]

@@ -108,7 +108,7 @@ def check_output(line: str, out: str, workdir: Path) -> None:
 
 def test_tour_covers_every_command_and_the_lecture():
     used = {c.line.split()[1] for c in COMMANDS if c.is_cnnkit}
-    assert used == {"convolve", "train", "eval", "predict", "inspect"}
+    assert used == {"convolve", "train", "eval", "predict", "inspect", "explain"}
     models = set(re.findall(r"--model (\S+)", TOUR))
     assert {"lenet5", "lecun1989", "framewise2d", "c3d_small"} <= models
     assert len(COMMANDS) >= 25
@@ -139,10 +139,18 @@ def test_every_tour_command_runs(tmp_path, capsys, monkeypatch):
             code, out, err = run_cnnkit(cnnkit_part, capsys, monkeypatch)
             assert code == 0, f"{line}\nexit {code}\n{err[-2000:]}"
             check_output(cnnkit_part, out, tmp_path)
-            if " | jq" in line:
-                records = [json.loads(row) for row in out.splitlines()]
+            records = [json.loads(row) for row in out.splitlines()] if " | jq" in line else []
+            if " | jq" in line and cnnkit_part.split()[1] == "predict":
                 assert [r["path"] for r in records] == ["digit.png", "photo.png"]
                 assert all(r["label"] in list("0123456789") for r in records)
+            if cnnkit_part.split()[1] == "explain":
+                # One map for the digit; one record per 8-frame window of the 24-frame video.
+                records = records or [json.loads(row) for row in out.splitlines()]
+                assert all(Path(r["output"]).is_file() for r in records)
+                windows = [
+                    (r["start_frame"], r["end_frame"]) for r in records if "start_frame" in r
+                ]
+                assert windows in ([], [(0, 7), (8, 15), (16, 23)])
         else:
             done = subprocess.run(["bash", "-c", line], capture_output=True, text=True)
             assert done.returncode == 0, f"{line}\n{done.stderr}"

@@ -23,7 +23,11 @@ def explain(
     checkpoint: CheckpointArg,
     inputs: Annotated[
         list[str],
-        typer.Argument(help="Images, folders (recursive) or globs.", show_default=False),
+        typer.Argument(
+            help="Images, videos, folders (recursive), globs, or - for paths (or one image) on "
+            "stdin.",
+            show_default=False,
+        ),
     ],
     output: Annotated[
         Path,
@@ -147,7 +151,7 @@ def explain(
             report(record)
         pending.clear()
 
-    from cnnkit.io.image import read_image
+    from cnnkit.io.image import read_image, read_image_bytes
 
     for source in console.track(sources, total=len(sources), description="explaining"):
         try:
@@ -169,7 +173,10 @@ def explain(
                     if predictor.is_video_model
                     else "--method occlusion draws maps for images, not videos"
                 )
-            image = read_image(source.path)
+            if source.data is not None:  # an encoded image on stdin
+                image = read_image_bytes(source.data, source.path)
+            else:
+                image = read_image(source.path)
             pending.append((source.path, image, predictor.prepare_image(image)))
         except CnnkitError as exc:
             failed += 1
