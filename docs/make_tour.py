@@ -254,7 +254,12 @@ def make_pictures(workdir: Path) -> None:
     write_png(PICTURES / "video-strip.png", strip)
     # The digit and its Grad-CAM, then the video's Grad-CAM over time (frames as above).
     explained = montage(
-        [(w / "digit.png", "digit"), (w / "explained" / "digit-gradcam.png", "lenet5 Grad-CAM")],
+        [
+            (w / "digit.png", "digit"),
+            (w / "explained" / "digit-gradcam.png", "lenet5 Grad-CAM"),
+            (w / "photo.png", "photo"),
+            (w / "explained" / "photo-gradcam.png", "lenet5 Grad-CAM"),
+        ],
         side=96,
         columns=4,
     )

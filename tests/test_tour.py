@@ -144,7 +144,7 @@ def test_every_tour_command_runs(tmp_path, capsys, monkeypatch):
                 assert [r["path"] for r in records] == ["digit.png", "photo.png"]
                 assert all(r["label"] in list("0123456789") for r in records)
             if cnnkit_part.split()[1] == "explain":
-                # One map for the digit; one record per 8-frame window of the 24-frame video.
+                # A map per image; one record per 8-frame window of the 24-frame video.
                 records = records or [json.loads(row) for row in out.splitlines()]
                 assert all(Path(r["output"]).is_file() for r in records)
                 windows = [
