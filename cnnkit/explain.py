@@ -72,9 +72,25 @@ def default_layer(model: Any, input_shape: Sequence[int]) -> str:
     """
     layers = spatial_layers(model, input_shape)
     if not layers:
-        raise ModelError("this model has no layer with a spatial output to explain")
+        raise ModelError(
+            "this model has no layer whose output is a map over the input (a dense net, or "
+            "per-frame maps of a frame-wise video model)",
+            hint="use --method occlusion (image models), which needs no layer",
+        )
     maps = [name for name, shape in layers if int(np.prod(shape[2:])) > 1]
     return (maps or [layers[-1][0]])[-1]
+
+
+def check_map_layer(model: Any, input_shape: Sequence[int], name: str) -> None:
+    """InputError unless ``name`` is a layer whose output is a map over the input."""
+    find_layer(model, name)
+    maps = dict(spatial_layers(model, input_shape))
+    containers = {n for n, m in model.named_modules() if n and any(True for _ in m.children())}
+    if name not in maps and name not in containers:
+        raise InputError(
+            f"--layer {name} does not give a map over the input (a linear or flattening layer)",
+            hint=f"choose a convolution stage, e.g. {default_layer(model, input_shape)}",
+        )
 
 
 def find_layer(model: Any, name: str) -> Any:
@@ -102,10 +118,14 @@ def gradcam(
 
     module = find_layer(model, layer)
     saved: dict[str, Any] = {}
+    grads: dict[int, Any] = {}
 
     def keep(_m: Any, _a: Any, out: Any) -> None:
+        # A module run more than once (a ResNet block's ReLU) keeps its last output, the
+        # one the next layer sees, and each output its own gradient: backward reaches
+        # the calls in reverse order, so "the last gradient seen" is the first call's.
         saved["a"] = out
-        out.register_hook(lambda g: saved.__setitem__("g", g))
+        out.register_hook(lambda g, key=id(out): grads.__setitem__(key, g))
 
     handle = module.register_forward_hook(keep)
     model.eval()
@@ -119,7 +139,11 @@ def gradcam(
             logits.gather(1, index).sum().backward()
     finally:
         handle.remove()
-    acts, grads = saved["a"].detach().float(), saved["g"].detach().float()
+    acts = saved["a"].detach().float()
+    grads_of_acts = grads.get(id(saved["a"]))
+    if grads_of_acts is None:
+        raise ModelError(f"layer {layer}'s output does not reach the class score")
+    grads = grads_of_acts.detach().float()
     if acts.dim() != x.dim():
         raise InputError(
             f"--layer {layer} gives {tuple(acts.shape)} outputs, not a map over the input",

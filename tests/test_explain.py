@@ -259,7 +259,14 @@ def test_videos_get_an_mp4_of_maps_and_a_record_per_window(motion, tmp_path, mon
     write_video(tmp_path / "clip.mp4", clips[0].transpose(1, 2, 3, 0), fps=12.0)
     records = _records(monkeypatch, capsys, motion, str(tmp_path / "clip.mp4"), "-o",
                        str(tmp_path / "maps"))  # fmt: skip
-    assert [(r["start_frame"], r["end_frame"]) for r in records] == [(0, 7), (8, 15), (16, 19)]
+    # The windows predict classifies: frames 16-19 fill no window (written without a map).
+    assert [(r["start_frame"], r["end_frame"]) for r in records] == [(0, 7), (8, 15)]
+    code, out, _ = cnnkit_in_process(monkeypatch, capsys, "predict", motion,
+                                     str(tmp_path / "clip.mp4"), "--format", "jsonl")  # fmt: skip
+    windows = [json.loads(line) for line in out.splitlines()][:-1]
+    assert [(w["start_frame"], w["end_frame"], w["label"]) for w in windows] == [
+        (r["start_frame"], r["end_frame"], r["label"]) for r in records
+    ]
     for r in records:
         assert r["start_frame"] <= r["peak_frame"] <= r["end_frame"]
         assert 0 <= r["peak"][0] < 64 and 0 <= r["peak"][1] < 64
@@ -295,6 +302,57 @@ def test_an_image_on_stdin_and_paths_on_stdin(trained, tmp_path, monkeypatch, ca
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(Path(image).read_bytes())))
     [record] = _records(monkeypatch, capsys, trained["ckpt"], "-", "-o", str(tmp_path / "a"))
     assert record["path"] == "-" and Path(record["output"]).is_file()
+    assert Path(record["output"]).name == "stdin-gradcam.png"  # not "--gradcam.png"
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO((image + "\n").encode())))
     [again] = _records(monkeypatch, capsys, trained["ckpt"], "-", "-o", str(tmp_path / "b"))
     assert again["path"] == image and again["peak"] == record["peak"]
+
+
+def test_a_module_run_twice_pairs_each_output_with_its_own_gradient() -> None:
+    """A ResNet block calls its ReLU twice; the map of that ReLU is the block's output's."""
+    torch.manual_seed(0)
+    net = create_model("resnet18", 5, 3, input_size=(3, 64, 64)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    relu, _ = gradcam(net, x, "layer3.1.relu", None)
+    block, _ = gradcam(net, x, "layer3.1", None)
+    np.testing.assert_allclose(relu, block, atol=1e-6)
+    assert default_layer(net, (3, 64, 64)) == "layer4.1.relu"
+
+
+def test_a_failed_video_names_no_file(motion, tmp_path, monkeypatch, capsys) -> None:
+    import errno
+    import os
+
+    from cnnkit.io import video
+    from tests.helpers import make_video
+
+    make_video(tmp_path / "clip.mp4", frames=20, h=32, w=32)
+    calls = []
+
+    def full_disk(self, frame):
+        calls.append(1)
+        if len(calls) > 9:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, frame)
+
+    real = video.VideoWriter.write
+    monkeypatch.setattr(video.VideoWriter, "write", full_disk)
+    code, out, err = cnnkit_in_process(monkeypatch, capsys, "explain", motion,
+                                       str(tmp_path / "clip.mp4"), "-o", str(tmp_path / "maps"),
+                                       "--json")  # fmt: skip
+    assert code == 1 and "No space left on device" in err
+    assert [json.loads(line).get("error") for line in out.splitlines()] != []
+    assert all("output" not in json.loads(line) for line in out.splitlines())
+    assert list((tmp_path / "maps").iterdir()) == []
+
+
+def test_maps_in_the_output_folder_are_not_explained_again(trained, tmp_path, monkeypatch,
+                                                           capsys) -> None:  # fmt: skip
+    import shutil
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    shutil.copy(sorted(trained["boxes"])[0], folder / "a.png")
+    first = _records(monkeypatch, capsys, trained["ckpt"], str(folder), "-o", str(folder))
+    again = _records(monkeypatch, capsys, trained["ckpt"], str(folder), "-o", str(folder))
+    assert [r["path"] for r in first] == [r["path"] for r in again] == [str(folder / "a.png")]

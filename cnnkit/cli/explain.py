@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from cnnkit import console
-from cnnkit.cli.app import CheckpointArg, DeviceOpt, JsonOpt, QuietOpt, app
+from cnnkit.cli.app import CheckpointArg, DeviceOpt, QuietOpt, app
 
 
 @app.command(
@@ -74,14 +74,18 @@ def explain(
     ] = 0.5,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Inputs per batch.")] = 16,
     device: DeviceOpt = "auto",
-    json_: JsonOpt = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="One JSON line per map on stdout (JSON Lines).")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Draw where the network looked: a heat map over each input, for a class.
 
     One overlay PNG per image, at the image's own resolution, with the class and
-    its score written on it; with --json one record per input on stdout
-    (path, label, score, method, layer, output, peak as [x, y] pixels).
+    its score written on it (a map of the same name from an earlier run is
+    replaced); a video gives one MP4. With --json, one JSON line per image or
+    video window on stdout: path, label, score, method, layer, output, and the
+    peak as x and y pixels.
     """
     console.set_quiet(quiet)
     from cnnkit.errors import CnnkitError, InputError
@@ -97,6 +101,11 @@ def explain(
         raise InputError(
             "--method occlusion draws maps for image models; this is a video model",
             hint="use --method gradcam (maps over time)",
+        )
+    if top_k is not None and predictor.is_video_model:
+        raise InputError(
+            "--top-k is for image models; a video model's windows are explained for one class",
+            hint="give --class LABEL, or leave both out for each window's prediction",
         )
     if stride is not None and predictor.is_video_model:
         raise InputError(
@@ -118,16 +127,21 @@ def explain(
         target = predictor.classes.index(class_)
     chosen_layer = None
     if method != "occlusion":
-        from cnnkit.explain import default_layer, find_layer
+        from cnnkit.explain import check_map_layer, default_layer
 
         shape = predictor.input.shape()
+        if layer is not None and not layer.strip():
+            raise InputError("--layer '' names no layer", hint="leave --layer out for the default")
         chosen_layer = layer or default_layer(predictor.model.cpu(), shape)
-        find_layer(predictor.model, chosen_layer)
+        check_map_layer(predictor.model.cpu(), shape, chosen_layer)
         predictor.model.to(predictor.device)
     elif layer is not None:
         raise InputError("--layer is for gradcam and gradcam++", hint="drop --layer")
     sources = expand_sources(inputs)
     out_dir = make_folder(output, "-o folder")
+    # Maps written by an earlier run into a folder that is also an input are not inputs.
+    inside = out_dir.resolve()
+    sources = [s for s in sources if not _earlier_map(s.path, inside)]
     failed = 0
     used: set[str] = set()
     records: list[dict[str, Any]] = []
@@ -191,8 +205,18 @@ def explain(
     if failed:
         raise CnnkitError(
             f"{failed} of {len(sources)} inputs could not be explained",
-            hint="see the error lines above; the other maps are written",
+            hint="see the error lines above"
+            + ("; the other maps are written" if records else "; no map was written"),
         )
+
+
+def _earlier_map(path: str, out_dir: Path) -> bool:
+    """Whether ``path`` is a map this command writes (name and folder), not an input."""
+    import re
+
+    if path == "-" or Path(path).resolve().parent != out_dir:
+        return False
+    return bool(re.search(r"-(gradcam|gradcampp|occlusion)(-top\d+)?(-\d+)?\.(png|mp4)$", path))
 
 
 def print_json_line(record: dict[str, Any]) -> None:
@@ -203,7 +227,8 @@ def print_json_line(record: dict[str, Any]) -> None:
 
 
 def _unique_output(out_dir: Path, path: str, method: str, used: set, ext: str) -> Path:
-    name = f"{Path(path).stem}-{method.replace('+', 'p')}"
+    stem = "stdin" if path == "-" else Path(path).stem
+    name = f"{stem}-{method.replace('+', 'p')}"
     stem, n = name, 2
     while stem in used:
         stem, n = f"{name}-{n}", n + 1
@@ -216,9 +241,10 @@ def _explain_video(
 ):
     """Maps over time: an MP4 of the video with its heat maps, one record per window.
 
-    A 3D model is explained window by window (its T frames, not overlapping;
-    a short last window is padded with its last frame, as predict does), its
-    map having a time axis; a 2D model frame by frame, every ``stride``-th
+    A 3D model is explained window by window, its T frames not overlapping, as
+    predict classifies them (a video shorter than one window is padded with its
+    last frame; frames after the last whole window get no map), its map having
+    a time axis; a 2D model frame by frame, every ``stride``-th
     frame (the MP4 then holds those frames, at the frame rate that keeps their
     timing). Frames are read, explained and written a window or batch at a
     time: memory stays flat.
@@ -231,6 +257,7 @@ def _explain_video(
     size = predictor.input.frames if clips else predictor.batch_size
     step = 1 if clips else stride
     out = _unique_output(out_dir, path, method, used, ".mp4")
+    records: list[dict[str, Any]] = []
     with VideoWriter(out, fps / step, info.width, info.height) as writer:
         raw: list[Any] = []
         indices: list[int] = []
@@ -241,12 +268,20 @@ def _explain_video(
             indices.append(index)
             if len(raw) < size:
                 continue
-            yield from _explain_frames(predictor, path, raw, indices, clips, layer, target,
+            records += _explain_frames(predictor, path, raw, indices, clips, layer, target,
                                        method, alpha, writer, out)  # fmt: skip
             raw, indices = [], []
-        if raw:
-            yield from _explain_frames(predictor, path, raw, indices, clips, layer, target,
+        if raw and clips and records:
+            # As predict: a 3D model's last frames that fill no whole window are not
+            # classified (a video shorter than one window is padded instead). They are
+            # written without a map, so the MP4 keeps every frame.
+            for frame in raw:
+                writer.write(frame)
+        elif raw:
+            records += _explain_frames(predictor, path, raw, indices, clips, layer, target,
                                        method, alpha, writer, out)  # fmt: skip
+    # Records only once the MP4 is there under its name: an interrupted run names no file.
+    yield from records
 
 
 def _explain_frames(predictor, path, raw, indices, clips, layer, target, method, alpha, writer,
