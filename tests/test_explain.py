@@ -356,3 +356,13 @@ def test_maps_in_the_output_folder_are_not_explained_again(trained, tmp_path, mo
     first = _records(monkeypatch, capsys, trained["ckpt"], str(folder), "-o", str(folder))
     again = _records(monkeypatch, capsys, trained["ckpt"], str(folder), "-o", str(folder))
     assert [r["path"] for r in first] == [r["path"] for r in again] == [str(folder / "a.png")]
+
+
+def test_records_follow_the_input_order(trained, tmp_path, monkeypatch, capsys) -> None:
+    from tests.helpers import make_video
+
+    make_video(tmp_path / "clip.mp4", frames=2, h=32, w=32)
+    first, last = sorted(trained["boxes"])[:2]
+    records = _records(monkeypatch, capsys, trained["ckpt"], first, str(tmp_path / "clip.mp4"),
+                       last, "-o", str(tmp_path / "maps"))  # fmt: skip
+    assert [r["path"] for r in records] == [first, *[str(tmp_path / "clip.mp4")] * 2, last]

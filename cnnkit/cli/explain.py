@@ -174,6 +174,8 @@ def explain(
             if source.kind == "video" and method != "occlusion":
                 if top_k is not None:
                     raise InputError("--top-k is for images; a video is explained for one class")
+                if pending:
+                    flush()  # the images before it first: records in input order
                 records_of_video = _explain_video(
                     predictor, source.path, method, chosen_layer, target, alpha, out_dir, used,
                     stride or 1,
