@@ -105,9 +105,11 @@ KNOWN = sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
 names = st.text("abcxyz019-_", min_size=1, max_size=6)
 extensions = st.sampled_from([*KNOWN, ".PNG", ".Jpg", ".txt", ".json", ""])
 # (folder parts, file stem, extension, hidden file?); a part starting with '.' is hidden.
+# Folder names are upper case and stems lower case, so a file "a" never takes the
+# place of a folder "A" (the generator would otherwise make trees that cannot exist).
 entries = st.lists(
     st.tuples(
-        st.lists(st.sampled_from(["a", "b", ".hid", "c"]), max_size=2),
+        st.lists(st.sampled_from(["A", "B", ".hid", "C"]), max_size=2),
         names,
         extensions,
         st.booleans(),
