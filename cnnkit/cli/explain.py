@@ -249,7 +249,8 @@ def _explain_video(
     a time axis; a 2D model frame by frame, every ``stride``-th
     frame (the MP4 then holds those frames, at the frame rate that keeps their
     timing). Frames are read, explained and written a window or batch at a
-    time: memory stays flat.
+    time, so frame memory stays flat; the small records wait until the MP4 is
+    written.
     """
     from cnnkit.io.video import VideoWriter, iter_frames, probe_video
 
