@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CheckpointError
-from cnnkit.spec import CheckpointMeta, InputSpec, SchemaError
+from cnnkit.spec import CheckpointMeta, MetaFields, SchemaError
 
 _MODEL_PREFIX = "model."
 
 
 @dataclass
-class LoadedCheckpoint:
+class LoadedCheckpoint(MetaFields):
     """Everything eval, predict and inspect need from a checkpoint.
 
     ``meta``: its self-description (cnnkit.spec.CheckpointMeta); ``state_dict``:
@@ -40,34 +40,6 @@ class LoadedCheckpoint:
     # A MODEL:DATA reference (torchvision's weights as they are): no training run,
     # no splits of its own, and a data folder may hold any subset of its classes.
     reference: bool = False
-
-    @property
-    def model_name(self) -> str:
-        return self.meta.model_name
-
-    @property
-    def model_args(self) -> dict[str, Any]:
-        return self.meta.model_args
-
-    @property
-    def classes(self) -> list[str]:
-        return self.meta.classes
-
-    @property
-    def input(self) -> InputSpec:
-        return self.meta.input
-
-    @property
-    def dataset(self) -> str:
-        return self.meta.dataset
-
-    @property
-    def seed(self) -> int | None:
-        return self.meta.seed
-
-    @property
-    def cnnkit_version(self) -> str:
-        return self.meta.cnnkit_version
 
 
 def _refuse(path: Path, why: str) -> CheckpointError:
@@ -116,6 +88,17 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> LoadedCheckp
         epochs_done=_epochs_done(raw),
         metrics=meta.metrics or _metrics_from_callbacks(raw),
     )
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, read 1 MiB at a time (weights files run to gigabytes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def open_checkpoint(ref: str | Path) -> LoadedCheckpoint:

@@ -17,7 +17,6 @@ removed. The batch axis is dynamic unless ``--batch N`` fixes it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from dataclasses import dataclass
@@ -51,27 +50,21 @@ def require(module: str) -> Any:
         raise InputError(f"this needs the '{module}' package", hint=ONNX_EXTRA_HINT) from None
 
 
-class Normalised:
-    """Wraps a model so that it takes uint8 pixels: (x / 255 - mean) / std, then the model."""
+def normalised(model: Any, mean: Any, std: Any) -> Any:
+    """``model`` taking uint8 pixels: ``normalize`` (eval's and predict's), then the model."""
+    from torch import nn
 
-    @staticmethod
-    def build(model: Any, mean: Any, std: Any, dims: int) -> Any:
-        import torch
-        from torch import nn
+    from cnnkit.data.preprocess import normalize
 
-        shape = (1, -1) + (1,) * dims
+    class Normalised(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
 
-        class _Normalised(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
-                self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(shape))
-                self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(shape))
+        def forward(self, x: Any) -> Any:
+            return self.model(normalize(x, mean, std))
 
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return self.model((x.float() / 255.0 - self.mean) / self.std)
-
-        return _Normalised().eval()
+    return Normalised().eval()
 
 
 @dataclass
@@ -112,11 +105,9 @@ def source_hash(ckpt: Any) -> str:
         from cnnkit.models.pretrained import pretrained_weights
 
         path = pretrained_weights(ckpt.model_name).file
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from cnnkit.checkpoint import file_sha256
+
+    return file_sha256(path)
 
 
 def metadata(ckpt: Any, sha256: str) -> dict[str, str]:
@@ -173,7 +164,7 @@ def export_onnx(
     check_output_path(out)
     ckpt = open_checkpoint(checkpoint)
     spec = ckpt.input
-    model = Normalised.build(build_model(ckpt), spec.mean, spec.std, len(spec.shape()) - 1)
+    model = normalised(build_model(ckpt), spec.mean, spec.std)
     n = batch or 2
     example = torch.from_numpy(_sample_batch(spec.shape(), n, seed=0))
     dynamic = None if batch else ({0: torch.export.Dim("batch", min=1, max=1 << 16)},)

@@ -239,6 +239,17 @@ def open_predictor(
     return predictor, ckpt
 
 
+def cores_left(workers: int) -> int:
+    """The CPU cores this process may use that ``workers`` decode threads leave (at least 1)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - workers)
+
+
 def share_cpu_with_decoders(workers: int) -> int:
     """Give torch's CPU thread pool the cores that the ``workers`` decode threads leave free.
 
@@ -255,11 +266,7 @@ def share_cpu_with_decoders(workers: int) -> int:
 
     if "OMP_NUM_THREADS" in os.environ:
         return torch.get_num_threads()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    threads = max(1, cores - workers)
+    threads = cores_left(workers)
     if threads < torch.get_num_threads():
         torch.set_num_threads(threads)
     return torch.get_num_threads()

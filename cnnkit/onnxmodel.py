@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CheckpointError, InputError
-from cnnkit.inference import Predictor
-from cnnkit.spec import CheckpointMeta, SchemaError
+from cnnkit.inference import Predictor, cores_left
+from cnnkit.spec import CheckpointMeta, MetaFields, SchemaError
 
 ONNX_HINT = "pip install 'cnnkit[onnx]' (onnxruntime; add onnx for inspect's operator counts)"
 
@@ -39,7 +39,7 @@ def _runtime() -> Any:
 
 
 @dataclass
-class OnnxModel:
+class OnnxModel(MetaFields):
     """An exported model: its ONNX Runtime session and the checkpoint description it carries."""
 
     path: Path
@@ -47,31 +47,10 @@ class OnnxModel:
     meta: CheckpointMeta
     props: dict[str, str]
 
-    # The attributes eval and inspect read from a LoadedCheckpoint.
     @property
     def reference(self) -> bool:
         """Exported from MODEL:DATA: torchvision's weights, no training run of its own."""
         return self.props.get("cnnkit.reference") == "true"
-
-    @property
-    def classes(self) -> list[str]:
-        return self.meta.classes
-
-    @property
-    def input(self) -> Any:
-        return self.meta.input
-
-    @property
-    def model_name(self) -> str:
-        return self.meta.model_name
-
-    @property
-    def dataset(self) -> str:
-        return self.meta.dataset
-
-    @property
-    def seed(self) -> int | None:
-        return self.meta.seed
 
     @property
     def input_shape(self) -> list[Any]:
@@ -168,11 +147,7 @@ def decoder_threads_left(workers: int) -> int:
     value = os.environ.get("OMP_NUM_THREADS", "")
     if value.strip().isascii() and value.strip().isdigit() and int(value) > 0:
         return int(value)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - workers)
+    return cores_left(workers)
 
 
 class OnnxPredictor(Predictor):

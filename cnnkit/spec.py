@@ -170,3 +170,40 @@ class CheckpointMeta:
             recorded["img_size"] = height  # files from before img_size was an option
         recorded.update({k: v for k, v in self.options.items() if v is not None})
         return recorded
+
+
+class MetaFields:
+    """The fields eval, predict and inspect read, taken from ``self.meta`` (a CheckpointMeta).
+
+    Shared by a loaded checkpoint and an exported model, which describe themselves alike.
+    """
+
+    meta: CheckpointMeta
+
+    @property
+    def model_name(self) -> str:
+        return self.meta.model_name
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        return self.meta.model_args
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta.classes
+
+    @property
+    def input(self) -> InputSpec:
+        return self.meta.input
+
+    @property
+    def dataset(self) -> str:
+        return self.meta.dataset
+
+    @property
+    def seed(self) -> int | None:
+        return self.meta.seed
+
+    @property
+    def cnnkit_version(self) -> str:
+        return self.meta.cnnkit_version

@@ -132,8 +132,11 @@ def explain(
         shape = predictor.input.shape()
         if layer is not None and not layer.strip():
             raise InputError("--layer '' names no layer", hint="leave --layer out for the default")
-        chosen_layer = layer or default_layer(predictor.model.cpu(), shape)
-        check_map_layer(predictor.model.cpu(), shape, chosen_layer)
+        if layer is None:
+            chosen_layer = default_layer(predictor.model.cpu(), shape)
+        else:
+            check_map_layer(predictor.model.cpu(), shape, layer)
+            chosen_layer = layer
         predictor.model.to(predictor.device)
     elif layer is not None:
         raise InputError("--layer is for gradcam and gradcam++", hint="drop --layer")

@@ -10,9 +10,7 @@ recorded in the checkpoint (``start``) and config.yaml.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from cnnkit import console
@@ -164,7 +162,9 @@ def _pretrained_start(model: str) -> Start:
 
 
 def _file_start(cfg: Any, wf: Any) -> Start:
-    record = {"kind": wf.kind, "path": str(wf.path.resolve()), "sha256": _sha256(wf.path)}
+    from cnnkit.checkpoint import file_sha256
+
+    record = {"kind": wf.kind, "path": str(wf.path.resolve()), "sha256": file_sha256(wf.path)}
     if wf.checkpoint is not None:
         ckpt = wf.checkpoint
         spec = ckpt.input
@@ -195,14 +195,6 @@ def _file_start(cfg: Any, wf: Any) -> Start:
         channels=first_conv_channels(template, wf.state),
         record=record,
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def start_decisions(start: Start, cfg: Any, data: Any) -> dict[str, str]:
