@@ -366,3 +366,17 @@ def test_records_follow_the_input_order(trained, tmp_path, monkeypatch, capsys) 
     records = _records(monkeypatch, capsys, trained["ckpt"], first, str(tmp_path / "clip.mp4"),
                        last, "-o", str(tmp_path / "maps"))  # fmt: skip
     assert [r["path"] for r in records] == [first, *[str(tmp_path / "clip.mp4")] * 2, last]
+
+
+def test_alpha_sets_the_opacity_of_the_map(trained, tmp_path, monkeypatch, capsys) -> None:
+    from cnnkit.io.image import read_image
+
+    image = sorted(trained["boxes"])[0]
+    [clear] = _records(monkeypatch, capsys, trained["ckpt"], image, "-o", str(tmp_path / "a"),
+                       "--alpha", "0")  # fmt: skip
+    [opaque] = _records(monkeypatch, capsys, trained["ckpt"], image, "-o", str(tmp_path / "b"),
+                        "--alpha", "1")  # fmt: skip
+    gray = np.repeat(read_image(image)[:, :, None], 3, axis=2)
+    below_text = slice(16, None)  # the label is written in the top rows
+    assert np.array_equal(read_image(clear["output"])[below_text], gray[below_text])
+    assert not np.array_equal(read_image(opaque["output"])[below_text], gray[below_text])

@@ -377,3 +377,17 @@ def test_eval_onnx_on_a_built_in_dataset(tmp_path, monkeypatch, capsys) -> None:
     # Without torch: one line saying what to do.
     done = _no_torch("eval", "s.onnx", cwd=tmp_path)
     assert done.returncode == 1 and "is built in and needs torch to load" in done.stderr
+
+
+def test_opset_is_the_one_asked_for(models, tmp_path, monkeypatch, capsys) -> None:
+    import onnx
+
+    out = tmp_path / "m21.onnx"
+    code, stdout, err = _cli(monkeypatch, capsys, "export", str(models["image"]), "-o", str(out),
+                             "--opset", "21", "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(stdout)["opset"] == 21
+    assert (
+        max(o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx"))
+        == 21
+    )
