@@ -26,9 +26,10 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,7 +47,14 @@ from cnnkit.io.image import (
     read_image,
     read_image_bytes,
 )
-from cnnkit.io.video import VIDEO_EXTENSIONS, VideoWriter, iter_frames, probe_video
+from cnnkit.io.pipeline import (
+    WriteBehind,
+    closing_all,
+    compute_in_order,
+    decode_frames,
+    frames_ahead,
+)
+from cnnkit.io.video import VIDEO_EXTENSIONS, VideoWriter, probe_video
 from cnnkit.kernels import Kernel
 
 
@@ -329,15 +337,18 @@ def convolve_file(
     stdin: bytes | None = None,
     want_stats: bool = True,
     overwrite_input: bool = False,
+    codec: str | None = None,
 ) -> ConvolveReport:
     """Convolve an image or video file (or stdin image bytes) and write the result.
 
     ``output`` None means the default name; ``write=False`` only explains (the
     input is read for its shape, nothing is computed or written). Without
-    ``want_stats`` an image's min/max/mean are not computed (a few ms saved).
+    ``want_stats`` the min/max/mean of an image or a video written as pixels
+    are not computed (a few ms an image, a pass over each frame of a video).
     An output that is the input file is refused unless ``overwrite_input``
     (the input is then read whole, or streamed from the old file, before the
-    result replaces it).
+    result replaces it). ``codec`` (a name of ``cnnkit.io.video.CODECS``)
+    chooses a video output's codec instead of its container's default.
     """
     start = time.perf_counter()
     kernel = options.kernel.flipped() if options.flip else options.kernel
@@ -350,6 +361,11 @@ def convolve_file(
     target = output if output is not None else default_output(input, options.kernel)
     out_kind = _kind_of_output(target, kind) if write else None
     _check_not_input(input, target, out_kind, overwrite_input)
+    if codec is not None and out_kind not in (None, "video"):
+        raise InputError(
+            f"--codec {codec} applies to video outputs, not to {target}",
+            hint="write a video (.mp4, .avi, .mkv, .mov, .webm), or leave --codec out",
+        )
     scale = auto_scale(kernel) if options.scale == "auto" else options.scale
     # BGR order is kept end to end for 8-bit outputs: OpenCV reads and writes it,
     # and per-channel filtering does not care. Only .npy wants RGB.
@@ -361,7 +377,7 @@ def convolve_file(
         )
     else:
         explanation, stats, fps, stored_size = _convolve_video(
-            input, kernel, options, target, out_kind, scale, rgb
+            input, kernel, options, target, out_kind, scale, rgb, codec, want_stats
         )
     report = ConvolveReport(
         input=input,
@@ -443,12 +459,6 @@ def _convolve_image(
     return explanation, stats, None
 
 
-def _video_frames(input: str, rgb: bool, gray: bool, total: int) -> Iterator[np.ndarray]:
-    frames = iter_frames(input, rgb=rgb)
-    for frame in console.track(frames, total=total, description="convolve"):
-        yield _to_gray(frame, rgb) if gray else frame
-
-
 def _video_explanation(
     frames: int, frame_shape: tuple[int, ...], kernel: Kernel, options: ConvolveOptions
 ) -> ops.Explanation:
@@ -470,13 +480,16 @@ def _convolve_video(
     out_kind: str | None,
     scale: str,
     rgb: bool,
+    codec: str | None,
+    want_stats: bool,
 ) -> tuple[ops.Explanation, Stats, float, tuple[int, int] | None]:
     """Explanation, stats, frame rate and the stored H×W of a written video file (else None)."""
     # Container headers can state any frame count (a truncated file keeps the
     # original's). A 3D kernel's output length and its padding at the end need
     # the true count up front, and --explain alone reports it: both count the
-    # frames by decoding them. A 2D run counts the frames it reads instead.
-    info = probe_video(input, exact=kernel.ndim == 3 or out_kind is None)
+    # frames by decoding them. A 2D run counts the frames it reads instead (the
+    # stated count only sizes the progress bar, so it is not even checked).
+    info = probe_video(input, exact=kernel.ndim == 3 or out_kind is None, check=False)
     channels = () if options.gray else (3,)
     frame_shape = (info.height, info.width, *channels)
     explanation = _video_explanation(info.frames, frame_shape, kernel, options)
@@ -493,54 +506,114 @@ def _convolve_video(
         options.padding_mode,
         num_frames=info.frames,
     )
-    frames = _video_frames(input, rgb, options.gray, info.frames)
+    bounds = kernel.value_bounds(0.0, 255.0) if scale == "minmax" else None
+    finish = _FrameFinisher(out_kind == "npy", scale, bounds, want_stats or out_kind == "npy")
+    gray = partial(_to_gray, rgb=rgb) if options.gray else None
+    depth = frames_ahead(info.width * info.height * 3)
+    frames = decode_frames(input, rgb=rgb, transform=gray, depth=depth)
     if kernel.ndim == 2:
-        results: Iterator[np.ndarray] = (
-            ops.convolve(
-                f, kernel, options.stride, options.padding, options.padding_mode, options.dilation
+        gh, gw = explanation.axes
+        work: Iterator = frames
+        compute: Callable = partial(finish.frame, kernel, gh, gw, options.padding_mode)
+    else:
+        work = ops.frame_tasks(frames, info.frames, kernel, explanation.axes, options.padding_mode)
+        compute = finish.task
+    # decode (its thread) -> compute (a pool, in frame order) -> encode (its thread):
+    # see cnnkit.io.pipeline. Memory holds a fixed number of frames at any length.
+    results = compute_in_order(compute, work)
+    with closing_all(frames, results):
+        results = console.track(results, total=info.frames, description="convolve")
+        if out_kind == "npy":
+            with _npy_frame_writer(target) as npy, WriteBehind(npy.write) as sink:
+                for parts, r in results:
+                    stats.add_parts(*parts)  # .npy outputs always have their stats
+                    sink.put(r)
+            written, stored_size = npy.count, None
+        else:
+            written, stored_size = _write_video_frames(
+                input, target, results, stats, info.fps, explanation, rgb, codec
             )
-            for f in frames
-        )
-    else:
-        results = ops.convolve_frames(
-            frames, info.frames, kernel, explanation.axes, options.padding_mode
-        )
-    if out_kind == "npy":
-        with _npy_frame_writer(target) as npy:
-            for r in results:
-                stats.add(r)
-                npy.write(r)
-        written, stored_size = npy.count, None
-    else:
-        written, stored_size = _write_video_frames(
-            input, target, results, stats, kernel, scale, rgb, info.fps, explanation
-        )
     if kernel.ndim == 2:  # one output frame per frame read: the count is now known
         explanation = _video_explanation(written, frame_shape, kernel, options)
     return explanation, stats, info.fps, stored_size
 
 
+# A frame's (min, max, sum, count), see Stats.parts; None when no stats are wanted.
+_Parts = tuple[float, float, float, int] | None
+
+
+class _FrameFinisher:
+    """The compute stage's work on one frame: convolve, the frame's stats, its output form.
+
+    Runs on the pipeline's compute threads; returns (stats parts, frame) with
+    the float32 result for .npy, or its 8-bit pixels per ``scale``. On the
+    direct OpenCV path (stride 1, dilation 1, 'same' padding) a 2D frame is
+    computed and converted a band of rows at a time (ops.conv2d.correlate_bands):
+    the same bits, each pass over memory still in cache. A frame's sum is then
+    the sum of its bands' float64 sums.
+    """
+
+    def __init__(
+        self, raw: bool, scale: str, bounds: tuple[float, float] | None, stats: bool
+    ) -> None:
+        self.raw, self.scale, self.bounds, self.stats = raw, scale, bounds, stats
+
+    def frame(
+        self, kernel: Kernel, gh: ops.AxisGeometry, gw: ops.AxisGeometry, mode: str, x: np.ndarray
+    ) -> tuple[_Parts, np.ndarray]:
+        from cnnkit.ops.conv2d import correlate_bands, correlate_kernel, direct_path
+
+        if not direct_path(gh, gw, mode, "auto"):
+            return self.finish(correlate_kernel(x, kernel, gh, gw, mode, "auto"))
+        out = np.empty((gh.out, gw.out, *x.shape[2:]), np.float32 if self.raw else np.uint8)
+        stats = Stats()
+        for r0, r1, band in correlate_bands(x, kernel, gh, gw, mode):
+            if self.stats:
+                stats.add(band)
+            out[r0:r1] = band if self.raw else self._pixels(band)
+        return (self._parts(stats) if self.stats else None), out
+
+    def task(self, task: Callable[[], np.ndarray]) -> tuple[_Parts, np.ndarray]:
+        return self.finish(task())
+
+    def finish(self, r: np.ndarray) -> tuple[_Parts, np.ndarray]:
+        parts = Stats.parts(r) if self.stats else None
+        if self.raw:
+            return parts, np.ascontiguousarray(r, dtype=np.float32)
+        return parts, self._pixels(r)
+
+    def _pixels(self, r: np.ndarray) -> np.ndarray:
+        return result_to_pixels(r, self.scale, 255.0, self.bounds)
+
+    @staticmethod
+    def _parts(stats: Stats) -> tuple[float, float, float, int]:
+        return stats.min, stats.max, stats.total, stats.count
+
+
 def _write_video_frames(
     input: str,
     target: str,
-    results: Iterator[np.ndarray],
+    results: Iterable[tuple[_Parts, np.ndarray]],
     stats: Stats,
-    kernel: Kernel,
-    scale: str,
-    rgb: bool,
     fps: float,
     explanation: ops.Explanation,
+    rgb: bool,
+    codec: str | None,
 ) -> tuple[int, tuple[int, int]]:
-    """Write float32 result frames as 8-bit video frames: (frames written, stored H×W)."""
-    bounds = kernel.value_bounds(0.0, 255.0) if scale == "minmax" else None
+    """Write the pipeline's 8-bit frames to a video: (frames written, stored H×W)."""
     colour = len(explanation.output_shape) == 4
     out_h, out_w = explanation.output_shape[1:3]
     if fps <= 0:
         console.warn(f"{input} states no frame rate; writing 25 fps")
-    with VideoWriter(target, fps if fps > 0 else 25.0, out_w, out_h, colour, rgb) as writer:
-        for r in results:
-            stats.add(r)
-            writer.write(result_to_pixels(r, scale, 255.0, bounds))
+    rate = fps if fps > 0 else 25.0
+    with (
+        VideoWriter(target, rate, out_w, out_h, colour, rgb, codec=codec) as writer,
+        WriteBehind(writer.write) as sink,
+    ):
+        for parts, pixels in results:
+            if parts is not None:
+                stats.add_parts(*parts)
+            sink.put(pixels)
     stored_w, stored_h = writer.frame_size
     if (stored_h, stored_w) != (out_h, out_w):
         edges = [e for e, odd in (("row", stored_h > out_h), ("column", stored_w > out_w)) if odd]

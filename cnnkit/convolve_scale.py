@@ -78,10 +78,23 @@ class Stats:
     count: int = 0
 
     def add(self, values: np.ndarray) -> None:
-        self.min = min(self.min, float(values.min()))
-        self.max = max(self.max, float(values.max()))
-        self.total += float(values.sum(dtype=np.float64))
-        self.count += values.size
+        self.add_parts(*self.parts(values))
+
+    @staticmethod
+    def parts(values: np.ndarray) -> tuple[float, float, float, int]:
+        """(min, max, sum, count) of one frame: computed where the frame is, added in order."""
+        return (
+            float(values.min()),
+            float(values.max()),
+            float(values.sum(dtype=np.float64)),
+            int(values.size),
+        )
+
+    def add_parts(self, low: float, high: float, total: float, count: int) -> None:
+        self.min = min(self.min, low)
+        self.max = max(self.max, high)
+        self.total += total
+        self.count += count
 
     @property
     def mean(self) -> float:

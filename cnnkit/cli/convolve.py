@@ -20,6 +20,16 @@ class PaddingMode(str, Enum):
     circular = "circular"
 
 
+class Codec(str, Enum):
+    mp4v = "mp4v"
+    avc1 = "avc1"
+    mjpg = "mjpg"
+    xvid = "xvid"
+    vp80 = "vp80"
+    vp90 = "vp90"
+    ffv1 = "ffv1"
+
+
 class Scale(str, Enum):
     auto = "auto"
     abs = "abs"
@@ -33,6 +43,7 @@ class Scale(str, Enum):
     "  cnnkit convolve photo.jpg -k gaussian:7,1.5 -o blur.png\n\n"
     '  cnnkit convolve digit.png -k "1,0,-1;2,0,-2;1,0,-1" --stride 2 --explain\n\n'
     "  cnnkit convolve clip.mp4 -k temporal-diff -o motion.mp4\n\n"
+    "  cnnkit convolve clip.mp4 -k sobel -o edges.mkv --codec ffv1\n\n"
     "  cat photo.png | cnnkit convolve - -k laplacian -o - > edges.png",
 )
 def convolve(
@@ -82,6 +93,16 @@ def convolve(
             "min-max signed ones), abs, clip, minmax."
         ),
     ] = Scale.auto,
+    codec: Annotated[
+        Codec | None,
+        typer.Option(
+            help="Video output codec. Default by container: mp4v for .mp4/.mov/.mkv (MPEG-4 "
+            "Part 2: the fastest encoder in OpenCV's FFmpeg, and VLC, QuickTime, Windows and "
+            "ffplay play it), MJPEG for .avi, VP8 for .webm. avc1 (H.264, which browsers "
+            "play) needs an OpenCV built with an H.264 encoder; the pip wheels have none. "
+            "ffv1 is lossless.",
+        ),
+    ] = None,
     overwrite_input: Annotated[
         bool,
         typer.Option(
@@ -150,6 +171,7 @@ def convolve(
         stdin=stdin,
         want_stats=json_,
         overwrite_input=overwrite_input,
+        codec=codec.value if codec is not None else None,
     )
     if json_:
         doc = report.to_dict()

@@ -23,10 +23,13 @@ from cnnkit.io.atomic import atomic_output
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 
-# The codec written for each container. Checked against opencv-python 5.0's
-# bundled FFmpeg: each writes and reads back with the right frame count and
-# fps. H.264 ('avc1') is not in the wheels (no encoder), so MP4/MOV/MKV get
-# MPEG-4 Part 2 and WebM, which only takes VP8/VP9/AV1, gets VP8.
+# The codec written for each container unless --codec says otherwise. Checked
+# against opencv-python 5.0's bundled FFmpeg: each writes and reads back with
+# the right frame count and fps. H.264 ('avc1') is not in the wheels (no
+# encoder), so MP4/MOV/MKV get MPEG-4 Part 2 (mp4v: the fastest encoder there,
+# 3.4 ms a 720p frame against MJPEG's 4.9; see benchmarks/bench_video.py),
+# AVI gets Motion JPEG (every player of AVI files reads it) and WebM, which
+# only takes VP8/VP9/AV1, gets VP8.
 _FOURCC_BY_EXTENSION = {
     ".mp4": "mp4v",
     ".mov": "mp4v",
@@ -34,6 +37,48 @@ _FOURCC_BY_EXTENSION = {
     ".avi": "MJPG",
     ".webm": "VP80",
 }
+
+
+# --codec: the name a user gives, and the FourCC OpenCV's FFmpeg writer is asked for.
+CODECS = {
+    "mp4v": "mp4v",
+    "avc1": "avc1",
+    "mjpg": "MJPG",
+    "xvid": "XVID",
+    "vp80": "VP80",
+    "vp90": "VP90",
+    "ffv1": "FFV1",
+}
+
+
+def codecs_for(extension: str) -> list[str]:
+    """The --codec names this OpenCV can write into a file of ``extension`` (tried, not assumed).
+
+    Each is tried on a 2-frame 16×16 video in a temporary folder: a few
+    milliseconds each, spent only when a codec was refused.
+    """
+    import tempfile
+
+    works = []
+    with tempfile.TemporaryDirectory(prefix="cnnkit-codec-") as tmp, silenced_stderr_fd():
+        for name, fourcc in CODECS.items():
+            path = str(Path(tmp) / f"probe-{name}{extension}")
+            writer = cv2.VideoWriter(path, cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), 25.0,
+                                     (16, 16), True)  # fmt: skip
+            if writer.isOpened():
+                for _ in range(2):
+                    writer.write(np.zeros((16, 16, 3), np.uint8))
+                writer.release()
+                capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+                count = 0
+                while capture.grab():
+                    count += 1
+                capture.release()
+                if count == 2:
+                    works.append(name)
+            else:
+                writer.release()
+    return works
 
 
 def is_video_path(path: str | Path) -> bool:
@@ -100,7 +145,7 @@ def _info(path: str | Path, capture: cv2.VideoCapture, frames: int) -> VideoInfo
     )
 
 
-def probe_video(path: str | Path, exact: bool = False) -> VideoInfo:
+def probe_video(path: str | Path, exact: bool = False, check: bool = True) -> VideoInfo:
     """Frame count, frame rate, size and codec of a video, without decoding it all.
 
     Containers can state any frame count: a truncated file keeps the header of
@@ -111,7 +156,10 @@ def probe_video(path: str | Path, exact: bool = False) -> VideoInfo:
     nothing measurable at 320×240). When that check fails, when the container
     states no count (0, or a negative value for streams without an index) or
     when ``exact`` is set, the frames are counted by grabbing them all, which
-    decodes the whole file.
+    decodes the whole file. ``check=False`` skips the seek and returns the
+    stated count as it is, for callers that count the frames they read anyway
+    and want the count only to show progress (the seek decodes from the last
+    keyframe: all of a clip with one, 0.15 s for 132 720p H.264 frames).
     """
     capture = _open_capture(path)
     try:
@@ -119,7 +167,7 @@ def probe_video(path: str | Path, exact: bool = False) -> VideoInfo:
             raise _no_frames(path)
         stated = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         info = _info(path, capture, stated)
-        if not exact and stated > 0 and _ends_at(capture, stated):
+        if not exact and stated > 0 and (not check or _ends_at(capture, stated)):
             return info
     finally:
         capture.release()
@@ -255,7 +303,8 @@ class VideoWriter:
     """Write RGB (or BGR with ``rgb=False``) uint8 frames to a video file, atomically.
 
     Use as a context manager. The codec follows the extension (see
-    ``_FOURCC_BY_EXTENSION``). OpenCV's FFmpeg writer silently crops odd
+    ``_FOURCC_BY_EXTENSION``) unless ``codec`` names one of ``CODECS``.
+    OpenCV's FFmpeg writer silently crops odd
     widths and heights to even ones (4:2:0 chroma needs pairs of pixels), so
     frames of an odd size are padded by one repeated edge row/column instead:
     no pixel is lost, and ``frame_size`` tells the size stored. Frames of
@@ -271,6 +320,7 @@ class VideoWriter:
         height: int,
         is_color: bool = True,
         rgb: bool = True,
+        codec: str | None = None,
     ) -> None:
         self.path = Path(path)
         ext = self.path.suffix.lower()
@@ -279,6 +329,8 @@ class VideoWriter:
                 f"cannot write {self.path}: unknown video extension '{self.path.suffix}'",
                 hint=f"use one of {_supported()}",
             )
+        if codec is not None and codec.lower() not in CODECS:
+            raise InputError(f"unknown codec '{codec}'", hint=f"use one of {', '.join(CODECS)}")
         if not (math.isfinite(fps) and fps > 0):
             raise InputError(f"cannot write {self.path} at {fps} frames per second", hint="fps > 0")
         if width < 1 or height < 1:
@@ -287,7 +339,8 @@ class VideoWriter:
         self.width, self.height = int(width), int(height)
         self.is_color = is_color
         self.rgb = rgb
-        self.fourcc = _FOURCC_BY_EXTENSION[ext]
+        self.codec = codec.lower() if codec is not None else None
+        self.fourcc = CODECS[self.codec] if self.codec else _FOURCC_BY_EXTENSION[ext]
         # Stored size, rounded up to even (see the class docstring).
         self.frame_size = (self.width + self.width % 2, self.height + self.height % 2)
         self.frames_written = 0
@@ -310,9 +363,19 @@ class VideoWriter:
                 self.is_color,
             )
         if not writer.isOpened():
+            writer.release()
+            if self.codec is None:
+                hint = "write .mp4 or .avi instead"
+            else:
+                works = codecs_for(self.path.suffix.lower())
+                hint = (
+                    f"codecs this OpenCV writes to {self.path.suffix} files: {', '.join(works)}"
+                    if works
+                    else "write .mp4 or .avi instead"
+                )
+            name = self.codec or self.fourcc
             exc = CnnkitError(
-                f"OpenCV cannot write {self.path.suffix} videos with codec {self.fourcc} here",
-                hint="write .mp4 or .avi instead",
+                f"OpenCV cannot write {self.path.suffix} videos with codec {name} here", hint=hint
             )
             self._atomic.__exit__(CnnkitError, exc, None)  # removes the temp file
             self._atomic = None

@@ -7,7 +7,7 @@
 - :mod:`~cnnkit.ops.convolution`: :func:`convolve` and :func:`explain`, the entry points.
 """
 
-from cnnkit.ops.conv3d import convolve_frames
+from cnnkit.ops.conv3d import convolve_frames, frame_tasks
 from cnnkit.ops.convolution import Explanation, as_kernel, convolve, explain
 from cnnkit.ops.geometry import PADDING_MODES, AxisGeometry, Padding, output_shape, resolve_geometry
 from cnnkit.ops.limits import (
@@ -31,6 +31,7 @@ __all__ = [
     "convolve",
     "convolve_frames",
     "explain",
+    "frame_tasks",
     "input_peak",
     "output_shape",
     "resolve_geometry",

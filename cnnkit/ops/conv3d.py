@@ -8,7 +8,8 @@ the frames still needed, so videos need not be held in memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 
 import numpy as np
 
@@ -56,6 +57,25 @@ def convolve_frames(
     frames a later output still needs are kept (circular time padding needs the
     last frames first, so there it keeps the whole video).
     """
+    for task in frame_tasks(frames, num_frames, kernel, axes, padding_mode, method):
+        yield task()
+
+
+def frame_tasks(
+    frames: Iterable[np.ndarray],
+    num_frames: int,
+    kernel: Kernel,
+    axes: Sequence[AxisGeometry],
+    padding_mode: str = "reflect",
+    method: str = "auto",
+) -> Iterator[Callable[[], np.ndarray]]:
+    """:func:`convolve_frames` as work to hand out: one callable per output frame, in order.
+
+    Each callable computes its output frame from the input frames it holds, so
+    several can run at once on other threads (the video pipeline does). The
+    stream is read as the callables are taken; a frame is held by this
+    generator only until the last output that needs it has its callable.
+    """
     gt, gh, gw = axes
     check_padding_fits(axes, padding_mode)
     taps = [
@@ -70,10 +90,10 @@ def convolve_frames(
         for src in sources:
             if src is not None:
                 last_use[src] = t
-    cache: dict[int, np.ndarray] = {}
+    cache: dict[int, np.ndarray] = {}  # the frames a later output still needs, by index
     stream = iter(frames)
     read = -1
-    tail: tuple[int, ...] | None = None  # colour axes of the frames, known after the first
+    tail: tuple[int, ...] = ()  # colour axes of the frames, known after the first
     for t, sources in enumerate(taps):
         # Read at least one frame first: an all-padding output still needs the colour axes.
         needed = max((s for s in sources if s is not None), default=0)
@@ -85,7 +105,7 @@ def convolve_frames(
                     hint="the file may be truncated; re-encode it",
                 )
             read += 1
-            if tail is None:  # the first frame: its dtype, values and channels are known now
+            if read == 0:  # the first frame: its dtype, values and channels are known now
                 check_result_range(kernel, frame)
                 check_convolution_memory(
                     frame.shape, frame.dtype, kernel, axes, padding_mode, method, num_frames
@@ -93,18 +113,32 @@ def convolve_frames(
             tail = frame.shape[2:]
             if read in last_use:
                 cache[read] = frame
-        results = []
-        for w in kernel.components:
-            acc = None
-            for i, src in enumerate(sources):
-                if src is None or not w[i].any():
-                    continue  # zero padding or an all-zero slice adds nothing
-                part = correlate2d(cache[src], w[i], gh, gw, padding_mode, method)
-                acc = part if acc is None else np.add(acc, part, out=acc)
-            if acc is None:
-                acc = np.zeros((gh.out, gw.out) + (tail or ()), dtype=np.float32)
-            results.append(acc)
-        yield _magnitude(results) if kernel.combine else results[0]
+        inputs = [None if src is None else cache[src] for src in sources]
+        yield partial(_output_frame, inputs, kernel, gh, gw, padding_mode, method, tail)
         for src in set(sources):
             if src is not None and last_use[src] == t:
                 del cache[src]
+
+
+def _output_frame(
+    inputs: list[np.ndarray | None],
+    kernel: Kernel,
+    gh: AxisGeometry,
+    gw: AxisGeometry,
+    padding_mode: str,
+    method: str,
+    tail: tuple[int, ...],
+) -> np.ndarray:
+    """One output frame: per component, the sum over time slices of 2D correlations."""
+    results = []
+    for w in kernel.components:
+        acc = None
+        for i, frame in enumerate(inputs):
+            if frame is None or not w[i].any():
+                continue  # zero padding or an all-zero slice adds nothing
+            part = correlate2d(frame, w[i], gh, gw, padding_mode, method)
+            acc = part if acc is None else np.add(acc, part, out=acc)
+        if acc is None:
+            acc = np.zeros((gh.out, gw.out) + tail, dtype=np.float32)
+        results.append(acc)
+    return _magnitude(results) if kernel.combine else results[0]

@@ -1,0 +1,230 @@
+"""The video pipeline: decode, compute and encode overlap, each on its own thread.
+
+A video job (``convolve``, ``predict``, ``explain``) is three stages::
+
+    decode ──queue──▶ compute ──queue──▶ encode
+
+- decode: :func:`decode_frames` reads frames on a thread of its own, handing
+  them over a chunk at a time (one queue operation per chunk, not per frame);
+- compute: :func:`compute_in_order` runs a function on a pool of threads and
+  yields its results in frame order, or the caller computes on its own thread;
+- encode: :class:`WriteBehind` writes results on a thread of its own.
+
+OpenCV, numpy and torch release the GIL in their loops, so the stages really
+run at once: on two cores a filter keeps both busy instead of taking turns.
+Every queue is bounded, so memory holds a fixed number of frames whatever the
+video's length. Errors raised in any stage are re-raised in the caller's
+thread. Stopping early (an error, Ctrl-C, SIGTERM, a closed pipe) stops every
+stage: decoding and computing after the frame in progress, writing after the
+write in progress, and the capture is released by the thread that used it
+(a thread left inside OpenCV's C++ code at interpreter exit aborts it).
+Outputs stay atomic: the file is renamed into place by its writer only after
+the encode thread has written the last frame.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import numpy as np
+
+from cnnkit.io.readahead import JOIN_TIMEOUT_S, _put_unless, map_ahead, prefetch
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Frames handed from the decode thread at a time: a queue hand-over takes the
+# GIL a few times, which at 128×128 costs as much as decoding the frame.
+DECODE_CHUNK = 8
+# Decoded frames waiting for the compute stage, in bytes: stages run at steady
+# rates, so a few frames of slack keep them all busy (720p colour: 8 frames).
+AHEAD_BYTES = 24 * 2**20
+
+
+def frames_ahead(frame_bytes: int, budget: int = AHEAD_BYTES) -> int:
+    """How many frames of ``frame_bytes`` a queue may hold within ``budget``: 2 to 64."""
+    return max(2, min(64, budget // max(1, frame_bytes)))
+
+
+def pipeline_workers() -> int:
+    """Compute threads for a video job: the cores this process may use, at most 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+def _chunks(frames: Iterable[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for frame in frames:
+        chunk.append(frame)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def decode_frames(
+    path: str | Path,
+    rgb: bool = True,
+    transform: Callable[[np.ndarray], Any] | None = None,
+    depth: int = 32,
+    chunk: int = DECODE_CHUNK,
+) -> Generator[Any, None, None]:
+    """The frames of a video, decoded on a background thread, about ``depth`` frames ahead.
+
+    Frames are handed over ``chunk`` at a time (at most half of ``depth``).
+    ``transform`` runs on the decode thread too (a resize, a gray conversion).
+    The file is opened now, so a missing or unreadable video fails at the call.
+    Close the generator to stop early: the decode thread then releases the capture.
+    """
+    from cnnkit.io.video import iter_frames
+
+    frames: Iterable[Any] = iter_frames(path, rgb=rgb)
+    if transform is not None:
+        frames = map(transform, frames)
+    chunk = max(1, min(chunk, depth // 2))
+    chunks = prefetch(_closing_chunks(frames, chunk), depth=max(1, depth // chunk))
+    return _unchunk(chunks)
+
+
+def _closing_chunks(frames: Iterable[T], size: int) -> Generator[list[T], None, None]:
+    """_chunks that closes ``frames`` (the capture) when it is closed itself."""
+    try:
+        yield from _chunks(frames, size)
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
+
+
+def _unchunk(chunks: Generator[list[T], None, None]) -> Generator[T, None, None]:
+    try:
+        for chunk in chunks:
+            yield from chunk
+    finally:
+        chunks.close()
+
+
+def compute_in_order(
+    fn: Callable[[T], R], items: Iterable[T], workers: int | None = None, ahead: int | None = None
+) -> Generator[R, None, None]:
+    """``fn(item)`` for each item, computed on ``workers`` threads, yielded in input order.
+
+    At most ``ahead`` items (default: two per worker) are read and not yet
+    yielded, so memory stays bounded. An exception raised by ``fn`` or by
+    ``items`` is re-raised here, at the item it belongs to. Closing the
+    generator stops the pool (see :func:`~cnnkit.io.readahead.map_ahead`).
+    """
+    workers = workers or pipeline_workers()
+    ahead = ahead or 2 * workers
+    results = map_ahead(fn, items, workers=workers, ahead=ahead)
+    try:
+        for _, result in results:
+            if isinstance(result, BaseException):
+                raise result
+            yield result
+    finally:
+        results.close()
+
+
+class WriteBehind:
+    """Hand items to ``write`` on a thread of its own, ``depth`` items ahead at most.
+
+    Use as a context manager around the loop that produces the items, inside
+    the block that owns the file (``with VideoWriter(...) as w, WriteBehind(w.write)``):
+    leaving the block cleanly waits for the last write; leaving it by an
+    exception stops after the write in progress, so the file's owner can
+    remove it. An exception raised by ``write`` (a full disk) is re-raised by
+    the next :meth:`put` or on leaving the block.
+    """
+
+    def __init__(self, write: Callable[[Any], Any], depth: int = 4) -> None:
+        self._write = write
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._end = object()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="encode")
+        self.written = 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is self._end:
+                return
+            try:
+                self._write(item)
+            except BaseException as exc:  # re-raised in the producer's thread
+                self._error = exc
+                self._stop.set()
+                return
+            self.written += 1
+
+    def __enter__(self) -> WriteBehind:
+        self._thread.start()
+        return self
+
+    def put(self, item: Any) -> None:
+        """Queue ``item`` for writing; blocks while ``depth`` items wait."""
+        self._raise_error()
+        if not _put_unless(self._stop, self._queue, item):
+            self._raise_error()
+            raise RuntimeError("WriteBehind.put() after the writer stopped")
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc_type is None:
+            # Every queued item is written: wait as long as that takes.
+            _put_unless(self._stop, self._queue, self._end)
+            self._thread.join()
+            self._raise_error()
+            return False
+        self._stop.set()
+        # The write in progress (OpenCV's C++ encoder) must end before the file's
+        # owner releases the writer; it takes milliseconds.
+        self._thread.join()
+        return False
+
+
+@contextmanager
+def closing_all(*generators: Generator[Any, None, None]) -> Iterator[None]:
+    """Close ``generators`` on leaving the block, the last given first (their threads stop)."""
+    try:
+        yield
+    finally:
+        for generator in reversed(generators):
+            generator.close()
+
+
+__all__ = [
+    "DECODE_CHUNK",
+    "JOIN_TIMEOUT_S",
+    "WriteBehind",
+    "closing_all",
+    "compute_in_order",
+    "decode_frames",
+    "frames_ahead",
+    "pipeline_workers",
+]
