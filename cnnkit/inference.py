@@ -19,14 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from cnnkit import console
 from cnnkit.data.clips import sliding_windows
-from cnnkit.data.preprocess import normalize, prepare_clip, prepare_image
+from cnnkit.data.preprocess import fit_size, normalize, prepare_clip, prepare_image
 from cnnkit.errors import CnnkitError, InputError
 from cnnkit.evaluation.metrics import softmax
-from cnnkit.io.readahead import STALL, map_ahead, prefetch
+from cnnkit.io.readahead import STALL, map_ahead
 from cnnkit.spec import InputSpec
 
 Record = dict[str, Any]
@@ -109,6 +110,34 @@ class Predictor:
         """Decoded H×W[×C] image -> C×H×W uint8 at the checkpoint's channels and size."""
         self._note_channels(image)
         return prepare_image(image, self.input.channels, self.input.size)
+
+    def prepare_frame(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """A decoded BGR video frame (H×W×3 uint8) -> C×H×W uint8, into ``out`` if given.
+
+        The same bits as ``prepare_image`` on the frame in RGB order, without
+        converting it first: the gray conversion weighs each channel by its
+        role, the resize treats channels alike, and the channels are put in
+        RGB order by the one copy into C×H×W.
+        """
+        channels = self.input.channels
+        plain = frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8
+        if not plain or channels not in (1, 3):
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else frame
+            prepared = self.prepare_image(rgb)
+            if out is None:
+                return prepared
+            out[...] = prepared
+            return out
+        self._note_channels(frame)
+        image = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[:, :, None] if channels == 1 else frame
+        image = fit_size(image, self.input.size)
+        if out is None:
+            out = np.empty((channels, *image.shape[:2]), np.uint8)
+        if channels == 3:
+            out[...] = image[:, :, ::-1].transpose(2, 0, 1)
+        else:
+            out[0] = image[:, :, 0]
+        return out
 
     def prepare_clip(self, frames: np.ndarray) -> np.ndarray:
         """T×H×W[×C] frames -> C×T×H×W uint8 at the checkpoint's channels and size."""
@@ -382,10 +411,15 @@ def predict_video(
     and ``end_s``; 2D model: one record per frame every ``stride`` frames
     (default 1) with ``frame`` and ``time_s``. Both end with a whole-video record,
     ``"window": "video"``, whose scores are the mean of the window/frame scores.
-    """
-    from cnnkit.io.video import iter_frames, probe_video
 
-    info = probe_video(path)
+    Decoding runs ahead on a thread of its own (cnnkit.io.pipeline): it
+    decodes, prepares and stacks the next batch of frames or windows while the
+    model runs on this one, so the two overlap; a batch or two is in memory,
+    whatever the video's length.
+    """
+    from cnnkit.io.video import probe_video
+
+    info = probe_video(path, check=False)  # only its frame rate is used
     fps = info.fps if info.fps and info.fps > 0 else 0.0
     if predictor.is_video_model:
         window = window or predictor.input.frames
@@ -395,55 +429,140 @@ def predict_video(
     if window < 1 or stride < 1:
         raise InputError(f"--window and --stride must be at least 1 (got {window}, {stride})")
     predictor.check_window(window)
+    from cnnkit.io.pipeline import produce_ahead
 
-    # Frames are decoded and resized on a background thread, one window of
-    # prepared frames kept in memory: long videos never sit whole in RAM.
-    frames = prefetch(
-        (predictor.prepare_image(f) for f in iter_frames(path)), depth=max(2 * window, 32)
-    )
+    batches = produce_ahead(_video_batches(predictor, path, window, stride))
     try:
-        yield from _video_records(predictor, path, frames, fps, window, stride, top_k)
+        yield from _video_records(predictor, path, batches, fps, window, top_k)
     finally:
         # Stop the decode thread now rather than when the generator is collected:
         # a consumer that stops early (`| head -1`) must not exit under a running decoder.
-        frames.close()
+        batches.close()
+
+
+_Span = tuple[int, int]  # a window's first and last frame (inclusive)
+
+
+def _video_batches(
+    predictor: Predictor, path: str, window: int, stride: int
+) -> Iterator[tuple[list[_Span], np.ndarray]]:
+    """(spans, uint8 batch) of up to batch_size windows: N×C×H×W frames or N×C×T×H×W clips.
+
+    Runs on the decode thread. A 2D model's frames between strides are
+    decoded but never converted or resized; a 3D model's windows are stacked
+    straight into the batch from the last ``window`` prepared frames.
+    """
+    from cnnkit.io.video import iter_frames
+
+    clips = predictor.is_video_model
+    size = tuple(predictor.input.size)
+    channels = predictor.input.channels
+    sample = (channels, window, *size) if clips else (channels, *size)
+    limit = predictor.batch_size
+    batch = np.empty((limit, *sample), np.uint8)
+    spans: list[_Span] = []
+    if clips:
+        frames = (predictor.prepare_frame(f) for f in iter_frames(path, rgb=False))
+        for start, end, taken in sliding_windows(frames, window, stride):
+            np.stack(taken, axis=1, out=batch[len(spans)])
+            spans.append((start, end))
+            if len(spans) == limit:
+                yield spans, batch
+                batch, spans = np.empty_like(batch), []
+    elif channels not in (1, 3):  # not a model cnnkit trains: the general path
+        for index, frame in enumerate(iter_frames(path, rgb=False, every=stride)):
+            predictor.prepare_frame(frame, out=batch[len(spans)])
+            spans.append((index * stride, index * stride))
+            if len(spans) == limit:
+                yield spans, batch
+                batch, spans = np.empty_like(batch), []
+    else:
+        yield from _frame_batches(predictor, path, stride)
+        return
+    if spans:
+        yield spans, batch[: len(spans)]
+
+
+def _frame_batches(
+    predictor: Predictor, path: str, stride: int
+) -> Iterator[tuple[list[_Span], np.ndarray]]:
+    """_video_batches for a 2D model of 1 or 3 channels: the per-frame work is two C calls.
+
+    Each frame is resized straight into an H×W×C batch (OpenCV releases the
+    GIL there), which becomes the N×C×H×W batch in RGB order by one copy: the
+    same bits as Predictor.prepare_frame frame by frame, with little Python
+    per frame to hold the GIL while the model runs on the other thread.
+    """
+    from cnnkit.io.video import iter_frames
+
+    channels = predictor.input.channels
+    height, width = (int(n) for n in predictor.input.size)
+    limit = predictor.batch_size
+    hwc = np.empty((limit, height, width, 3) if channels == 3 else (limit, height, width), np.uint8)
+    spans: list[_Span] = []
+    for index, frame in enumerate(iter_frames(path, rgb=False, every=stride)):
+        if channels == 1:
+            predictor._note_channels(frame)
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        _resize_into(frame, hwc[len(spans)])
+        spans.append((index * stride, index * stride))
+        if len(spans) == limit:
+            yield spans, _to_nchw(hwc, channels)
+            spans = []
+    if spans:
+        yield spans, _to_nchw(hwc[: len(spans)], channels)
+
+
+def _resize_into(image: np.ndarray, out: np.ndarray) -> None:
+    """preprocess.fit_size into ``out``: area averaging to shrink, bilinear to grow."""
+    h, w = out.shape[:2]
+    if image.shape[:2] == (h, w):
+        out[...] = image
+        return
+    shrinking = image.shape[0] * image.shape[1] > h * w
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    cv2.resize(image, (w, h), dst=out, interpolation=interp)
+
+
+def _to_nchw(hwc: np.ndarray, channels: int) -> np.ndarray:
+    """N×H×W×3 BGR (or N×H×W gray) -> a new N×C×H×W array, RGB order.
+
+    Always a copy (``hwc`` is refilled for the next batch while this one is in use).
+    """
+    if channels == 1:
+        return hwc[:, None].copy()
+    return hwc[..., ::-1].transpose(0, 3, 1, 2).copy(order="C")
 
 
 def _video_records(
     predictor: Predictor,
     path: str,
-    frames: Iterator[np.ndarray],
+    batches: Iterator[tuple[list[_Span], np.ndarray]],
     fps: float,
     window: int,
-    stride: int,
     top_k: int,
 ) -> Iterator[list[Record]]:
-    """predict_video's records from prepared ``frames``, a batch at a time, then the summary."""
+    """predict_video's records from prepared batches, a batch at a time, then the summary."""
+    clips = predictor.is_video_model
     total = np.zeros(len(predictor.classes))
     count = 0
     last_frame = -1
-    pending: list[tuple[Record, np.ndarray]] = []
-    for start, end, sample in _windows(frames, window, stride, predictor.is_video_model):
-        if predictor.is_video_model and end - start + 1 < window:
-            predictor.note_once(
-                "padded",
-                f"videos shorter than the {window}-frame window are padded by repeating "
-                f"their last frame ({path}: {end - start + 1} frames)",
-            )
-        last_frame = max(last_frame, end)
-        record = _time_fields(path, start, end, fps, predictor.is_video_model)
-        pending.append((record, sample))
-        if len(pending) == predictor.batch_size:
-            total += _fill(predictor, pending, top_k)
-            count += len(pending)
-            yield [r for r, _ in pending]
-            pending = []
-    if pending:
-        total += _fill(predictor, pending, top_k)
-        count += len(pending)
-        tail = [r for r, _ in pending]
-    else:
-        tail = []
+    for spans, batch in batches:
+        for start, end in spans:
+            if clips and end - start + 1 < window:
+                predictor.note_once(
+                    "padded",
+                    f"videos shorter than the {window}-frame window are padded by repeating "
+                    f"their last frame ({path}: {end - start + 1} frames)",
+                )
+        probs = softmax(predictor.logits(batch))
+        records = [_time_fields(path, start, end, fps, clips) for start, end in spans]
+        for record, result in zip(records, predictor.label_scores(probs, top_k), strict=True):
+            record.update(result)
+        total += probs.sum(axis=0)
+        count += len(spans)
+        last_frame = max(last_frame, max(end for _, end in spans))
+        yield records
     if count == 0:
         raise InputError(f"{path}: the video has no frames that could be decoded")
     summary: Record = {"path": str(path), "window": "video", "start_frame": 0}
@@ -452,15 +571,7 @@ def _video_records(
     summary["end_s"] = round((last_frame + 1) / fps, 4) if fps else None
     summary["windows"] = count
     summary.update(predictor.label_scores((total / count)[None, :], top_k)[0])
-    yield [*tail, summary]
-
-
-def _windows(
-    frames: Iterator[np.ndarray], window: int, stride: int, clips: bool
-) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(start, end inclusive, sample) for each window; samples are C×H×W or C×T×H×W."""
-    for start, end, taken in sliding_windows(frames, window, stride):
-        yield start, end, np.stack(taken, axis=1) if clips else taken[0]
+    yield [summary]
 
 
 def _time_fields(path: str, start: int, end: int, fps: float, clips: bool) -> Record:

@@ -251,43 +251,60 @@ def _explain_video(
     last frame; frames after the last whole window get no map), its map having
     a time axis; a 2D model frame by frame, every ``stride``-th
     frame (the MP4 then holds those frames, at the frame rate that keeps their
-    timing). Frames are read, explained and written a window or batch at a
-    time, so frame memory stays flat; the small records wait until the MP4 is
-    written.
+    timing). Frames are decoded, explained and written a window or batch at a
+    time, each on its own thread (cnnkit.io.pipeline), so the three overlap and
+    frame memory stays flat; the small records wait until the MP4 is written.
     """
-    from cnnkit.io.video import VideoWriter, iter_frames, probe_video
+    from cnnkit.io.pipeline import WriteBehind, produce_ahead
+    from cnnkit.io.video import VideoWriter, probe_video
 
-    info = probe_video(path)
+    info = probe_video(path, check=False)  # its frame rate and size
     fps = info.fps if info.fps and info.fps > 0 else 25.0
     clips = predictor.is_video_model
     size = predictor.input.frames if clips else predictor.batch_size
     step = 1 if clips else stride
     out = _unique_output(out_dir, path, method, used, ".mp4")
     records: list[dict[str, Any]] = []
-    with VideoWriter(out, fps / step, info.width, info.height) as writer:
-        raw: list[Any] = []
-        indices: list[int] = []
-        for index, frame in enumerate(iter_frames(path)):
-            if index % step:
-                continue
-            raw.append(frame)
-            indices.append(index)
-            if len(raw) < size:
-                continue
-            records += _explain_frames(predictor, path, raw, indices, clips, layer, target,
-                                       method, alpha, writer, out)  # fmt: skip
-            raw, indices = [], []
-        if raw and clips and records:
-            # As predict: a 3D model's last frames that fill no whole window are not
-            # classified (a video shorter than one window is padded instead). They are
-            # written without a map, so the MP4 keeps every frame.
-            for frame in raw:
-                writer.write(frame)
-        elif raw:
-            records += _explain_frames(predictor, path, raw, indices, clips, layer, target,
-                                       method, alpha, writer, out)  # fmt: skip
+    # decode (a thread: the next group of frames) -> maps (here) -> encode (a thread).
+    groups = produce_ahead(_frame_groups(path, size, step))
+    try:
+        with (
+            VideoWriter(out, fps / step, info.width, info.height) as video,
+            WriteBehind(video.write) as writer,
+        ):
+            for raw, indices in groups:
+                if len(raw) < size and clips and records:
+                    # As predict: a 3D model's last frames that fill no whole window are not
+                    # classified (a video shorter than one window is padded instead). They
+                    # are written without a map, so the MP4 keeps every frame.
+                    for frame in raw:
+                        writer.put(frame)
+                    continue
+                records += _explain_frames(predictor, path, raw, indices, clips, layer, target,
+                                           method, alpha, writer, out)  # fmt: skip
+    finally:
+        groups.close()
     # Records only once the MP4 is there under its name: an interrupted run names no file.
     yield from records
+
+
+def _frame_groups(path, size: int, step: int):
+    """(frames, their indices) of ``size`` frames, every ``step``-th frame; the last group short.
+
+    Runs on the decode thread of explain's video pipeline.
+    """
+    from cnnkit.io.video import iter_frames
+
+    raw: list[Any] = []
+    indices: list[int] = []
+    for n, frame in enumerate(iter_frames(path, every=step)):
+        raw.append(frame)
+        indices.append(n * step)
+        if len(raw) == size:
+            yield raw, indices
+            raw, indices = [], []
+    if raw:
+        yield raw, indices
 
 
 def _explain_frames(predictor, path, raw, indices, clips, layer, target, method, alpha, writer,
@@ -319,7 +336,7 @@ def _explain_frames(predictor, path, raw, indices, clips, layer, target, method,
         heat = maps[i][: len(raw)] if clips else maps[i][None]  # T×H×W, real frames only
         for t in range(len(heat)):
             frame = raw[t] if clips else raw[i]
-            writer.write(overlay(frame, heat[t], alpha, f"{label} {score:.2f}"))
+            writer.put(overlay(frame, heat[t], alpha, f"{label} {score:.2f}"))
         best = int(np.argmax(heat.reshape(len(heat), -1).max(axis=1)))
         record = {
             "path": str(path),

@@ -79,17 +79,19 @@ def decode_frames(
     transform: Callable[[np.ndarray], Any] | None = None,
     depth: int = 32,
     chunk: int = DECODE_CHUNK,
+    every: int = 1,
 ) -> Generator[Any, None, None]:
     """The frames of a video, decoded on a background thread, about ``depth`` frames ahead.
 
     Frames are handed over ``chunk`` at a time (at most half of ``depth``).
     ``transform`` runs on the decode thread too (a resize, a gray conversion).
+    ``every``: only every ``every``-th frame (see iter_frames).
     The file is opened now, so a missing or unreadable video fails at the call.
     Close the generator to stop early: the decode thread then releases the capture.
     """
     from cnnkit.io.video import iter_frames
 
-    frames: Iterable[Any] = iter_frames(path, rgb=rgb)
+    frames: Iterable[Any] = iter_frames(path, rgb=rgb, every=every)
     if transform is not None:
         frames = map(transform, frames)
     chunk = max(1, min(chunk, depth // 2))
@@ -113,6 +115,17 @@ def _unchunk(chunks: Generator[list[T], None, None]) -> Generator[T, None, None]
             yield from chunk
     finally:
         chunks.close()
+
+
+def produce_ahead(items: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
+    """Run a generator of large items (whole batches) on a thread of its own, ``depth`` ahead.
+
+    The decode stage of predict and explain: the generator decodes and
+    prepares a batch of frames while the caller runs the model on the last
+    one. Errors are re-raised here; closing stops the thread and closes
+    ``items`` there (see :func:`~cnnkit.io.readahead.prefetch`).
+    """
+    return prefetch(items, depth=max(1, depth))
 
 
 def compute_in_order(
@@ -227,4 +240,5 @@ __all__ = [
     "decode_frames",
     "frames_ahead",
     "pipeline_workers",
+    "produce_ahead",
 ]

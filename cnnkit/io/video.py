@@ -209,25 +209,32 @@ def _to_rgb(frame: np.ndarray, rgb: bool) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if rgb else frame
 
 
-def _frames(capture: cv2.VideoCapture, path: str | Path, rgb: bool) -> Iterator[np.ndarray]:
+def _frames(
+    capture: cv2.VideoCapture, path: str | Path, rgb: bool, every: int = 1
+) -> Iterator[np.ndarray]:
     try:
         ok, frame = capture.read()
         if not ok:
             raise _no_frames(path)
         while ok:
             yield _to_rgb(frame, rgb)
+            for _ in range(every - 1):  # grab() decodes without converting to BGR
+                if not capture.grab():
+                    return
             ok, frame = capture.read()
     finally:
         capture.release()
 
 
-def iter_frames(path: str | Path, rgb: bool = True) -> Iterator[np.ndarray]:
+def iter_frames(path: str | Path, rgb: bool = True, every: int = 1) -> Iterator[np.ndarray]:
     """Yield the frames of a video one by one, each H×W×3 uint8 (RGB unless ``rgb=False``).
 
-    The file is opened now (so a missing or unreadable file fails at the call)
-    and released when the iteration ends or the generator is closed.
+    ``every``: only frames 0, every, 2·every, ... (the others are decoded, as
+    they must be, but not converted). The file is opened now (so a missing or
+    unreadable file fails at the call) and released when the iteration ends
+    or the generator is closed.
     """
-    return _frames(_open_capture(path), path, rgb)
+    return _frames(_open_capture(path), path, rgb, max(1, every))
 
 
 def read_video(path: str | Path, rgb: bool = True) -> tuple[np.ndarray, VideoInfo]:
@@ -351,8 +358,14 @@ class VideoWriter:
         self._atomic = atomic_output(self.path)
         temp = self._atomic.__enter__()
         # WebM has no codec tags, so FFmpeg prints a note for any fourcc given
-        # while writing the file correctly; other containers keep their messages.
-        quiet = silenced_stderr_fd() if self.path.suffix.lower() == ".webm" else nullcontext()
+        # while writing the file correctly, as it does for a --codec whose tag the
+        # container spells otherwise (XVID in MP4 is stored as mp4v); other
+        # containers keep their messages.
+        quiet = (
+            silenced_stderr_fd()
+            if self.codec is not None or self.path.suffix.lower() == ".webm"
+            else nullcontext()
+        )
         with quiet:
             writer = cv2.VideoWriter(
                 str(temp),
