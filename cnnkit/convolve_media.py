@@ -22,6 +22,7 @@ input file unless ``overwrite_input`` is set. This module never imports torch.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import sys
@@ -47,14 +48,8 @@ from cnnkit.io.image import (
     read_image,
     read_image_bytes,
 )
-from cnnkit.io.pipeline import (
-    WriteBehind,
-    closing_all,
-    compute_in_order,
-    decode_frames,
-    frames_ahead,
-)
-from cnnkit.io.video import VIDEO_EXTENSIONS, VideoWriter, probe_video
+from cnnkit.io.pipeline import WriteBehind, compute_in_order, frames_ahead
+from cnnkit.io.video import VIDEO_EXTENSIONS, VideoWriter, iter_frames, probe_video
 from cnnkit.kernels import Kernel
 
 
@@ -459,6 +454,16 @@ def _convolve_image(
     return explanation, stats, None
 
 
+def _frames(input: str, rgb: bool, gray: bool) -> Iterator[np.ndarray]:
+    """The video's frames as convolve filters them; closing this closes the capture."""
+    frames = iter_frames(input, rgb=rgb)
+    try:
+        for frame in frames:
+            yield _to_gray(frame, rgb) if gray else frame
+    finally:
+        frames.close()
+
+
 def _video_explanation(
     frames: int, frame_shape: tuple[int, ...], kernel: Kernel, options: ConvolveOptions
 ) -> ops.Explanation:
@@ -508,9 +513,7 @@ def _convolve_video(
     )
     bounds = kernel.value_bounds(0.0, 255.0) if scale == "minmax" else None
     finish = _FrameFinisher(out_kind == "npy", scale, bounds, want_stats or out_kind == "npy")
-    gray = partial(_to_gray, rgb=rgb) if options.gray else None
-    depth = frames_ahead(info.width * info.height * 3)
-    frames = decode_frames(input, rgb=rgb, transform=gray, depth=depth)
+    frames = _frames(input, rgb, options.gray)
     if kernel.ndim == 2:
         gh, gw = explanation.axes
         work: Iterator = frames
@@ -518,10 +521,17 @@ def _convolve_video(
     else:
         work = ops.frame_tasks(frames, info.frames, kernel, explanation.axes, options.padding_mode)
         compute = finish.task
-    # decode (its thread) -> compute (a pool, in frame order) -> encode (its thread):
+    # decode (a thread) -> compute (a pool, in frame order) -> encode (a thread):
     # see cnnkit.io.pipeline. Memory holds a fixed number of frames at any length.
-    results = compute_in_order(compute, work)
-    with closing_all(frames, results):
+    # Each frame in flight holds its decoded frame and its result (float32 for .npy):
+    # together within the pipeline's AHEAD_BYTES.
+    frame_bytes = info.width * info.height * (1 if options.gray else 3)
+    result_bytes = math.prod(explanation.output_shape[1:]) * (4 if out_kind == "npy" else 1)
+    item_bytes = frame_bytes + result_bytes
+    chunk = max(1, min(8, 2**20 // max(1, item_bytes)))  # small frames: fewer hand-overs
+    ahead = max(frames_ahead(item_bytes), 2 * chunk)
+    results = compute_in_order(compute, work, ahead=ahead, chunk=chunk)
+    try:
         results = console.track(results, total=info.frames, description="convolve")
         if out_kind == "npy":
             with _npy_frame_writer(target) as npy, WriteBehind(npy.write) as sink:
@@ -533,6 +543,8 @@ def _convolve_video(
             written, stored_size = _write_video_frames(
                 input, target, results, stats, info.fps, explanation, rgb, codec
             )
+    finally:
+        results.close()  # stops the decode and compute threads now, whatever happened
     if kernel.ndim == 2:  # one output frame per frame read: the count is now known
         explanation = _video_explanation(written, frame_shape, kernel, options)
     return explanation, stats, info.fps, stored_size

@@ -4,10 +4,11 @@ A video job (``convolve``, ``predict``, ``explain``) is three stages::
 
     decode ──queue──▶ compute ──queue──▶ encode
 
-- decode: :func:`decode_frames` reads frames on a thread of its own, handing
-  them over a chunk at a time (one queue operation per chunk, not per frame);
-- compute: :func:`compute_in_order` runs a function on a pool of threads and
-  yields its results in frame order, or the caller computes on its own thread;
+- decode and compute: :func:`compute_in_order` reads a source (a generator
+  decoding a video) on a thread of its own and hands each frame to a pool of
+  threads, yielding the results in frame order; :func:`produce_ahead` runs a
+  generator of whole batches on a thread of its own while the caller computes
+  (predict and explain, whose model runs in the caller's thread);
 - encode: :class:`WriteBehind` writes results on a thread of its own.
 
 OpenCV, numpy and torch release the GIL in their loops, so the stages really
@@ -16,10 +17,11 @@ Every queue is bounded, so memory holds a fixed number of frames whatever the
 video's length. Errors raised in any stage are re-raised in the caller's
 thread. Stopping early (an error, Ctrl-C, SIGTERM, a closed pipe) stops every
 stage: decoding and computing after the frame in progress, writing after the
-write in progress, and the capture is released by the thread that used it
-(a thread left inside OpenCV's C++ code at interpreter exit aborts it).
-Outputs stay atomic: the file is renamed into place by its writer only after
-the encode thread has written the last frame.
+write in progress; a source generator is closed by the thread that runs it,
+so a video capture is released there (a thread left inside OpenCV's C++ code
+at interpreter exit aborts it, and a generator cannot be closed by one thread
+while another runs it). Outputs stay atomic: the file is renamed into place by
+its writer only after the encode thread has written the last frame.
 """
 
 from __future__ import annotations
@@ -28,23 +30,16 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
-
-import numpy as np
 
 from cnnkit.io.readahead import JOIN_TIMEOUT_S, _put_unless, map_ahead, prefetch
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-# Frames handed from the decode thread at a time: a queue hand-over takes the
-# GIL a few times, which at 128×128 costs as much as decoding the frame.
-DECODE_CHUNK = 8
-# Decoded frames waiting for the compute stage, in bytes: stages run at steady
-# rates, so a few frames of slack keep them all busy (720p colour: 8 frames).
+# Frames waiting between the decode and compute stages, in bytes: stages run at
+# steady rates, so a few frames of slack keep them all busy (720p colour: 8).
 AHEAD_BYTES = 24 * 2**20
 
 
@@ -62,61 +57,6 @@ def pipeline_workers() -> int:
     return max(1, min(4, cores))
 
 
-def _chunks(frames: Iterable[T], size: int) -> Iterator[list[T]]:
-    chunk: list[T] = []
-    for frame in frames:
-        chunk.append(frame)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def decode_frames(
-    path: str | Path,
-    rgb: bool = True,
-    transform: Callable[[np.ndarray], Any] | None = None,
-    depth: int = 32,
-    chunk: int = DECODE_CHUNK,
-    every: int = 1,
-) -> Generator[Any, None, None]:
-    """The frames of a video, decoded on a background thread, about ``depth`` frames ahead.
-
-    Frames are handed over ``chunk`` at a time (at most half of ``depth``).
-    ``transform`` runs on the decode thread too (a resize, a gray conversion).
-    ``every``: only every ``every``-th frame (see iter_frames).
-    The file is opened now, so a missing or unreadable video fails at the call.
-    Close the generator to stop early: the decode thread then releases the capture.
-    """
-    from cnnkit.io.video import iter_frames
-
-    frames: Iterable[Any] = iter_frames(path, rgb=rgb, every=every)
-    if transform is not None:
-        frames = map(transform, frames)
-    chunk = max(1, min(chunk, depth // 2))
-    chunks = prefetch(_closing_chunks(frames, chunk), depth=max(1, depth // chunk))
-    return _unchunk(chunks)
-
-
-def _closing_chunks(frames: Iterable[T], size: int) -> Generator[list[T], None, None]:
-    """_chunks that closes ``frames`` (the capture) when it is closed itself."""
-    try:
-        yield from _chunks(frames, size)
-    finally:
-        close = getattr(frames, "close", None)
-        if close is not None:
-            close()
-
-
-def _unchunk(chunks: Generator[list[T], None, None]) -> Generator[T, None, None]:
-    try:
-        for chunk in chunks:
-            yield from chunk
-    finally:
-        chunks.close()
-
-
 def produce_ahead(items: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
     """Run a generator of large items (whole batches) on a thread of its own, ``depth`` ahead.
 
@@ -129,18 +69,26 @@ def produce_ahead(items: Iterator[T], depth: int = 2) -> Generator[T, None, None
 
 
 def compute_in_order(
-    fn: Callable[[T], R], items: Iterable[T], workers: int | None = None, ahead: int | None = None
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    workers: int | None = None,
+    ahead: int | None = None,
+    chunk: int = 1,
 ) -> Generator[R, None, None]:
     """``fn(item)`` for each item, computed on ``workers`` threads, yielded in input order.
 
-    At most ``ahead`` items (default: two per worker) are read and not yet
-    yielded, so memory stays bounded. An exception raised by ``fn`` or by
-    ``items`` is re-raised here, at the item it belongs to. Closing the
-    generator stops the pool (see :func:`~cnnkit.io.readahead.map_ahead`).
+    ``items`` (a generator decoding a video) is read on a thread of its own
+    and closed there. At most ``ahead`` items (default: two per worker) are
+    read and not yet yielded, so memory stays bounded; ``chunk`` items go to a
+    thread at a time (for small frames, where a hand-over costs as much as the
+    work). An exception raised by ``fn`` or by ``items`` is re-raised here, at
+    the item it belongs to. Closing the generator stops the threads (see
+    :func:`~cnnkit.io.readahead.map_ahead`).
     """
     workers = workers or pipeline_workers()
-    ahead = ahead or 2 * workers
-    results = map_ahead(fn, items, workers=workers, ahead=ahead)
+    chunk = max(1, chunk)
+    ahead = max(ahead or 2 * workers, 2 * chunk)
+    results = map_ahead(fn, items, workers=workers, ahead=ahead, chunk=chunk)
     try:
         for _, result in results:
             if isinstance(result, BaseException):
@@ -221,23 +169,11 @@ class WriteBehind:
         return False
 
 
-@contextmanager
-def closing_all(*generators: Generator[Any, None, None]) -> Iterator[None]:
-    """Close ``generators`` on leaving the block, the last given first (their threads stop)."""
-    try:
-        yield
-    finally:
-        for generator in reversed(generators):
-            generator.close()
-
-
 __all__ = [
-    "DECODE_CHUNK",
+    "AHEAD_BYTES",
     "JOIN_TIMEOUT_S",
     "WriteBehind",
-    "closing_all",
     "compute_in_order",
-    "decode_frames",
     "frames_ahead",
     "pipeline_workers",
     "produce_ahead",

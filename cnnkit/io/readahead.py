@@ -55,7 +55,8 @@ def map_ahead(
     it only for inputs that are all there (a list): a chunk waits for its items.
 
     ``items`` is read on a feeder thread, so a slow source (paths arriving on a
-    pipe) never blocks results already computed. With ``stalls=True`` the
+    pipe, a video being decoded) never blocks results already computed; a
+    generator source is closed there when the feeder stops. With ``stalls=True`` the
     marker ``STALL`` is yielded whenever the next item has not arrived yet, so
     a caller can flush a partial batch instead of waiting. An exception raised
     by ``fn`` is yielded in place of the result, so one bad input does not stop
@@ -91,8 +92,8 @@ def map_ahead(
     held: list[Future] = []
 
     def feed() -> None:
+        iterator = iter(items)
         try:
-            iterator = iter(items)
             while group := list(itertools.islice(iterator, chunk)):
                 if stop.is_set():
                     return
@@ -104,6 +105,12 @@ def map_ahead(
             _put_unless(stop, slots, (end, None))
         except BaseException as exc:  # re-raised in the consumer's thread
             _put_unless(stop, slots, (end, exc))
+        finally:
+            # A generator source (a video being decoded) is closed by the thread
+            # that runs it, so its capture is released here, never mid-read.
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
 
     feeder = threading.Thread(target=feed, daemon=True, name="feed")
     feeder.start()

@@ -163,7 +163,8 @@ def _correlate2d_opencv(
     if direct_path(gh, gw, mode, "opencv"):
         # Padding totals k-1 on both axes: filter2D's own border handling gives the
         # result directly; anchor (pad_before) makes even kernels match torch.
-        return _filter(x, w32, (gw.pad_before, gh.pad_before), _CV_BORDER[mode])
+        out = _filter(x, w32, (gw.pad_before, gh.pad_before), _CV_BORDER[mode])
+        return out[:, :, None] if out.ndim == 2 and len(shape) == 3 else out  # H×W×1 stays
     padded = cv2.copyMakeBorder(
         x, gh.pad_before, gh.pad_after, gw.pad_before, gw.pad_after, _CV_BORDER[mode], value=0
     )

@@ -94,30 +94,35 @@ def frame_tasks(
     stream = iter(frames)
     read = -1
     tail: tuple[int, ...] = ()  # colour axes of the frames, known after the first
-    for t, sources in enumerate(taps):
-        # Read at least one frame first: an all-padding output still needs the colour axes.
-        needed = max((s for s in sources if s is not None), default=0)
-        while read < needed:
-            frame = next(stream, None)
-            if frame is None:
-                raise InputError(
-                    f"the video ended after {read + 1} frames, but {num_frames} were expected",
-                    hint="the file may be truncated; re-encode it",
-                )
-            read += 1
-            if read == 0:  # the first frame: its dtype, values and channels are known now
-                check_result_range(kernel, frame)
-                check_convolution_memory(
-                    frame.shape, frame.dtype, kernel, axes, padding_mode, method, num_frames
-                )
-            tail = frame.shape[2:]
-            if read in last_use:
-                cache[read] = frame
-        inputs = [None if src is None else cache[src] for src in sources]
-        yield partial(_output_frame, inputs, kernel, gh, gw, padding_mode, method, tail)
-        for src in set(sources):
-            if src is not None and last_use[src] == t:
-                del cache[src]
+    try:
+        for t, sources in enumerate(taps):
+            # Read at least one frame first: an all-padding output still needs the colour axes.
+            needed = max((s for s in sources if s is not None), default=0)
+            while read < needed:
+                frame = next(stream, None)
+                if frame is None:
+                    raise InputError(
+                        f"the video ended after {read + 1} frames, but {num_frames} were expected",
+                        hint="the file may be truncated; re-encode it",
+                    )
+                read += 1
+                if read == 0:  # the first frame: its dtype, values and channels are known now
+                    check_result_range(kernel, frame)
+                    check_convolution_memory(
+                        frame.shape, frame.dtype, kernel, axes, padding_mode, method, num_frames
+                    )
+                tail = frame.shape[2:]
+                if read in last_use:
+                    cache[read] = frame
+            inputs = [None if src is None else cache[src] for src in sources]
+            yield partial(_output_frame, inputs, kernel, gh, gw, padding_mode, method, tail)
+            for src in set(sources):
+                if src is not None and last_use[src] == t:
+                    del cache[src]
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()  # a video being decoded: its capture is released by this thread
 
 
 def _output_frame(
