@@ -48,7 +48,7 @@ from cnnkit.io.image import (
     read_image,
     read_image_bytes,
 )
-from cnnkit.io.pipeline import WriteBehind, compute_in_order, frames_ahead
+from cnnkit.io.pipeline import AHEAD_BYTES, WriteBehind, compute_in_order, frames_ahead
 from cnnkit.io.video import VIDEO_EXTENSIONS, VideoWriter, iter_frames, probe_video
 from cnnkit.kernels import Kernel
 
@@ -534,14 +534,23 @@ def _convolve_video(
     try:
         results = console.track(results, total=info.frames, description="convolve")
         if out_kind == "npy":
-            with _npy_frame_writer(target) as npy, WriteBehind(npy.write) as sink:
+            depth = _write_depth(result_bytes)
+            with _npy_frame_writer(target) as npy, WriteBehind(npy.write, depth) as sink:
                 for parts, r in results:
                     stats.add_parts(*parts)  # .npy outputs always have their stats
                     sink.put(r)
             written, stored_size = npy.count, None
         else:
             written, stored_size = _write_video_frames(
-                input, target, results, stats, info.fps, explanation, rgb, codec
+                input,
+                target,
+                results,
+                stats,
+                info.fps,
+                explanation,
+                rgb,
+                codec,
+                _write_depth(result_bytes),
             )
     finally:
         results.close()  # stops the decode and compute threads now, whatever happened
@@ -558,11 +567,11 @@ class _FrameFinisher:
     """The compute stage's work on one frame: convolve, the frame's stats, its output form.
 
     Runs on the pipeline's compute threads; returns (stats parts, frame) with
-    the float32 result for .npy, or its 8-bit pixels per ``scale``. On the
-    direct OpenCV path (stride 1, dilation 1, 'same' padding) a 2D frame is
-    computed and converted a band of rows at a time (ops.conv2d.correlate_bands):
-    the same bits, each pass over memory still in cache. A frame's sum is then
-    the sum of its bands' float64 sums.
+    the float32 result for .npy, or its 8-bit pixels per ``scale``. Where
+    ops.conv2d.bands_apply (stride 1, dilation 1, 'same' padding, kernels
+    filter2D computes directly) a 2D frame is computed and converted a band
+    of rows at a time (correlate_bands): the same bits, each pass over memory
+    still in cache. A frame's sum is then the sum of its bands' float64 sums.
     """
 
     def __init__(
@@ -573,9 +582,9 @@ class _FrameFinisher:
     def frame(
         self, kernel: Kernel, gh: ops.AxisGeometry, gw: ops.AxisGeometry, mode: str, x: np.ndarray
     ) -> tuple[_Parts, np.ndarray]:
-        from cnnkit.ops.conv2d import correlate_bands, correlate_kernel, direct_path
+        from cnnkit.ops.conv2d import bands_apply, correlate_bands, correlate_kernel
 
-        if not direct_path(gh, gw, mode, "auto"):
+        if not bands_apply(kernel, gh, gw, mode):
             return self.finish(correlate_kernel(x, kernel, gh, gw, mode, "auto"))
         out = np.empty((gh.out, gw.out, *x.shape[2:]), np.float32 if self.raw else np.uint8)
         stats = Stats()
@@ -602,6 +611,11 @@ class _FrameFinisher:
         return stats.min, stats.max, stats.total, stats.count
 
 
+def _write_depth(result_bytes: int) -> int:
+    """Results waiting for the encode thread: 4, fewer when they are large (2 at 4K float32)."""
+    return max(2, min(4, AHEAD_BYTES // max(1, result_bytes)))
+
+
 def _write_video_frames(
     input: str,
     target: str,
@@ -611,6 +625,7 @@ def _write_video_frames(
     explanation: ops.Explanation,
     rgb: bool,
     codec: str | None,
+    depth: int = 4,
 ) -> tuple[int, tuple[int, int]]:
     """Write the pipeline's 8-bit frames to a video: (frames written, stored H×W)."""
     colour = len(explanation.output_shape) == 4
@@ -620,7 +635,7 @@ def _write_video_frames(
     rate = fps if fps > 0 else 25.0
     with (
         VideoWriter(target, rate, out_w, out_h, colour, rgb, codec=codec) as writer,
-        WriteBehind(writer.write) as sink,
+        WriteBehind(writer.write, depth) as sink,
     ):
         for parts, pixels in results:
             if parts is not None:

@@ -8,6 +8,7 @@ bodies so that ``cnnkit --help`` and ``cnnkit convolve`` on images stay fast.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import signal
@@ -129,9 +130,26 @@ class _StdoutFile(io.FileIO):
         return done
 
 
+class _ClosedStdout(io.RawIOBase):
+    """Standard output when fd 1 is closed (``cnnkit ... >&-``): every write is a closed pipe."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        raise BrokenPipeError(errno.EPIPE, "standard output is closed")
+
+
 def _watch_stdout() -> None:
-    """Put the real sys.stdout on a _StdoutFile, buffered as it was; a test's capture is left."""
+    """Put the real sys.stdout on a _StdoutFile, buffered as it was; a test's capture is left.
+
+    A closed fd 1 (Python's sys.stdout is then None) reads as a reader that
+    went away: the command ends quietly at its first output, as under `| head -0`.
+    """
     _stdout_failure["error"] = None
+    if sys.stdout is None and sys.__stdout__ is None:
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(_ClosedStdout()), encoding="utf-8")
+        return
     out = sys.stdout
     if out is None or out is not sys.__stdout__ or not isinstance(out, io.TextIOWrapper):
         return
@@ -261,21 +279,45 @@ def main() -> None:
     """
     try:
         _run_app()
-    except Stopped as stop:
-        # An interrupted predict can leave a daemon thread blocked reading
-        # stdin, and one whose reader went away a thread still inside
-        # OpenCV's C++ decoder; interpreter shutdown around such a thread
-        # aborts ("terminate called without an active exception", status
-        # 134) instead of exiting. Everything was flushed and reported, and
-        # outputs were cleaned up while unwinding, so leave at once.
-        if threading.active_count() > 1 and threading.current_thread() is threading.main_thread():
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except (OSError, ValueError):
-                    pass  # the reader went away: the status still tells
-            os._exit(int(stop.code or 0))
+    except SystemExit as exc:
+        if exc.code not in (0, None) and not isinstance(exc, Stopped) and _pipeline_running():
+            # An error ended a video job while its decode thread is still inside
+            # OpenCV (a frame of 8K, a video read whole for circular padding):
+            # the error is reported and the output removed; leave as Stopped does.
+            _leave_now(exc.code)
+        if isinstance(exc, Stopped):
+            _exit_stopped(exc)
         raise
+
+
+def _pipeline_running() -> bool:
+    """Whether a thread of the video pipeline (cnnkit.io.pipeline) is still alive."""
+    names = ("feed", "prefetch", "encode", "decode")
+    return any(t.name.startswith(names) for t in threading.enumerate() if t.is_alive())
+
+
+def _leave_now(code: Any) -> None:
+    """Flush what can be flushed and exit with ``code``, without interpreter shutdown."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass  # the reader went away: the status still tells
+    os._exit(code if isinstance(code, int) else 1)
+
+
+def _exit_stopped(stop: Stopped) -> None:
+    """Leave at once after Ctrl-C or SIGTERM when other threads are alive.
+
+    An interrupted predict can leave a daemon thread blocked reading stdin,
+    and one whose reader went away a thread still inside OpenCV's C++
+    decoder; interpreter shutdown around such a thread aborts ("terminate
+    called without an active exception", status 134) instead of exiting.
+    Everything was flushed and reported, and outputs were cleaned up while
+    unwinding.
+    """
+    if threading.active_count() > 1 and threading.current_thread() is threading.main_thread():
+        _leave_now(int(stop.code or 0))
 
 
 def _run_app() -> None:

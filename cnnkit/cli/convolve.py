@@ -96,6 +96,7 @@ def convolve(
     codec: Annotated[
         Codec | None,
         typer.Option(
+            case_sensitive=False,
             help="Video output codec. Default by container: mp4v for .mp4/.mov/.mkv (MPEG-4 "
             "Part 2: the fastest encoder in OpenCV's FFmpeg, and VLC, QuickTime, Windows and "
             "ffplay play it), MJPEG for .avi, VP8 for .webm. avc1 (H.264, which browsers "

@@ -157,16 +157,31 @@ class WriteBehind:
         tb: TracebackType | None,
     ) -> bool:
         if exc_type is None:
-            # Every queued item is written: wait as long as that takes.
-            _put_unless(self._stop, self._queue, self._end)
-            self._thread.join()
+            try:
+                # Every queued item is written: wait as long as that takes.
+                _put_unless(self._stop, self._queue, self._end)
+                self._thread.join()
+            except BaseException:  # Ctrl-C or SIGTERM while waiting for the last writes
+                self._stop_and_join()
+                raise
             self._raise_error()
             return False
-        self._stop.set()
-        # The write in progress (OpenCV's C++ encoder) must end before the file's
-        # owner releases the writer; it takes milliseconds.
-        self._thread.join()
+        self._stop_and_join()
         return False
+
+    def _stop_and_join(self) -> None:
+        """Stop after the write in progress and wait for it, whatever interrupts the wait.
+
+        The file's owner releases the writer next: releasing it while OpenCV's
+        encoder is still inside a write crashes the process. A write takes
+        milliseconds; a second Ctrl-C during them is not let through.
+        """
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._thread.join(0.1)
+            except KeyboardInterrupt:
+                continue
 
 
 __all__ = [

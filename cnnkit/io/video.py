@@ -39,6 +39,9 @@ _FOURCC_BY_EXTENSION = {
 }
 
 
+# The smallest side FFmpeg's MJPEG encoder is given (see VideoWriter.__init__).
+_MJPEG_MIN_SIDE = 16
+
 # --codec: the name a user gives, and the FourCC OpenCV's FFmpeg writer is asked for.
 CODECS = {
     "mp4v": "mp4v",
@@ -348,6 +351,14 @@ class VideoWriter:
         self.rgb = rgb
         self.codec = codec.lower() if codec is not None else None
         self.fourcc = CODECS[self.codec] if self.codec else _FOURCC_BY_EXTENSION[ext]
+        if self.fourcc == "MJPG" and min(width, height) < _MJPEG_MIN_SIDE:
+            # FFmpeg's MJPEG encoder corrupts the heap on tiny frames (measured:
+            # 4×4, 2×8, 6×8, 2×12, 4×12 abort the process; nothing at 16 and up).
+            raise InputError(
+                f"cannot write {width}×{height} frames to {self.path} with MJPEG: OpenCV's "
+                f"MJPEG encoder fails on frames under {_MJPEG_MIN_SIDE}×{_MJPEG_MIN_SIDE}",
+                hint="write .mp4, or give --codec mp4v or ffv1",
+            )
         # Stored size, rounded up to even (see the class docstring).
         self.frame_size = (self.width + self.width % 2, self.height + self.height % 2)
         self.frames_written = 0

@@ -282,6 +282,16 @@ def correlate_kernel(
 _CACHE_BAND_VALUES = 64 * 1280 * 3
 
 
+def bands_apply(kernel: Kernel, gh: AxisGeometry, gw: AxisGeometry, mode: str) -> bool:
+    """Whether correlate_bands gives correlate_kernel's bits: the direct path, direct kernels.
+
+    filter2D computes kernels of 50 taps or more through a DFT whose rounding
+    depends on the size of what it filters, so a band of rows would not give
+    the rows of the whole frame bit for bit; those frames are filtered whole.
+    """
+    return direct_path(gh, gw, mode, "auto") and all(w.size < _DFT_TAPS for w in kernel.components)
+
+
 def correlate_bands(
     x: np.ndarray, kernel: Kernel, gh: AxisGeometry, gw: AxisGeometry, mode: str
 ) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -293,8 +303,8 @@ def correlate_bands(
     of correlate_kernel's result. A caller that turns each band into pixels
     before the next is computed keeps every pass in the CPU's cache.
     """
-    if not direct_path(gh, gw, mode, "auto"):
-        raise ValueError("correlate_bands needs the direct OpenCV path")
+    if not bands_apply(kernel, gh, gw, mode):
+        raise ValueError("correlate_bands needs the direct OpenCV path and direct kernels")
     x = _as_cv_source(x)
     height = x.shape[0]
     per_row = max(1, int(np.prod(x.shape[1:])))

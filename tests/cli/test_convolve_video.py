@@ -236,3 +236,74 @@ def test_an_output_folder_that_is_a_file_is_one_clean_error(clip, tmp_path) -> N
     result = run_cnnkit("convolve", "v.mp4", "-k", "sobel", "-o", "notadir/out.mp4", cwd=tmp_path)
     line = _one_error_line(result)
     assert "notadir/out.mp4" in line, line
+
+
+def test_signal_while_a_circular_3d_kernel_reads_the_whole_video(big_video, tmp_path) -> None:
+    # Circular padding over time needs the last frames first: the decode thread
+    # reads the whole video before the first output frame, so the signal lands
+    # while it is inside OpenCV's decoder (this crashed with "generator already
+    # executing" and an abort, status 134).
+    os.link(big_video, tmp_path / "big.mp4")
+    args = ["convolve", "big.mp4", "-k", "box3d", "--padding-mode", "circular", "-o", "out.mp4"]
+    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert _wait_for(lambda: any(p.name.endswith(".tmp.mp4") for p in tmp_path.iterdir()))
+        time.sleep(0.4)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["interrupted"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.mp4"]
+
+
+def test_a_write_error_while_frames_are_still_decoding_exits_cleanly(tmp_path) -> None:
+    # 1080p float32 frames are 25 MB: the first write to out.npy passes the 20 MB
+    # limit while the decode thread is busy with the next frames.
+    _write_video(tmp_path / "hd.mp4", frames=40, h=1080, w=1920, distinct=2)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "convolve", "hd.mp4", "-k", "sobel", "-o", "out.npy"],
+        cwd=tmp_path, capture_output=True, text=True,
+        preexec_fn=_file_size_limit(20_000_000),
+    )  # fmt: skip
+    line = _one_error_line(proc)
+    assert "out.npy" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hd.mp4"]
+
+
+def test_tiny_frames_are_refused_for_mjpeg_not_crashed(tmp_path) -> None:
+    # FFmpeg's MJPEG encoder corrupts the heap on 4×4 frames (abort, status 134).
+    _write_video(tmp_path / "t4.mp4", frames=3, h=4, w=4)
+    line = _one_error_line(run_cnnkit("convolve", "t4.mp4", "-k", "sobel", "-o", "x.avi",
+                                      cwd=tmp_path))  # fmt: skip
+    assert "MJPEG" in line and "mp4v" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t4.mp4"]
+    ok = run_cnnkit("convolve", "t4.mp4", "-k", "sobel", "-o", "x.mp4", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_codec_names_are_case_insensitive(clip, tmp_path) -> None:
+    result = run_cnnkit("convolve", "v.mp4", "-k", "sobel", "-o", "o.avi", "--codec", "MJPG",
+                        cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    capture = cv2.VideoCapture(str(tmp_path / "o.avi"))
+    fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
+    capture.release()
+    assert fourcc == "MJPG"
+
+
+def test_a_closed_stdout_ends_json_output_quietly(clip, tmp_path) -> None:
+    # `cnnkit ... --json >&-`: Python's sys.stdout is None (this was a traceback).
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "convolve", "v.mp4", "-k", "sobel", "-o", "o.mp4",
+         "--json", "-q"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert (tmp_path / "o.mp4").exists()
