@@ -161,6 +161,13 @@ class OnnxPredictor(Predictor):
         self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
         self._fixed_frames = shape[2] if self.is_video_model and isinstance(shape[2], int) else None
 
+    def cpu_threads(self) -> int:
+        """ONNX Runtime's intra-op threads (0 on a GPU, or when it chose them itself)."""
+        if self.device != "cpu":
+            return 0
+        options = self.onnx.session.get_session_options()
+        return int(options.intra_op_num_threads)
+
     def check_window(self, window: int) -> None:
         """An exported 3D model takes clips of exactly its frames: other windows are refused."""
         if self._fixed_frames is not None and window != self._fixed_frames:

@@ -255,6 +255,7 @@ def _explain_video(
     time, each on its own thread (cnnkit.io.pipeline), so the three overlap and
     frame memory stays flat; the small records wait until the MP4 is written.
     """
+    from cnnkit.inference import decoder_threads
     from cnnkit.io.pipeline import WriteBehind, produce_ahead
     from cnnkit.io.video import VideoWriter, probe_video
 
@@ -266,7 +267,7 @@ def _explain_video(
     out = _unique_output(out_dir, path, method, used, ".mp4")
     records: list[dict[str, Any]] = []
     # decode (a thread: the next group of frames) -> maps (here) -> encode (a thread).
-    groups = produce_ahead(_frame_groups(path, size, step))
+    groups = produce_ahead(_frame_groups(path, size, step, decoder_threads(predictor)))
     try:
         with (
             VideoWriter(out, fps / step, info.width, info.height) as video,
@@ -288,7 +289,7 @@ def _explain_video(
     yield from records
 
 
-def _frame_groups(path, size: int, step: int):
+def _frame_groups(path, size: int, step: int, threads: int = 0):
     """(frames, their indices) of ``size`` frames, every ``step``-th frame; the last group short.
 
     Runs on the decode thread of explain's video pipeline.
@@ -297,7 +298,7 @@ def _frame_groups(path, size: int, step: int):
 
     raw: list[Any] = []
     indices: list[int] = []
-    for n, frame in enumerate(iter_frames(path, every=step)):
+    for n, frame in enumerate(iter_frames(path, every=step, threads=threads)):
         raw.append(frame)
         indices.append(n * step)
         if len(raw) == size:

@@ -106,13 +106,15 @@ class VideoInfo:
     codec: str
 
 
-def _open_capture(path: str | Path) -> cv2.VideoCapture:
+def _open_capture(path: str | Path, threads: int = 0) -> cv2.VideoCapture:
+    """An opened capture of ``path``; ``threads``: FFmpeg's decoding threads (0: its choice)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"no such file: {path}", hint="check the path and its spelling")
     if path.is_dir():
         raise InputError(f"{path} is a folder, not a video", hint="give a video file")
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    params = [cv2.CAP_PROP_N_THREADS, threads] if threads > 0 else []
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not capture.isOpened():
         capture.release()
         raise ReadError(
@@ -229,15 +231,18 @@ def _frames(
         capture.release()
 
 
-def iter_frames(path: str | Path, rgb: bool = True, every: int = 1) -> Iterator[np.ndarray]:
+def iter_frames(
+    path: str | Path, rgb: bool = True, every: int = 1, threads: int = 0
+) -> Iterator[np.ndarray]:
     """Yield the frames of a video one by one, each H×W×3 uint8 (RGB unless ``rgb=False``).
 
     ``every``: only frames 0, every, 2·every, ... (the others are decoded, as
     they must be, but not converted). The file is opened now (so a missing or
     unreadable file fails at the call) and released when the iteration ends
-    or the generator is closed.
+    or the generator is closed. ``threads``: FFmpeg's decoding threads (0: as
+    many as cores; see inference.decoder_threads).
     """
-    return _frames(_open_capture(path), path, rgb, max(1, every))
+    return _frames(_open_capture(path, threads), path, rgb, max(1, every))
 
 
 def read_video(path: str | Path, rgb: bool = True) -> tuple[np.ndarray, VideoInfo]:
