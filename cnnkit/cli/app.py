@@ -291,9 +291,23 @@ def main() -> None:
 
 
 def _pipeline_running() -> bool:
-    """Whether a thread of the video pipeline (cnnkit.io.pipeline) is still alive."""
+    """Whether a decode, compute or encode thread (cnnkit.io) is still busy after a while.
+
+    Threads that were told to stop end within milliseconds, and are waited
+    for up to JOIN_TIMEOUT_S; one still inside OpenCV after that (a frame of
+    8K, a video read whole for circular padding) is what makes interpreter
+    shutdown abort.
+    """
+    import time
+
+    from cnnkit.io.readahead import JOIN_TIMEOUT_S
+
     names = ("feed", "prefetch", "encode", "decode")
-    return any(t.name.startswith(names) for t in threading.enumerate() if t.is_alive())
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    for thread in threading.enumerate():
+        if thread.name.startswith(names) and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+    return any(t.name.startswith(names) and t.is_alive() for t in threading.enumerate())
 
 
 def _leave_now(code: Any) -> None:

@@ -333,7 +333,9 @@ def releases(monkeypatch) -> list[str]:
     names: list[str] = []
     opener = video_io._open_capture
     monkeypatch.setattr(
-        video_io, "_open_capture", lambda path: _RecordingCapture(opener(path), names)
+        video_io,
+        "_open_capture",
+        lambda path, threads=0: _RecordingCapture(opener(path, threads), names),
     )
     return names
 
