@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_predict import make_checkpoint, make_media  # noqa: E402
+from bench_predict import best_of, make_checkpoint, make_media  # noqa: E402
 
 BARE_LOOP = """
 import sys, cv2, numpy as np
@@ -173,15 +173,6 @@ def convolve_section(root: Path, ffmpeg: str | None, runs: int) -> dict:
     else:
         result["ffmpeg"] = None
     return result
-
-
-def best_of(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def predict_section(root: Path, runs: int) -> dict:
