@@ -530,9 +530,9 @@ def _convolve_video(
     item_bytes = frame_bytes + result_bytes
     chunk = max(1, min(8, 2**20 // max(1, item_bytes)))  # small frames: fewer hand-overs
     ahead = max(frames_ahead(item_bytes), 2 * chunk)
-    results = compute_in_order(compute, work, ahead=ahead, chunk=chunk)
+    computed = compute_in_order(compute, work, ahead=ahead, chunk=chunk)
     try:
-        results = console.track(results, total=info.frames, description="convolve")
+        results = console.track(computed, total=info.frames, description="convolve")
         if out_kind == "npy":
             depth = _write_depth(result_bytes)
             with _npy_frame_writer(target) as npy, WriteBehind(npy.write, depth) as sink:
@@ -553,7 +553,7 @@ def _convolve_video(
                 _write_depth(result_bytes),
             )
     finally:
-        results.close()  # stops the decode and compute threads now, whatever happened
+        computed.close()  # stops the decode and compute threads now, whatever happened
     if kernel.ndim == 2:  # one output frame per frame read: the count is now known
         explanation = _video_explanation(written, frame_shape, kernel, options)
     return explanation, stats, info.fps, stored_size
