@@ -286,13 +286,22 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def decoder_threads(predictor: Predictor) -> int:
-    """FFmpeg's threads for decoding a video while ``predictor`` runs: the cores it leaves.
+# Frames up to this many pixels decode faster on one FFmpeg thread than on
+# several competing with the model for the same cores; larger ones need them.
+_SMALL_FRAME_PIXELS = 256 * 256
 
-    Measured in predict on 2 cores: FFmpeg's default two frame threads,
-    competing with the model's thread for one core, kept the model waiting
-    6-12 ms of a 35 ms run; one thread, 4 ms.
+
+def decoder_threads(predictor: Predictor, width: int, height: int) -> int:
+    """FFmpeg's threads for decoding a video of ``width``×``height`` while ``predictor`` runs.
+
+    0 (FFmpeg's choice: as many as cores) for frames larger than 256×256;
+    for smaller ones, the cores the model leaves. Measured on 2 cores with
+    the model on one, 250 frames of 128×128: 27.8 ms on one decoder thread,
+    30.1 ms on FFmpeg's choice; 300 frames of 640×480 and a 1-channel lenet5:
+    604 ms on one thread, 406 ms on FFmpeg's choice.
     """
+    if width * height > _SMALL_FRAME_PIXELS:
+        return 0
     return max(1, _cores() - predictor.cpu_threads())
 
 
@@ -456,7 +465,8 @@ def predict_video(
     # decode and prepare (a thread) -> model and records (here). The model stays on
     # the caller's thread: in a thread started for the video, torch ran the same
     # batches 25-35% slower (per-thread caches warming up again for every video).
-    batches = produce_ahead(_video_batches(predictor, path, window, stride))
+    threads = decoder_threads(predictor, info.width, info.height)
+    batches = produce_ahead(_video_batches(predictor, path, window, stride, threads))
     try:
         yield from _video_records(predictor, path, batches, fps, window, top_k)
     finally:
@@ -469,13 +479,14 @@ _Span = tuple[int, int]  # a window's first and last frame (inclusive)
 
 
 def _video_batches(
-    predictor: Predictor, path: str, window: int, stride: int
+    predictor: Predictor, path: str, window: int, stride: int, threads: int = 0
 ) -> Iterator[tuple[list[_Span], np.ndarray]]:
     """(spans, uint8 batch) of up to batch_size windows: N×C×H×W frames or N×C×T×H×W clips.
 
     Runs on the decode thread. A 2D model's frames between strides are
     decoded but never converted or resized; a 3D model's windows are stacked
     straight into the batch from the last ``window`` prepared frames.
+    ``threads``: FFmpeg's decoding threads (see decoder_threads).
     """
     from cnnkit.io.video import iter_frames
 
@@ -487,7 +498,7 @@ def _video_batches(
     batch = np.empty((limit, *sample), np.uint8)
     spans: list[_Span] = []
     if clips:
-        decoded = iter_frames(path, rgb=False, threads=decoder_threads(predictor))
+        decoded = iter_frames(path, rgb=False, threads=threads)
         frames = (predictor.prepare_frame(f) for f in decoded)
         for start, end, taken in sliding_windows(frames, window, stride):
             np.stack(taken, axis=1, out=batch[len(spans)])
@@ -496,21 +507,21 @@ def _video_batches(
                 yield spans, batch
                 batch, spans = np.empty_like(batch), []
     elif channels not in (1, 3):  # not a model cnnkit trains: the general path
-        for index, frame in enumerate(iter_frames(path, rgb=False, every=stride)):
+        for index, frame in enumerate(iter_frames(path, rgb=False, every=stride, threads=threads)):
             predictor.prepare_frame(frame, out=batch[len(spans)])
             spans.append((index * stride, index * stride))
             if len(spans) == limit:
                 yield spans, batch
                 batch, spans = np.empty_like(batch), []
     else:
-        yield from _frame_batches(predictor, path, stride)
+        yield from _frame_batches(predictor, path, stride, threads)
         return
     if spans:
         yield spans, batch[: len(spans)]
 
 
 def _frame_batches(
-    predictor: Predictor, path: str, stride: int
+    predictor: Predictor, path: str, stride: int, threads: int = 0
 ) -> Iterator[tuple[list[_Span], np.ndarray]]:
     """_video_batches for a 2D model of 1 or 3 channels: the per-frame work is two C calls.
 
@@ -526,7 +537,6 @@ def _frame_batches(
     limit = predictor.batch_size
     hwc = np.empty((limit, height, width, 3) if channels == 3 else (limit, height, width), np.uint8)
     spans: list[_Span] = []
-    threads = decoder_threads(predictor)
     for index, frame in enumerate(iter_frames(path, rgb=False, every=stride, threads=threads)):
         if channels == 1:
             predictor._note_channels(frame)

@@ -17,7 +17,7 @@ import pytest
 from cnnkit.data.clips import sliding_windows
 from cnnkit.data.preprocess import prepare_image
 from cnnkit.evaluation import softmax
-from cnnkit.inference import Predictor, _video_batches, predict_video
+from cnnkit.inference import Predictor, _cores, _video_batches, decoder_threads, predict_video
 from tests.helpers import make_checkpoint, write_video
 
 
@@ -137,3 +137,26 @@ def test_a_closed_pipe_after_one_record_ends_quietly(tmp_path) -> None:
     assert b'"frame": 0' in first
     assert status in (0, 141), (status, err)
     assert "Traceback" not in err and "terminate called" not in err, err
+
+
+def test_decoder_threads_follow_the_frame_size(tmp_path) -> None:
+    pred = _predictor(tmp_path, 3, (16, 16))
+    assert decoder_threads(pred, 1280, 720) == 0  # FFmpeg's choice: large frames need them
+    small = decoder_threads(pred, 128, 128)
+    assert 1 <= small == max(1, _cores() - pred.cpu_threads())
+
+
+def test_an_error_exit_never_ends_a_caller_that_has_threads_of_its_own(tmp_path) -> None:
+    # main() leaves with os._exit only while one of cnnkit's own decode threads is
+    # stuck; a caller's thread named like one ("feeder") must not count.
+    script = (
+        "import sys, threading, time\n"
+        "from cnnkit.cli import main\n"
+        "threading.Thread(target=time.sleep, args=(60,), daemon=True, name='feeder').start()\n"
+        "sys.argv = ['cnnkit', 'predict', 'missing.ckpt', 'x.png']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    print('exit', exc.code)\n"
+        "print('caller goes on')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.stdout.splitlines() == ["exit 1", "caller goes on"], proc.stdout + proc.stderr

@@ -291,23 +291,23 @@ def main() -> None:
 
 
 def _pipeline_running() -> bool:
-    """Whether a decode, compute or encode thread (cnnkit.io) is still busy after a while.
+    """Whether one of cnnkit's decode, compute or encode threads is still busy after a while.
 
     Threads that were told to stop end within milliseconds, and are waited
     for up to JOIN_TIMEOUT_S; one still inside OpenCV after that (a frame of
     8K, a video read whole for circular padding) is what makes interpreter
-    shutdown abort.
+    shutdown abort. Only cnnkit's own threads count (see
+    cnnkit.io.readahead.worker_threads), never a caller's.
     """
     import time
 
-    from cnnkit.io.readahead import JOIN_TIMEOUT_S
+    from cnnkit.io.readahead import JOIN_TIMEOUT_S, worker_threads
 
-    names = ("feed", "prefetch", "encode", "decode")
     deadline = time.monotonic() + JOIN_TIMEOUT_S
-    for thread in threading.enumerate():
-        if thread.name.startswith(names) and thread is not threading.current_thread():
+    for thread in worker_threads():
+        if thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
-    return any(t.name.startswith(names) and t.is_alive() for t in threading.enumerate())
+    return bool(worker_threads())
 
 
 def _leave_now(code: Any) -> None:

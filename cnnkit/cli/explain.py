@@ -267,7 +267,8 @@ def _explain_video(
     out = _unique_output(out_dir, path, method, used, ".mp4")
     records: list[dict[str, Any]] = []
     # decode (a thread: the next group of frames) -> maps (here) -> encode (a thread).
-    groups = produce_ahead(_frame_groups(path, size, step, decoder_threads(predictor)))
+    threads = decoder_threads(predictor, info.width, info.height)
+    groups = produce_ahead(_frame_groups(path, size, step, threads))
     try:
         with (
             VideoWriter(out, fps / step, info.width, info.height) as video,

@@ -33,7 +33,13 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
-from cnnkit.io.readahead import JOIN_TIMEOUT_S, _put_unless, map_ahead, prefetch
+from cnnkit.io.readahead import (
+    JOIN_TIMEOUT_S,
+    _put_unless,
+    map_ahead,
+    mark_worker_thread,
+    prefetch,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -119,6 +125,7 @@ class WriteBehind:
         self.written = 0
 
     def _run(self) -> None:
+        mark_worker_thread()
         while not self._stop.is_set():
             try:
                 item = self._queue.get(timeout=0.1)

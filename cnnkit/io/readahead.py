@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -26,6 +27,23 @@ STALL = object()  # yielded by map_ahead(..., stalls=True) while the input has n
 # normally ends within milliseconds); a bound, because a stuck thread must not
 # hang the exit: the CLI then leaves with os._exit instead.
 JOIN_TIMEOUT_S = 2.0
+
+
+# The threads map_ahead, prefetch and the video pipeline's writer run on, while
+# alive: an error exit with one still inside OpenCV must not shut the
+# interpreter down around it (see cnnkit.cli.app.main). Threads of the
+# caller's own are never in it.
+_WORKER_THREADS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def mark_worker_thread() -> None:
+    """Record the calling thread as one of cnnkit's decode, compute or encode threads."""
+    _WORKER_THREADS.add(threading.current_thread())
+
+
+def worker_threads() -> list[threading.Thread]:
+    """cnnkit's decode, compute and encode threads still alive (see mark_worker_thread)."""
+    return [t for t in list(_WORKER_THREADS) if t.is_alive()]
 
 
 def _put_unless(stop: threading.Event, slots: queue.Queue, entry: Any) -> bool:
@@ -80,6 +98,7 @@ def map_ahead(
     end = object()
 
     def call_all(group: list[T]) -> list[R | BaseException]:
+        mark_worker_thread()
         out: list[R | BaseException] = []
         for item in group:
             if stop.is_set():  # closed: the rest of the chunk is never wanted
@@ -92,6 +111,7 @@ def map_ahead(
     held: list[Future] = []
 
     def feed() -> None:
+        mark_worker_thread()
         iterator = iter(items)
         try:
             while group := list(itertools.islice(iterator, chunk)):
@@ -160,6 +180,7 @@ def prefetch(items: Iterator[T], depth: int = 32) -> Generator[T, None, None]:
     stop = threading.Event()
 
     def produce() -> None:
+        mark_worker_thread()
         try:
             for value in items:
                 if not _put_unless(stop, q, (value, None)):

@@ -9,6 +9,7 @@ in the destination folder and are renamed only when the writer closes cleanly.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -314,6 +315,21 @@ def read_video_clip(
     return np.stack(clip)
 
 
+# Free space under which a file system counts as full after a video was written.
+_FULL_BYTES = 64 * 1024
+
+
+def _disk_full(path: Path) -> bool:
+    """Whether the file system holding ``path`` has (almost) no space left for this user."""
+    try:
+        st = os.statvfs(path.parent)
+        root = os.geteuid() == 0
+    except (OSError, AttributeError):  # no statvfs or geteuid (Windows): cannot tell
+        return False
+    free = st.f_bfree if root else st.f_bavail  # root may write into the reserved blocks
+    return free * st.f_frsize < _FULL_BYTES
+
+
 class VideoWriter:
     """Write RGB (or BGR with ``rgb=False``) uint8 frames to a video file, atomically.
 
@@ -444,15 +460,25 @@ class VideoWriter:
 
         OpenCV's writer reports no failed write: on a full disk it leaves a file
         cut short (an MP4 without its index cannot even be opened) and says
-        nothing. The container's stated frame count is read back (one open and
-        one decoded frame: milliseconds); every container and codec written
-        here states the exact count (checked for 1 to 100 frames at three frame
-        rates).
+        nothing. An AVI, MKV or WebM cut short still states the full count (it
+        is written by seeking back into the header), so the count is trusted
+        only when the last frame can be decoded too (probe_video: one seek,
+        decoding from the keyframe before it); every container and codec
+        written here states the exact count (checked for 1 to 100 frames at
+        three frame rates).
         """
         try:
-            stated = probe_video(self._temp, check=False).frames
+            stated = probe_video(self._temp).frames
         except CnnkitError:
             stated = -1
+        if stated == self.frames_written and _disk_full(self._temp):
+            # Every frame decodes, but a cut in the index or tags after them
+            # would not show: a disk left full by this write most likely cut it.
+            raise CnnkitError(
+                f"cannot write {self.path}: the disk is full, so the end of the video "
+                "(its index) may be missing",
+                hint="free some space or write elsewhere",
+            )
         if stated != self.frames_written:
             raise CnnkitError(
                 f"cannot write {self.path}: the video written holds "

@@ -307,3 +307,44 @@ def test_a_closed_stdout_ends_json_output_quietly(clip, tmp_path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert (tmp_path / "o.mp4").exists()
+
+
+def test_a_video_that_leaves_the_disk_full_is_refused(clip, tmp_path, monkeypatch) -> None:
+    # Every frame decodes, but the index after them may be cut (an AVI's last
+    # 150 bytes): a disk found full after writing is reported, not trusted.
+    import types
+
+    from cnnkit.convolve_media import ConvolveOptions, convolve_file
+    from cnnkit.errors import CnnkitError
+    from cnnkit.io import video as video_io
+    from cnnkit.kernels import parse_kernel
+
+    real = os.statvfs
+
+    def full(path):
+        st = real(path)
+        return types.SimpleNamespace(f_bfree=1, f_bavail=1, f_frsize=st.f_frsize)
+
+    monkeypatch.setattr(video_io.os, "statvfs", full)
+    with pytest.raises(CnnkitError, match="disk is full"):
+        convolve_file(str(clip), ConvolveOptions(kernel=parse_kernel("sobel")),
+                      output=str(tmp_path / "out.avi"))  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
+    monkeypatch.setattr(video_io.os, "statvfs", real)
+    convolve_file(str(clip), ConvolveOptions(kernel=parse_kernel("sobel")),
+                  output=str(tmp_path / "out.avi"))  # fmt: skip
+    assert (tmp_path / "out.avi").exists()
+
+
+@pytest.mark.parametrize("ext", [".avi", ".mkv", ".webm"])
+def test_a_cut_file_whose_header_states_every_frame_is_refused(tmp_path, ext) -> None:
+    # These containers write the frame count by seeking back into the header: a
+    # file cut at 20 KB still states 60 frames, of which 7-19 decode.
+    _write_video(tmp_path / "v.mp4", frames=60, h=96, w=128)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "convolve", "v.mp4", "-k", "box", "-o", f"cut{ext}"],
+        cwd=tmp_path, capture_output=True, text=True, preexec_fn=_file_size_limit(20_000),
+    )  # fmt: skip
+    line = _one_error_line(proc)
+    assert f"cut{ext}" in line and "60 frames given" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
