@@ -112,8 +112,9 @@ def map_ahead(
 
     def feed() -> None:
         mark_worker_thread()
-        iterator = iter(items)
+        iterator: Any = None
         try:
+            iterator = iter(items)
             while group := list(itertools.islice(iterator, chunk)):
                 if stop.is_set():
                     return
