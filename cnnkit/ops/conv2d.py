@@ -93,6 +93,7 @@ def _exact_sum_bound(values: np.ndarray, exponent: int, peak: float) -> float:
 
 
 _FACTORS: dict[tuple[bytes, tuple[int, ...], float], tuple[np.ndarray, np.ndarray] | None] = {}
+_UNKNOWN = object()
 
 
 def exact_factors(w32: np.ndarray, peak: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -107,8 +108,9 @@ def exact_factors(w32: np.ndarray, peak: float) -> tuple[np.ndarray, np.ndarray]
     of 50 taps or more, which filter2D computes through a DFT, get None.
     """
     key = (w32.tobytes(), w32.shape, peak)
-    if key in _FACTORS:
-        return _FACTORS[key]
+    cached = _FACTORS.get(key, _UNKNOWN)  # one lookup: compute threads share the cache
+    if cached is not _UNKNOWN:
+        return cached  # type: ignore[return-value]
     found = None
     if w32.ndim == 2 and 1 < w32.size < _DFT_TAPS and min(w32.shape) > 1:
         w = w32.astype(np.float64)
