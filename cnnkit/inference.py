@@ -27,6 +27,7 @@ from cnnkit.data.clips import sliding_windows
 from cnnkit.data.preprocess import fit_size, normalize, prepare_clip, prepare_image
 from cnnkit.errors import CnnkitError, InputError
 from cnnkit.evaluation.metrics import softmax
+from cnnkit.io.pipeline import cpu_cores
 from cnnkit.io.readahead import STALL, map_ahead
 from cnnkit.spec import InputSpec
 
@@ -276,16 +277,6 @@ def open_predictor(
     return predictor, ckpt
 
 
-def _cores() -> int:
-    """The CPU cores this process may use."""
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 # Frames up to this many pixels decode faster on one FFmpeg thread than on
 # several competing with the model for the same cores; larger ones need them.
 _SMALL_FRAME_PIXELS = 256 * 256
@@ -302,12 +293,12 @@ def decoder_threads(predictor: Predictor, width: int, height: int) -> int:
     """
     if width * height > _SMALL_FRAME_PIXELS:
         return 0
-    return max(1, _cores() - predictor.cpu_threads())
+    return max(1, cpu_cores() - predictor.cpu_threads())
 
 
 def cores_left(workers: int) -> int:
     """The CPU cores this process may use that ``workers`` decode threads leave (at least 1)."""
-    return max(1, _cores() - workers)
+    return max(1, cpu_cores() - workers)
 
 
 def share_cpu_with_decoders(workers: int) -> int:

@@ -91,10 +91,14 @@ def smooth_frames(
 
 
 def write_video(
-    path: str | Path, frames: np.ndarray, fps: float = 10.0, fourcc: str = "mp4v"
+    path: str | Path,
+    frames: Sequence[np.ndarray],
+    fps: float = 10.0,
+    fourcc: str = "mp4v",
+    bgr: bool = False,
 ) -> None:
-    """Write T×H×W×3 RGB uint8 frames with cv2.VideoWriter."""
-    t, h, w = frames.shape[:3]
+    """Write H×W×3 uint8 frames (RGB, or BGR as OpenCV decodes them) with cv2.VideoWriter."""
+    h, w = frames[0].shape[:2]
     # 4:2:0 codecs store colour for 2×2 pixel blocks; OpenCV silently crops odd
     # sizes, so the frames read back would not match the ones written.
     if h % 2 or w % 2:
@@ -106,7 +110,7 @@ def write_video(
         raise ValueError(f"cv2 cannot write {path} with {fourcc}")
     try:
         for frame in frames:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            writer.write(frame if bgr else cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     finally:
         writer.release()
 

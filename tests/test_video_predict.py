@@ -17,7 +17,8 @@ import pytest
 from cnnkit.data.clips import sliding_windows
 from cnnkit.data.preprocess import prepare_image
 from cnnkit.evaluation import softmax
-from cnnkit.inference import Predictor, _cores, _video_batches, decoder_threads, predict_video
+from cnnkit.inference import Predictor, _video_batches, decoder_threads, predict_video
+from cnnkit.io.pipeline import cpu_cores
 from tests.helpers import make_checkpoint, write_video
 
 
@@ -143,7 +144,7 @@ def test_decoder_threads_follow_the_frame_size(tmp_path) -> None:
     pred = _predictor(tmp_path, 3, (16, 16))
     assert decoder_threads(pred, 1280, 720) == 0  # FFmpeg's choice: large frames need them
     small = decoder_threads(pred, 128, 128)
-    assert 1 <= small == max(1, _cores() - pred.cpu_threads())
+    assert 1 <= small == max(1, cpu_cores() - pred.cpu_threads())
 
 
 def test_an_error_exit_never_ends_a_caller_that_has_threads_of_its_own(tmp_path) -> None:

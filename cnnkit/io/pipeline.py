@@ -54,13 +54,17 @@ def frames_ahead(frame_bytes: int, budget: int = AHEAD_BYTES) -> int:
     return max(2, min(64, budget // max(1, frame_bytes)))
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may use (its affinity on Linux)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def pipeline_workers() -> int:
     """Compute threads for a video job: the cores this process may use, at most 4."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return max(1, min(4, cpu_cores()))
 
 
 def produce_ahead(items: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
@@ -196,6 +200,7 @@ __all__ = [
     "JOIN_TIMEOUT_S",
     "WriteBehind",
     "compute_in_order",
+    "cpu_cores",
     "frames_ahead",
     "pipeline_workers",
     "produce_ahead",

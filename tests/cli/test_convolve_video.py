@@ -21,7 +21,7 @@ import pytest
 
 from cnnkit.convolve_scale import result_to_pixels
 from cnnkit.io.video import CODECS, codecs_for
-from tests.helpers import make_image, run_cnnkit
+from tests.helpers import make_image, run_cnnkit, write_video
 
 
 def _write_video(path: Path, frames: int, h: int, w: int, distinct: int = 4, seed: int = 0):
@@ -33,15 +33,7 @@ def _write_video(path: Path, frames: int, h: int, w: int, distinct: int = 4, see
         ramp = np.stack([(xx * 2 + t * 9) % 256, (yy * 3) % 256, (xx + yy) % 256], -1)
         noise = rng.integers(0, 64, size=(h, w, 3))
         base.append(np.clip(ramp * 0.75 + noise, 0, 255).astype(np.uint8))
-    writer = cv2.VideoWriter(
-        str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h), True
-    )
-    assert writer.isOpened()
-    try:
-        for i in range(frames):
-            writer.write(base[i % distinct])
-    finally:
-        writer.release()
+    write_video(path, [base[i % distinct] for i in range(frames)], fps=25.0, bgr=True)
 
 
 def _decode(path: Path) -> tuple[list[np.ndarray], str]:

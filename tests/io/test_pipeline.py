@@ -32,23 +32,11 @@ from cnnkit.io.pipeline import (
 from cnnkit.io.video import VideoWriter, iter_frames
 from cnnkit.kernels import parse_kernel
 from cnnkit.ops import conv2d
+from tests.helpers import write_video
 
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
-
-
-def _write_bgr_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> None:
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(
-        str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h), True
-    )
-    assert writer.isOpened()
-    try:
-        for frame in frames:
-            writer.write(frame)
-    finally:
-        writer.release()
 
 
 def _textured_frames(count: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
@@ -101,7 +89,7 @@ def _wait_threads_gone(before: set[threading.Thread], *prefixes: str, timeout: f
 def small_video(tmp_path_factory) -> Path:
     """64×48, 12 colour frames of noise and gradients, mp4v."""
     path = tmp_path_factory.mktemp("pipeline") / "v.mp4"
-    _write_bgr_video(path, _textured_frames(12, 48, 64))
+    write_video(path, _textured_frames(12, 48, 64), bgr=True)
     assert len(_decode(path)) == 12
     return path
 
@@ -634,7 +622,7 @@ def qvga_videos(tmp_path_factory) -> dict[int, Path]:
     videos = {}
     for n in (30, 200, 300, 400):
         videos[n] = folder / f"v{n}.mp4"
-        _write_bgr_video(videos[n], [base[i % 4] for i in range(n)], fps=25.0)
+        write_video(videos[n], [base[i % 4] for i in range(n)], fps=25.0, bgr=True)
     return videos
 
 
