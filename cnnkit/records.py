@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from cnnkit.jsontext import dumps
+from cnnkit.textout import csv_cell, shown
 
 Record = dict[str, Any]
 
@@ -49,7 +50,11 @@ class JsonLinesWriter:
 
 
 class CsvWriter:
-    """A header, then one row per record (path, label, score, ...), flushed per batch."""
+    """A header, then one row per record (path, label, score, ...), flushed per batch.
+
+    Text cells that a spreadsheet would run as a formula are neutralised
+    (cnnkit.textout.csv_cell): a file named ``=cmd.png`` is written ``'=cmd.png``.
+    """
 
     def __init__(self, stream: TextIO, columns: Sequence[str]) -> None:
         self.stream = stream
@@ -63,7 +68,7 @@ class CsvWriter:
             row = []
             for column in self.columns:
                 value = _topk_text(record) if column == "topk" else record.get(column)
-                row.append("" if value is None else value)
+                row.append("" if value is None else csv_cell(value))
             self.writer.writerow(row)
         self.stream.flush()
 
@@ -84,27 +89,30 @@ class TableWriter:
     def close(self) -> None:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(show_edge=False, header_style="bold")
         has_time = any("start_frame" in r or "frame" in r for r in self.records)
+        # Names fold onto more lines in a narrow terminal; numbers are never cut.
         table.add_column("path", overflow="fold")
         if has_time:
-            table.add_column("frames", justify="right")
-            table.add_column("time (s)", justify="right")
-        table.add_column("label")
-        table.add_column("score", justify="right")
-        table.add_column("top-k")
+            table.add_column("frames", justify="right", no_wrap=True)
+            table.add_column("time (s)", justify="right", no_wrap=True)
+        table.add_column("label", overflow="fold")
+        table.add_column("score", justify="right", no_wrap=True, min_width=5)
+        table.add_column("top-k", overflow="fold")
         for r in self.records:
-            row = [r["path"]]
+            row: list[Any] = [shown(r["path"])]
             if has_time:
                 row += _time_cells(r)
             if "error" in r:
-                row += [f"[red]error: {r['error']}[/red]", "", ""]
+                row += [Text(f"error: {shown(r['error'])}", style="red"), "", ""]
             else:
-                topk = ", ".join(f"{t['label']} {t['score']:.3f}" for t in r["topk"][1:])
-                row += [str(r["label"]), f"{r['score']:.3f}", topk]
+                topk = ", ".join(f"{shown(t['label'])} {t['score']:.3f}" for t in r["topk"][1:])
+                row += [shown(r["label"]), f"{r['score']:.3f}", topk]
             table.add_row(*row)
-        Console(file=self.stream, highlight=False).print(table)
+        # markup=False: a file named "x[/b].png" is a name, not rich markup.
+        Console(file=self.stream, highlight=False, markup=False).print(table)
 
 
 def _time_cells(r: Record) -> list[str]:

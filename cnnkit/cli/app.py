@@ -21,6 +21,7 @@ import typer
 
 from cnnkit import __version__
 from cnnkit.errors import CnnkitError
+from cnnkit.textout import ERRORS
 
 app = typer.Typer(
     name="cnnkit",
@@ -163,7 +164,9 @@ def _watch_stdout() -> None:
     sys.stdout = io.TextIOWrapper(
         raw if unbuffered else io.BufferedWriter(raw),
         encoding=out.encoding,
-        errors=out.errors,
+        # File and class names that are not UTF-8 go out as the bytes they are
+        # (cnnkit.textout), instead of failing mid-output in a strict locale.
+        errors=ERRORS,
         newline=None if os.name == "nt" else "\n",  # what Python gives its own sys.stdout
         line_buffering=out.line_buffering,
         write_through=out.write_through,

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from cnnkit.cli.app import print_json
+from cnnkit.textout import shown
 
 
 def explain_text(expl: Any, report: Any) -> str:
@@ -85,13 +86,13 @@ def show_kernel_bank(as_json: bool) -> None:
 
 
 def print_eval(result: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    out = Console(highlight=False)
+    out = _stdout_console(wide_when_piped=False)
     top = result["top_k_accuracy"]
-    out.print(f"checkpoint  {result['checkpoint']}")
-    out.print(f"dataset     {result['dataset']} ({result['split']}, n={result['n']})")
+    out.print(f"checkpoint  {shown(result['checkpoint'])}")
+    out.print(f"dataset     {shown(result['dataset'])} ({result['split']}, n={result['n']})")
     out.print(f"accuracy    {result['accuracy']:.4f}")
     out.print(f"top-{top['k']}       {top['value']:.4f}")
     out.print(f"loss        {result['loss']:.4f}")
@@ -104,10 +105,13 @@ def print_eval(result: dict[str, Any]) -> None:
         )
     table = Table(title="per class", show_edge=False, header_style="bold")
     for col in ("class", "precision", "recall", "f1", "support"):
-        table.add_column(col, justify="left" if col == "class" else "right")
+        if col == "class":
+            table.add_column(col, overflow="fold")
+        else:
+            table.add_column(col, justify="right", no_wrap=True)
     for name, m in result["per_class"].items():
         table.add_row(
-            name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
+            shown(name), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
             str(m["support"]),
         )  # fmt: skip
     out.print(table)
@@ -116,20 +120,23 @@ def print_eval(result: dict[str, Any]) -> None:
         out.print(f"confusion matrix: {len(classes)} classes; write it with --confusion FILE.png")
         return
     cm = Table(title="confusion (rows: true, columns: predicted)", show_edge=False)
-    cm.add_column("true \\ pred", style="bold")
+    cm.add_column("true \\ pred", style="bold", overflow="fold")
     for name in classes:
-        cm.add_column(name, justify="right")
+        cm.add_column(shown(name), justify="right", no_wrap=True)
     for i, (name, row) in enumerate(zip(classes, result["confusion_matrix"], strict=True)):
-        cells = [f"[bold]{v}[/bold]" if j == i else str(v) for j, v in enumerate(row)]
-        cm.add_row(name, *cells)
+        cells = [Text(str(v), style="bold" if j == i else "") for j, v in enumerate(row)]
+        cm.add_row(shown(name), *cells)
     out.print(cm)
 
 
-def _stdout_console() -> Any:
+def _stdout_console(wide_when_piped: bool = True) -> Any:
+    """A rich Console on stdout that takes no markup: names and paths print as they are
+    (a file named "x[/b].png" is a name, not a closing tag)."""
     from rich.console import Console
 
     # Wide when piped, so that layer tables are not squeezed into 80 columns.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    width = None if sys.stdout.isatty() or not wide_when_piped else 160
+    return Console(highlight=False, markup=False, width=width)
 
 
 def shape_text(values: Any) -> str:
@@ -252,10 +259,10 @@ def _render_model(s: dict[str, Any]) -> None:
         out.print(f"filters of {k['layer']} ({shape_text(k['weight_shape'])}): {k['path']}")
 
 
-def _classes_text(classes: list[str], shown: int = 20) -> str:
-    if len(classes) <= shown:
+def _classes_text(classes: list[str], limit: int = 20) -> str:
+    if len(classes) <= limit:
         return ", ".join(classes)
-    return f"{len(classes):,}: " + ", ".join(classes[:shown]) + ", ... (all with --json)"
+    return f"{len(classes):,}: " + ", ".join(classes[:limit]) + ", ... (all with --json)"
 
 
 def _start_facts(start: dict[str, Any]) -> dict[str, Any]:
@@ -293,7 +300,7 @@ def _render_facts(facts: dict[str, Any]) -> None:
             value = f"{value:,.4g}"
         elif isinstance(value, list):
             value = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)
-        table.add_row(key, "-" if value is None else str(value))
+        table.add_row(key, "-" if value is None else shown(value))
     _stdout_console().print(table)
 
 
@@ -329,15 +336,15 @@ def _render_dataset(s: dict[str, Any]) -> None:
     table.add_column("total", justify="right")
     for name in s["classes"]:
         per_split = [f"{s['splits'][split].get(name, 0):,}" for split in splits]
-        table.add_row(name, *per_split, f"{s['counts'].get(name, 0):,}")
+        table.add_row(shown(name), *per_split, f"{s['counts'].get(name, 0):,}")
     table.add_section()
     totals = [f"{sum(s['splits'][split].values()):,}" for split in splits]
     table.add_row("total", *totals, f"{sum(s['counts'].values()):,}")
     out.print(table)
     unreadable = s.get("unreadable", [])
     if unreadable:
-        out.print(f"{len(unreadable)} unreadable file(s):", markup=False)
+        out.print(f"{len(unreadable)} unreadable file(s):")
         for path in unreadable:
-            out.print(f"  {path}", markup=False)
+            out.print(f"  {shown(path)}")
     for warning in s.get("warnings", []):
-        out.print(f"warning: {warning}", markup=False)
+        out.print(f"warning: {shown(warning)}")
