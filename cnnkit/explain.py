@@ -219,13 +219,23 @@ def _unit(maps: np.ndarray) -> np.ndarray:
     return maps / top.reshape(-1, *([1] * (maps.ndim - 1)))
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, alpha: float, text: str) -> np.ndarray:
-    """The heat map (0-1, any size) over ``image`` (H×W[×C] RGB) at the image's resolution."""
+def overlay(
+    image: np.ndarray,
+    heat: np.ndarray,
+    alpha: float,
+    text: str,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
+    """The heat map (0-1, any size) over ``image`` (H×W[×C] RGB) at the image's resolution.
+
+    ``background``: what an image drawn only in alpha is shown on (the model's, so the
+    picture is what the network saw).
+    """
     import cv2
 
     from cnnkit.data.preprocess import fit_channels, to_uint8
 
-    base = fit_channels(to_uint8(image), 3)
+    base = fit_channels(to_uint8(image), 3, background)
     h, w = base.shape[:2]
     heat8 = np.clip(cv2.resize(heat.astype(np.float32), (w, h)) * 255, 0, 255).astype(np.uint8)
     colour = cv2.applyColorMap(heat8, cv2.COLORMAP_JET)[:, :, ::-1]  # BGR -> RGB

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,14 @@ import numpy as np
 
 from cnnkit import console
 from cnnkit.data.clips import sliding_windows
-from cnnkit.data.preprocess import fit_size, normalize, prepare_clip, prepare_image
+from cnnkit.data.preprocess import (
+    alpha_note,
+    fit_size,
+    flatten_alpha,
+    normalize,
+    prepare_clip,
+    prepare_image,
+)
 from cnnkit.errors import CnnkitError, InputError
 from cnnkit.evaluation.metrics import softmax
 from cnnkit.io.pipeline import cpu_cores
@@ -85,6 +92,11 @@ class Predictor:
 
         return cls(build_model(ckpt), ckpt.classes, ckpt.input, device, batch_size, ckpt.model_name)
 
+    def set_background(self, colour: Sequence[int]) -> None:
+        """Composite images drawn only in alpha over ``colour`` (RGB 0-255) instead."""
+        r, g, b = (int(v) for v in colour)
+        self.input = replace(self.input, background=(r, g, b))
+
     @property
     def is_video_model(self) -> bool:
         """True for 3D models, which take clips of ``input.frames`` frames."""
@@ -108,7 +120,13 @@ class Predictor:
         self._windows_ok.add(window)
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
-        """Decoded H×W[×C] image -> C×H×W uint8 at the checkpoint's channels and size."""
+        """Decoded H×W[×C] image -> C×H×W uint8 at the checkpoint's channels and size.
+
+        Alpha is composited or dropped first (flatten_alpha), and said once.
+        """
+        image, how = flatten_alpha(image, self.input.background)
+        if how is not None:
+            self.note_once(how, alpha_note(how, self.input.background))
         self._note_channels(image)
         return prepare_image(image, self.input.channels, self.input.size)
 
@@ -174,10 +192,8 @@ class Predictor:
         picture stored in three channels (a GIF, a video frame) converts to gray
         unchanged.
         """
-        channels = 1 if image.ndim == 2 else image.shape[2]
+        channels = 1 if image.ndim == 2 else image.shape[2] - (image.shape[2] in (2, 4))
         want = self.input.channels
-        if channels in (2, 4):
-            self.note_once("alpha", "the alpha channel of inputs is dropped")
         if channels >= 3 and want == 1:
             # One test (two passes over the pixels) per input until the note is given.
             if "gray" not in self._noted and has_colour(image):

@@ -17,6 +17,9 @@ from typing import Any
 # 1: the layout written since cnnkit 0.1 (files without a "schema" key are read as 1).
 SCHEMA_VERSION = 1
 
+# What images drawn only in their alpha channel are composited over, unless said otherwise.
+WHITE = (255, 255, 255)
+
 
 class SchemaError(ValueError):
     """A checkpoint's metadata is not in a layout this cnnkit can read (the message says why)."""
@@ -28,7 +31,9 @@ class InputSpec:
 
     ``size`` is (H, W); ``frames`` is the clip length T for video models,
     else None; ``mean``/``std`` are per channel in [0, 1] units, applied after
-    dividing uint8 pixels by 255.
+    dividing uint8 pixels by 255. ``background``: the RGB colour (0-255) that
+    images drawn only in their alpha channel are composited over
+    (cnnkit.data.preprocess.flatten_alpha).
     """
 
     channels: int
@@ -36,6 +41,7 @@ class InputSpec:
     frames: int | None
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    background: tuple[int, int, int] = WHITE
 
     def __post_init__(self) -> None:
         # Normalised types, whatever the caller passed (lists, numpy scalars...).
@@ -44,6 +50,7 @@ class InputSpec:
         object.__setattr__(self, "frames", int(self.frames) if self.frames else None)
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "background", tuple(int(v) for v in self.background))
 
     @property
     def is_video(self) -> bool:
@@ -63,6 +70,7 @@ class InputSpec:
             "frames": self.frames,
             "mean": list(self.mean),
             "std": list(self.std),
+            "background": list(self.background),
         }
 
     @classmethod
@@ -72,11 +80,15 @@ class InputSpec:
             size = [int(v) for v in spec["size"]]
             mean, std = list(spec["mean"]), list(spec["std"])
             frames = spec.get("frames")
+            background = [int(v) for v in spec.get("background") or WHITE]
         except (KeyError, TypeError, ValueError) as exc:
             raise SchemaError(f"'input' is not an input spec ({exc})") from None
         if len(size) != 2 or channels < 1 or len(mean) != channels or len(std) != channels:
             raise SchemaError("'input' is not an input spec (channels, size and stats disagree)")
-        return cls(channels, (size[0], size[1]), frames, tuple(mean), tuple(std))
+        if len(background) != 3 or not all(0 <= v <= 255 for v in background):
+            raise SchemaError("'input' background is not an RGB colour of 0-255")
+        colour = (background[0], background[1], background[2])
+        return cls(channels, (size[0], size[1]), frames, tuple(mean), tuple(std), colour)
 
 
 @dataclass

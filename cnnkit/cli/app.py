@@ -77,6 +77,17 @@ DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps.")
 ]
 TopKOpt = Annotated[int, typer.Option("--top-k", min=1, help="How many best classes to report.")]
+BackgroundOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--background",
+        help="Colour that images drawn only in their alpha channel (strokes on a transparent "
+        "canvas) are composited over: white, black, gray, #RRGGBB or R,G,B. Default: the "
+        "checkpoint's (white unless it was trained with --background). Other images with "
+        "alpha have it dropped.",
+        show_default=False,
+    ),
+]
 
 
 # ---------------------------------------------------------------------------

@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 
 from cnnkit import console
-from cnnkit.cli.app import CheckpointArg, DeviceOpt, JsonOpt, QuietOpt, app, print_json
+from cnnkit.cli.app import (
+    BackgroundOpt,
+    CheckpointArg,
+    DeviceOpt,
+    JsonOpt,
+    QuietOpt,
+    app,
+    print_json,
+)
 from cnnkit.cli.render import print_eval
 
 
@@ -70,6 +78,7 @@ def eval_(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Samples per batch.")
     ] = 256,
+    background: BackgroundOpt = None,
     device: DeviceOpt = "auto",
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -89,11 +98,16 @@ def eval_(
     for path in (confusion, misclassified):
         if path is not None:
             check_output_path(path)
+    from cnnkit.data.preprocess import parse_colour
     from cnnkit.evaluation import evaluate, load_eval_data, write_confusion, write_misclassified
     from cnnkit.inference import open_predictor
     from cnnkit.onnxmodel import is_onnx_path
 
+    colour = parse_colour(background) if background is not None else None
     predictor, ckpt = open_predictor(checkpoint, device, batch_size)
+    if colour is not None:
+        predictor.set_background(colour)
+        ckpt.meta.input = predictor.input  # the dataset is decoded with it too
     chosen = split.value if split else None
     # An .onnx is measured without torch: folder datasets are read with numpy and OpenCV.
     data = load_eval_data(ckpt, dataset, data_dir, chosen, limit, numpy=is_onnx_path(checkpoint))

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from cnnkit import console
-from cnnkit.cli.app import CheckpointArg, DeviceOpt, QuietOpt, app
+from cnnkit.cli.app import BackgroundOpt, CheckpointArg, DeviceOpt, QuietOpt, app
 
 
 @app.command(
@@ -73,6 +73,7 @@ def explain(
         float, typer.Option(min=0.0, max=1.0, help="Opacity of the heat map over the image.")
     ] = 0.5,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Inputs per batch.")] = 16,
+    background: BackgroundOpt = None,
     device: DeviceOpt = "auto",
     json_: Annotated[
         bool, typer.Option("--json", help="One JSON line per map on stdout (JSON Lines).")
@@ -88,6 +89,7 @@ def explain(
     peak as x and y pixels.
     """
     console.set_quiet(quiet)
+    from cnnkit.data.preprocess import parse_colour
     from cnnkit.errors import CnnkitError, InputError
     from cnnkit.explain import check_method
     from cnnkit.inference import open_predictor
@@ -96,7 +98,10 @@ def explain(
     from cnnkit.onnxmodel import is_onnx_path
 
     check_method(method, is_onnx_path(checkpoint))
+    colour = parse_colour(background) if background is not None else None
     predictor, _ = open_predictor(checkpoint, device, batch_size)
+    if colour is not None:
+        predictor.set_background(colour)
     if predictor.is_video_model and method == "occlusion":
         raise InputError(
             "--method occlusion draws maps for image models; this is a video model",
@@ -411,7 +416,8 @@ def _explain_targets(predictor, pending, batch, method, layer, targets, alpha, o
         label, score = predictor.classes[k], float(probs[i, k])
         tag = method if rank is None else f"{method}-top{rank}"
         out = _unique_output(out_dir, path, tag, used, ".png")
-        write_image(out, overlay(image, maps[i], alpha, f"{label} {score:.2f}"))
+        text = f"{label} {score:.2f}"
+        write_image(out, overlay(image, maps[i], alpha, text, predictor.input.background))
         h, w = image.shape[:2]
         record = {
             "path": path,

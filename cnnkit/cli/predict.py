@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from cnnkit import console
-from cnnkit.cli.app import CheckpointArg, DeviceOpt, QuietOpt, TopKOpt, app
+from cnnkit.cli.app import BackgroundOpt, CheckpointArg, DeviceOpt, QuietOpt, TopKOpt, app
 from cnnkit.errors import CnnkitError
 
 
@@ -58,6 +58,7 @@ def predict(
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Threads decoding images ahead of the model.")
     ] = 2,
+    background: BackgroundOpt = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
@@ -68,11 +69,15 @@ def predict(
     status is 1 at the end.
     """
     console.set_quiet(quiet)
+    from cnnkit.data.preprocess import parse_colour
     from cnnkit.inference import PredictInput, open_predictor, predict_inputs
     from cnnkit.io.sources import expand_sources, iter_sources
     from cnnkit.records import CsvWriter, JsonLinesWriter, TableWriter, csv_columns
 
+    colour = parse_colour(background) if background is not None else None
     predictor, _ = open_predictor(checkpoint, device, batch_size, decoders=workers)
+    if colour is not None:
+        predictor.set_background(colour)
     if window is not None:
         predictor.check_window(window)  # before any input is read
     named = [] if "-" in inputs else expand_sources(inputs)

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from cnnkit.data.clips import centred_start, random_start
-from cnnkit.data.preprocess import prepare_clip, prepare_image
+from cnnkit.data.preprocess import Colour, flatten_alpha, prepare_clip, prepare_image
 from cnnkit.errors import CnnkitError, DatasetError
+from cnnkit.spec import WHITE
 
 SPLIT_ALIASES = {
     "train": "train",
@@ -233,10 +234,15 @@ _CHANNEL_CHUNK = 32  # files decoded at a time; a colour one ends the search
 
 @dataclass(frozen=True)
 class ChannelChoice:
-    """How many channels a folder dataset gets, and why (said on stderr, kept in config.yaml)."""
+    """How many channels a folder dataset gets, and why (said on stderr, kept in config.yaml).
+
+    ``alpha``: how the images checked had their alpha flattened ("composited" or
+    "dropped", see flatten_alpha) mapped to the first such file.
+    """
 
     channels: int
     reason: str
+    alpha: dict[str, str] = field(default_factory=dict)
 
 
 def _is_colour(image: np.ndarray) -> bool:
@@ -281,20 +287,29 @@ def detect_channels(files: dict[str, list[tuple[Path, int]]], kind: str) -> Chan
     every = [item for items in files.values() for item in items]
     sample = _spread_over_classes(every, CHANNEL_SAMPLE)
     checked = 0
+    alpha: dict[str, str] = {}
+    colour_seen = None
     for start in range(0, len(sample), _CHANNEL_CHUNK):
         chunk = sample[start : start + _CHANNEL_CHUNK]
         for path, (image, err) in zip(chunk, parallel_map(read_image, chunk), strict=True):
             if err is not None:
                 continue
             checked += 1
-            if _is_colour(image):
-                return ChannelChoice(3, f"3 channels: colour images found (e.g. {path})")
+            # Colour as shown: an image drawn only in alpha is judged composited.
+            image, how = flatten_alpha(image)
+            if how is not None:
+                alpha.setdefault(how, str(path))
+            if colour_seen is None and _is_colour(image):
+                colour_seen = path
+        if colour_seen is not None:  # the rest of the chunk was read for its alpha
+            reason = f"3 channels: colour images found (e.g. {colour_seen})"
+            return ChannelChoice(3, reason, alpha)
     if checked == 0:
         return ChannelChoice(3, "3 channels: no image could be read to check")
     of = (
         "all" if len(sample) == len(every) else f"a sample spread over the classes, of {len(every)}"
     )
-    return ChannelChoice(1, f"1 channel: the {checked} images checked ({of}) are all gray")
+    return ChannelChoice(1, f"1 channel: the {checked} images checked ({of}) are all gray", alpha)
 
 
 def glyph_classes(classes: Sequence[str]) -> bool:
@@ -302,11 +317,13 @@ def glyph_classes(classes: Sequence[str]) -> bool:
     return bool(classes) and all(len(c) == 1 for c in classes)
 
 
-def decode_image(path: Path, channels: int, size: Sequence[int]) -> np.ndarray:
+def decode_image(
+    path: Path, channels: int, size: Sequence[int], background: Colour = WHITE
+) -> np.ndarray:
     """One image file -> C×H×W uint8 (ReadError if it cannot be decoded)."""
     from cnnkit.io.image import read_image
 
-    return prepare_image(read_image(path), channels, size)
+    return prepare_image(read_image(path), channels, size, background)
 
 
 def decode_clip(path: Path, start: int, frames: int, channels: int, size: Sequence[int]):
@@ -342,8 +359,10 @@ class FileDataset:
         train: bool = False,
         seed: int = 0,
         as_numpy: bool = False,
+        background: Colour = WHITE,
     ) -> None:
         self.items = items
+        self.background = background
         self.channels = channels
         self.size = tuple(size)
         self.frames = frames
@@ -369,7 +388,7 @@ class FileDataset:
         path, label = self.items[index]
         try:
             if self.frames is None:
-                arr = decode_image(path, self.channels, self.size)
+                arr = decode_image(path, self.channels, self.size, self.background)
             else:
                 start = self.clip_start(index, epoch)
                 arr = decode_clip(path, start, self.frames, self.channels, self.size)

@@ -14,6 +14,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cnnkit.errors import InputError
+from cnnkit.spec import WHITE
+
+Colour = tuple[int, int, int]
+
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Bring 16-bit or float pixels to uint8 (same shape).
@@ -43,21 +48,96 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     )
 
 
-def fit_channels(image: np.ndarray, channels: int) -> np.ndarray:
+def drawn_in_alpha(image: np.ndarray) -> bool:
+    """Whether an image with alpha (H×W×2 or H×W×4) holds its picture in the alpha channel only.
+
+    Drawing apps and web canvases save strokes on a transparent canvas this
+    way: every pixel has the same colour (often black, RGB 0) and only alpha
+    varies. Dropping alpha leaves a blank image.
+    """
+    if image.ndim != 3 or image.shape[2] not in (2, 4) or image.size == 0:
+        return False
+    alpha = image[:, :, -1]
+    if alpha.min() == alpha.max():
+        return False
+    colour = image[:, :, :-1]
+    return bool((colour == colour[0, 0]).all())
+
+
+def flatten_alpha(image: np.ndarray, background: Colour = WHITE) -> tuple[np.ndarray, str | None]:
+    """An image without its alpha channel, and what was done: "composited", "dropped" or None.
+
+    An image drawn only in alpha (see drawn_in_alpha) is composited over
+    ``background`` (RGB, 0-255 whatever the dtype); any other alpha is dropped,
+    as viewers that ignore transparency show it. Images without alpha are
+    returned as they are, with None.
+    """
+    if image.ndim != 3 or image.shape[2] not in (2, 4):
+        return image, None
+    if not drawn_in_alpha(image):
+        return image[:, :, :-1], "dropped"
+    full = float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1.0
+    if image.shape[2] == 2:  # gray + alpha: the background's own gray (BT.601, as cvtColor)
+        red, green, blue = background
+        back = np.array([0.299 * red + 0.587 * green + 0.114 * blue], np.float32)
+    else:
+        back = np.asarray(background, np.float32)
+    back *= full / 255.0
+    alpha = image[:, :, -1:].astype(np.float32) / full
+    out = image[:, :, :-1] * alpha + back * (1.0 - alpha)
+    if np.issubdtype(image.dtype, np.integer):
+        out = np.clip(np.rint(out), 0, full)
+    return out.astype(image.dtype), "composited"
+
+
+def parse_colour(text: str) -> Colour:
+    """A --background colour: white, black, gray, #RRGGBB or R,G,B (0-255 each)."""
+    named = {"white": WHITE, "black": (0, 0, 0), "gray": (128, 128, 128), "grey": (128, 128, 128)}
+    value = text.strip().lower()
+    if value in named:
+        return named[value]
+    try:
+        if value.startswith("#") and len(value) == 7:
+            parts = [int(value[i : i + 2], 16) for i in (1, 3, 5)]
+        else:
+            parts = [int(v) for v in value.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 3 or not all(0 <= v <= 255 for v in parts):
+        raise InputError(
+            f"--background {text!r} is not a colour",
+            hint="use white, black, gray, #RRGGBB or R,G,B with values 0-255",
+        )
+    return parts[0], parts[1], parts[2]
+
+
+def colour_text(colour: Colour) -> str:
+    """white, black, gray or #RRGGBB: a --background colour as the user would write it."""
+    names = {WHITE: "white", (0, 0, 0): "black", (128, 128, 128): "gray"}
+    return names.get(tuple(colour), "#{:02x}{:02x}{:02x}".format(*colour))
+
+
+def alpha_note(how: str, background: Colour) -> str:
+    """What flatten_alpha did, in words for stderr and a run's decisions."""
+    if how == "composited":
+        return (
+            f"images drawn only in their alpha channel (a transparent canvas) are composited "
+            f"over {colour_text(background)}; --background changes the colour"
+        )
+    return "the alpha channel of images is dropped (their colour is used as it is)"
+
+
+def fit_channels(image: np.ndarray, channels: int, background: Colour = WHITE) -> np.ndarray:
     """H×W or H×W×C (RGB/RGBA order) -> H×W×``channels``.
 
-    Alpha is dropped; colour becomes gray with OpenCV's BT.601 weights; gray is
-    repeated to three channels.
+    Alpha is dropped, or composited over ``background`` for images drawn only
+    in alpha (flatten_alpha); colour becomes gray with OpenCV's BT.601
+    weights; gray is repeated to three channels.
     """
     if image.ndim == 2:
         image = image[:, :, None]
+    image, _ = flatten_alpha(image, background)
     c = image.shape[2]
-    if c == 4:
-        image = image[:, :, :3]
-        c = 3
-    elif c == 2:  # gray + alpha
-        image = image[:, :, :1]
-        c = 1
     if c == channels:
         return image
     if channels == 1 and c == 3:
@@ -80,9 +160,14 @@ def fit_size(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return out
 
 
-def prepare_image(image: np.ndarray, channels: int, size: Sequence[int]) -> np.ndarray:
-    """Any decoded image -> C×H×W uint8, ready to stack into a batch."""
-    image = fit_channels(to_uint8(image), channels)
+def prepare_image(
+    image: np.ndarray, channels: int, size: Sequence[int], background: Colour = WHITE
+) -> np.ndarray:
+    """Any decoded image -> C×H×W uint8, ready to stack into a batch.
+
+    ``background``: what an image drawn only in its alpha channel is put on.
+    """
+    image = fit_channels(to_uint8(image), channels, background)
     image = fit_size(image, size)
     return np.ascontiguousarray(image.transpose(2, 0, 1))
 

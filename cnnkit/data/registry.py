@@ -20,7 +20,7 @@ import numpy as np
 
 from cnnkit.data.dataset import LoadedDataset
 from cnnkit.errors import DatasetError, InputError, close_match_hint
-from cnnkit.spec import InputSpec
+from cnnkit.spec import WHITE, InputSpec
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes of decoded uint8 pixels kept in memory
 
@@ -50,6 +50,8 @@ class DatasetRequest:
     # Return numpy-backed splits (ArraySplit, FileDataset(as_numpy=True)), never
     # importing torch: folder datasets only (eval of an exported model).
     numpy: bool = False
+    # What images drawn only in their alpha channel are composited over (folders).
+    background: tuple[int, int, int] = WHITE
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,7 @@ def in_memory_dataset(
     x0 = splits["train"].x
     mean, std = channel_stats(x0)
     size = (int(x0.shape[-2]), int(x0.shape[-1]))
-    spec = InputSpec(int(x0.shape[1]), size, frames, tuple(mean), tuple(std))
+    spec = InputSpec(int(x0.shape[1]), size, frames, tuple(mean), tuple(std), request.background)
     order = {"train": 0, "val": 1, "test": 2}
     splits = dict(sorted(splits.items(), key=lambda kv: order.get(kv[0], 3)))
     return LoadedDataset(
@@ -397,7 +399,9 @@ _register_torchvision()
 # ---------------------------------------------------------------------------
 
 
-def _decode_split_in_memory(items, channels, size, frames, lengths, cap, warnings, numpy=False):
+def _decode_split_in_memory(
+    items, channels, size, frames, lengths, cap, warnings, numpy=False, background=WHITE
+):
     """Decode a file list with threads, skipping unreadable files.
 
     A TensorSplit, or with ``numpy`` an ArraySplit (torch is then not imported).
@@ -406,7 +410,7 @@ def _decode_split_in_memory(items, channels, size, frames, lengths, cap, warning
     from cnnkit.data.folders import decode_clip, decode_image, parallel_map
 
     if frames is None:
-        results = parallel_map(lambda it: decode_image(it[0], channels, size), items)
+        results = parallel_map(lambda it: decode_image(it[0], channels, size, background), items)
     else:
 
         def clip(job):
@@ -508,6 +512,7 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
         scan_folder,
         split_files,
     )
+    from cnnkit.data.preprocess import alpha_note
 
     scan = scan_folder(request.name)
     warnings = [f"ignored hidden folder {p}" for p in scan.hidden]
@@ -531,9 +536,10 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
         )
     # Channels are decided on the whole folder, before --limit: a quick run builds the
     # same model as the full one.
+    detected = detect_channels(files, scan.kind)
+    found = detected.channels
     if request.channels is not None:
         choice = ChannelChoice(request.channels, f"{request.channels} channel(s), the model's")
-        found: int = detect_channels(files, scan.kind).channels
         if found != request.channels:
             # Said, not silently done: colour lost to a gray model, or gray repeated.
             decisions["channels"] = (
@@ -542,9 +548,10 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
                 else f"gray images are repeated to the model's {request.channels} channels"
             )
     else:
-        choice = detect_channels(files, scan.kind)
-        found = choice.channels
+        choice = detected
         decisions["channels"] = choice.reason
+    for how, example in detected.alpha.items():
+        decisions[f"alpha_{how}"] = f"{alpha_note(how, request.background)} (e.g. {example})"
     files = limit_each(files, sample_items, request, decisions)
     size = (request.img_size,) * 2 if request.img_size else tuple(request.default_size)
     frames = (request.frames or request.default_frames) if scan.kind == "video" else None
@@ -567,8 +574,9 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
     for split, items in files.items():
         if in_memory:
             decoded = _decode_split_in_memory(
-                items, channels, size, frames, lengths[split], cap, warnings, request.numpy
-            )
+                items, channels, size, frames, lengths[split], cap, warnings, request.numpy,
+                request.background,
+            )  # fmt: skip
             if decoded is not None:
                 splits[split] = decoded
         elif items:
@@ -581,6 +589,7 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
                 train=(split == "train"),
                 seed=request.seed,
                 as_numpy=request.numpy,
+                background=request.background,
             )
     for w in warnings:
         console.warn(w)
@@ -600,7 +609,9 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
         mean, std = channel_stats(splits["all" if "all" in splits else "train"].x)
     else:
         mean, std = [0.5] * channels, [0.25] * channels  # a sample pass would cost an epoch
-    spec = InputSpec(channels, (int(size[0]), int(size[1])), frames, tuple(mean), tuple(std))
+    spec = InputSpec(
+        channels, (int(size[0]), int(size[1])), frames, tuple(mean), tuple(std), request.background
+    )
     return LoadedDataset(
         str(scan.root.resolve()),
         scan.kind,

@@ -121,6 +121,7 @@ def load_eval_data(
         default_frames=spec.frames or 8,
         memory_budget=memory_budget_from_env(),
         channels=spec.channels,
+        background=spec.background,
         whole=whole,
         numpy=numpy,
     )

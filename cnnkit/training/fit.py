@@ -316,15 +316,18 @@ def _quiet_lightning() -> None:
 
 def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     """Train per ``cfg``; return the summary (rank 0) or None (other DDP ranks)."""
+    from cnnkit.data.preprocess import parse_colour
     from cnnkit.data.registry import DatasetRequest, load_dataset, memory_budget_from_env
     from cnnkit.device import resolve_device
     from cnnkit.models.registry import get_model_spec
+    from cnnkit.spec import WHITE
 
     _quiet_lightning()
     child_run_dir = os.environ.get(RUN_DIR_ENV)
     is_child = bool(child_run_dir) and os.environ.get("LOCAL_RANK", "0") != "0"
 
     cfg, kind, resumed_ckpt, weights_file = resolve(cfg)
+    background = parse_colour(cfg.background) if cfg.background else WHITE
     device = resolve_device(cfg.device)
     spec = get_model_spec(cfg.model)
     _check_model_kind(cfg.model, spec.dims, kind)
@@ -347,6 +350,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
             limit=cfg.limit,
             # Weights (and a resumed run's model) take their channels: decode to those.
             channels=start.channels,
+            background=background,
             default_size=tuple(spec.default_input_size[-2:]),
             default_frames=spec.default_input_size[1] if spec.dims == 3 else 8,
             memory_budget=memory_budget_from_env(),

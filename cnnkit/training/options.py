@@ -116,6 +116,11 @@ OPTIONS: tuple[Option, ...] = (
            "images, off for video, gray images and classes named by single characters (digits "
            "and letters change meaning when mirrored); the choice is printed and kept in "
            "config.yaml.", flags=("--flip/--no-flip",), resume=True, requires="augment"),
+    Option("background", str, None, "Colour that images drawn only in their alpha channel "
+           "(strokes on a transparent canvas, as drawing apps save them) are composited over: "
+           "white, black, gray, #RRGGBB or R,G,B. Default: white. Other images with alpha "
+           "have it dropped. Kept in the checkpoint: eval and predict composite the same way.",
+           resume=True, example="black"),
     Option("img_size", int, None, "Resize inputs to N×N (default: the data's own size, or "
            "the model's).", low=4, high=4096, resume=True, example="64"),
     Option("frames", int, None, "Frames per video clip (default: the model's, or 8).", low=1,
