@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from cnnkit.io.headers import set_opencv_pixel_limit
+
+# OpenCV reads its decode pixel limit once, when cv2 is first imported, and
+# several modules import cv2: set it before any of them can.
+set_opencv_pixel_limit()
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "convolve", "create_model", "list_models", "load_checkpoint"]

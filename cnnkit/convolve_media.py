@@ -329,7 +329,7 @@ def convolve_file(
     options: ConvolveOptions,
     output: str | None = None,
     write: bool = True,
-    stdin: bytes | None = None,
+    stdin: bytes | bytearray | None = None,
     want_stats: bool = True,
     overwrite_input: bool = False,
     codec: str | None = None,
@@ -415,7 +415,7 @@ def _convolve_image(
     out_kind: str | None,
     scale: str,
     rgb: bool,
-    stdin: bytes | None,
+    stdin: bytes | bytearray | None,
     want_stats: bool,
 ) -> tuple[ops.Explanation, Stats, None]:
     if input == "-":

@@ -158,11 +158,16 @@ def convolve(
     )
     stdin = None
     if input == "-":
+        if sys.stdin is None:  # started with stdin closed (`<&-`)
+            raise InputError("INPUT is '-' but stdin is closed", hint="cat img.png | cnnkit ...")
         if sys.stdin.isatty():
             raise InputError(
                 "INPUT is '-' but nothing is piped in", hint="cat img.png | cnnkit ..."
             )
-        stdin = sys.stdin.buffer.read()
+        from cnnkit.io.image import read_at_most
+
+        # Bounded: `< /dev/zero` ends at the image byte limit, not at the end of memory.
+        stdin = read_at_most(sys.stdin.buffer, "-")
     # --explain alone only describes; with -o it also writes the result.
     report = convolve_media.convolve_file(
         input,

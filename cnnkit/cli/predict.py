@@ -70,11 +70,19 @@ def predict(
     """
     console.set_quiet(quiet)
     from cnnkit.data.preprocess import parse_colour
+    from cnnkit.errors import InputError
     from cnnkit.inference import PredictInput, open_predictor, predict_inputs
     from cnnkit.io.sources import expand_sources, iter_sources
     from cnnkit.records import CsvWriter, JsonLinesWriter, TableWriter, csv_columns
 
     colour = parse_colour(background) if background is not None else None
+    if "-" in inputs and sys.stdin is None:
+        # Started with stdin closed (`<&-`): '-' cannot be read at all, which is a
+        # mistake in the calling script, unlike an empty list (see below).
+        raise InputError(
+            "INPUT is '-' but stdin is closed",
+            hint="pipe paths or an image in: find photos -name '*.png' | cnnkit predict CKPT -",
+        )
     predictor, _ = open_predictor(checkpoint, device, batch_size, decoders=workers)
     if colour is not None:
         predictor.set_background(colour)
@@ -118,6 +126,11 @@ def predict(
         # exit in cli.app) or it cannot be written, the decode threads stop here
         # and now: a decoder still running at interpreter exit aborts it.
         results.close()
+    if counts["inputs"] == 0:
+        # Only stdin can hold nothing (a named folder or glob that is empty is an
+        # error record). An empty `find` piped in is common in scripts and not a
+        # failure: say so, and exit 0.
+        console.info("note: no inputs (stdin was empty)")
     if failed:
         raise CnnkitError(
             f"{failed} of {counts['inputs']} inputs could not be classified",

@@ -157,6 +157,14 @@ def scan_folder(root: str | Path) -> FolderScan:
                 n_img += ext in images
                 n_vid += ext in videos
     if n_img == 0 and n_vid == 0:
+        if unreadable:  # say why, rather than "none found" (a path over PATH_MAX, no permission)
+            folder, why = unreadable[0]
+            raise DatasetError(
+                f"no images or videos found in the class folders of {root}: "
+                f"{len(unreadable)} folder(s) there cannot be read ({why}: {folder})",
+                hint="check their permissions; a path too long needs the dataset moved "
+                "to a shorter one",
+            )
         raise DatasetError(
             f"no images or videos found in the class folders of {root}", hint=_supported_hint()
         )

@@ -1,8 +1,14 @@
-"""OpenCV, imported once with its own logging turned down.
+"""OpenCV, imported once with its own logging silenced and its decode limit set.
 
-OpenCV logs warnings such as "Unsupported depth image for selected encoder" or
-libtiff notes straight to stderr. cnnkit reports problems itself (as errors or
-through cnnkit.console), so only OpenCV's errors are let through.
+OpenCV logs warnings such as "Unsupported depth image for selected encoder",
+libtiff notes, and errors such as "[ERROR:0@3.4] ... imdecode_(''): can't read
+header" for a damaged GIF, straight to stderr. cnnkit reports every problem
+itself (as one ``error:`` line, or through cnnkit.console), so OpenCV's logging
+is silenced altogether: its lines would only come before cnnkit's own.
+
+OpenCV's decoders refuse images over OPENCV_IO_MAX_IMAGE_PIXELS, which OpenCV
+reads once, at import: it is set to cnnkit's own pixel limit first (see
+cnnkit.io.headers), the backstop for formats whose header cnnkit does not read.
 
 FFmpeg, inside OpenCV, logs its own errors ("moov atom not found" for a
 truncated MP4) beside cnnkit's clean "not a readable video". OpenCV reads
@@ -17,13 +23,16 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+from cnnkit.io.headers import set_opencv_pixel_limit
 
-import cv2  # noqa: E402  (after the variable above, which OpenCV reads once)
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+set_opencv_pixel_limit()
+
+import cv2  # noqa: E402  (after the variables above, which OpenCV reads once)
 
 _logging = getattr(getattr(cv2, "utils", None), "logging", None)
 if _logging is not None:  # cv2.utils.logging exists in every OpenCV 4.x/5.x wheel
-    _logging.setLogLevel(_logging.LOG_LEVEL_ERROR)
+    _logging.setLogLevel(_logging.LOG_LEVEL_SILENT)
 
 
 @contextmanager

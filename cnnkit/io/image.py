@@ -20,14 +20,25 @@ always becomes a ReadError naming the file.
 from __future__ import annotations
 
 import math
+import os
+import stat
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from cnnkit.errors import CnnkitError, InputError, ReadError
 from cnnkit.io._opencv import cv2
 from cnnkit.io.atomic import atomic_write_bytes
+from cnnkit.io.headers import (
+    check_pixels,
+    image_size,
+    max_image_bytes,
+    png_problem,
+    too_large,
+    too_many_pixels,
+)
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 # What cnnkit writes: everything it reads except GIF (see the module docstring).
@@ -38,6 +49,8 @@ WRITABLE_IMAGE_EXTENSIONS = IMAGE_EXTENSIONS - {".gif"}
 _SIXTEEN_BIT_EXTENSIONS = frozenset({".png", ".tif", ".tiff"})
 
 _EXIF_ORIENTATION_TAG = 0x0112
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def is_image_path(path: str | Path) -> bool:
@@ -76,7 +89,38 @@ def read_image(path: str | Path, rgb: bool = True) -> np.ndarray:
     """Read an image file as H×W or H×W×C (RGB/RGBA, or BGR/BGRA with ``rgb=False``).
 
     Bit depth, gray and alpha are kept as stored; the EXIF orientation is
-    applied, so a portrait photo taken sideways comes out upright.
+    applied, so a portrait photo taken sideways comes out upright. Only a
+    regular file is read (ReadError for a FIFO, a device or a socket, named
+    or reached through a symlink), no further than ``max_image_bytes()``, and
+    an image whose header declares more pixels than the limit is refused
+    before it is decoded.
+    """
+    path = Path(path)
+    return _decode(np.frombuffer(read_image_file(path), dtype=np.uint8), str(path), rgb)
+
+
+def _open_without_waiting(path: str, flags: int) -> int:
+    # Opening a FIFO for reading waits for a writer, forever if none comes;
+    # O_NONBLOCK makes the open return at once, and the fstat below refuses it.
+    # It changes nothing for a regular file's reads.
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def read_image_file(path: str | Path) -> bytes | bytearray:
+    """The bytes of an image file: a regular file of at most ``max_image_bytes()`` (else ReadError).
+
+    The file is checked once opened (fstat), so a name swapped for a FIFO or
+    a symlink to /dev/zero between a folder walk and the read is refused too.
     """
     path = Path(path)
     # Python's read + imdecode rather than imread: it reads any file name the OS
@@ -84,8 +128,7 @@ def read_image(path: str | Path, rgb: bool = True) -> np.ndarray:
     # errors say what is wrong, without a stat of the path first (about 40% of
     # the time to read a small PNG went to np.fromfile and two stats).
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        file = open(path, "rb", opener=_open_without_waiting)
     except FileNotFoundError:
         raise InputError(f"no such file: {path}", hint="check the path and its spelling") from None
     except (IsADirectoryError, PermissionError) as exc:
@@ -96,22 +139,76 @@ def read_image(path: str | Path, rgb: bool = True) -> np.ndarray:
         raise ReadError(f"cannot read {path}: {exc.strerror}") from None
     except OSError as exc:
         raise ReadError(f"cannot read {path}: {exc.strerror}") from None
-    return _decode(np.frombuffer(data, dtype=np.uint8), str(path), rgb)
+    with file:
+        try:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ReadError(
+                    f"{path} is {_file_kind(info.st_mode)}, not an image file",
+                    hint="only regular files are read as images",
+                )
+            if info.st_size > max_image_bytes():
+                raise too_large(str(path))
+            # One byte more than the size: a file that grew since (or a /proc
+            # file, which states 0) is read on, still bounded.
+            data = file.read(info.st_size + 1)
+            if len(data) > info.st_size:
+                data = read_at_most(file, str(path), data)
+        except OSError as exc:
+            raise ReadError(f"cannot read {path}: {exc.strerror}") from None
+    return data
 
 
-def read_image_bytes(data: bytes, name: str = "-", rgb: bool = True) -> np.ndarray:
+_READ_CHUNK = 1 << 20
+
+
+def read_at_most(stream: BinaryIO, name: str, start: bytes = b"") -> bytes | bytearray:
+    """``start`` and the rest of ``stream``, refused (ReadError) past ``max_image_bytes()``.
+
+    For pipes, where no size is known in advance (``cnnkit ... - < /dev/zero``
+    ends at the limit instead of at the end of memory). ``name`` is for the
+    message ("-" is stdin).
+    """
+    limit = max_image_bytes()
+    read = getattr(stream, "read1", stream.read)
+    # A bytearray grows in place (realloc), where joining chunks would hold
+    # the data twice at the end.
+    data = bytearray(start)
+    while len(data) <= limit:
+        chunk = read(_READ_CHUNK)
+        if not chunk:
+            return data
+        data += chunk
+    raise too_large("stdin" if name == "-" else name)
+
+
+def read_image_bytes(data: bytes | bytearray, name: str = "-", rgb: bool = True) -> np.ndarray:
     """Decode an encoded image held in memory (e.g. read from stdin); ``name`` is for messages."""
     return _decode(np.frombuffer(data, dtype=np.uint8), name, rgb)
 
 
 def _decode(buf: np.ndarray, name: str, rgb: bool) -> np.ndarray:
     shown = "stdin" if name == "-" else name
+    size = image_size(buf.data)
+    if size is not None:
+        check_pixels(shown, *size)
+    if buf[:8].tobytes() == _PNG_SIGNATURE:
+        problem = png_problem(buf.data)
+        if problem is not None:
+            raise ReadError(
+                f"{shown} is not a readable image: PNG {problem}",
+                hint="the file is damaged; read it again from its source",
+            )
     image = None
     exif = b""
     if buf.size:
         try:
             image, exif = _imdecode_with_exif(buf)
-        except cv2.error:
+        except cv2.error as exc:
+            # OpenCV's own pixel limit (the same number, see cnnkit.io.headers)
+            # stops formats whose header is not read here, and headers that lie.
+            if "CV_IO_MAX_IMAGE" in str(exc):
+                raise too_many_pixels(shown) from None
             image = None
     if image is None or image.size == 0:
         raise ReadError(

@@ -6,24 +6,33 @@ an ``error`` instead of being raised. Output order follows input order, and an
 input given twice is listed twice, because the user asked twice.
 
 '-' is standard input, which holds either one encoded image (``cat photo.jpg |``)
-or paths, one per line (``find ... |``); its first bytes tell which.
+or paths, one per line (``find ... |``); its first bytes tell which. A path
+list is bytes, as file names are: each line is decoded with the file system's
+encoding and surrogate escapes, and a line that names nothing (a NUL byte, more
+than PATH_MAX bytes) becomes an error Source for that line alone.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from cnnkit.errors import InputError
-from cnnkit.io.image import IMAGE_EXTENSIONS
+from cnnkit.errors import CnnkitError, InputError
+from cnnkit.io.image import IMAGE_EXTENSIONS, read_at_most
 from cnnkit.io.video import VIDEO_EXTENSIONS
 
 Kind = Literal["image", "video"]
+
+# The longest path Linux opens (PATH_MAX, counting the terminating NUL): a
+# longer line of a path list cannot name a file, and is not kept in memory.
+PATH_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -33,12 +42,14 @@ class Source:
     ``error`` is set, and the path possibly not a file, when the input could
     not be used: a missing path, a glob matching nothing, an empty folder.
     ``data`` holds an encoded image read from stdin (``path`` is then "-").
+    ``path`` is text: a name that is not UTF-8 holds surrogate escapes
+    (os.fsdecode), and os.fsencode gives its bytes back.
     """
 
     path: str
     kind: Kind | None = None
     error: str | None = None
-    data: bytes | None = field(default=None, repr=False)
+    data: bytes | bytearray | None = field(default=None, repr=False)
 
 
 def kind_of(path: str | Path) -> Kind | None:
@@ -59,6 +70,14 @@ def _normalise(extensions: Iterable[str] | None) -> frozenset[str]:
 
 def _listed(extensions: frozenset[str]) -> str:
     return ", ".join(sorted(extensions))
+
+
+def os_error_text(exc: OSError) -> str:
+    """Why an OS call on a path failed, in words; a path too long says which limit."""
+    if exc.errno == errno.ENAMETOOLONG:
+        # Raised for a whole path over PATH_MAX or for one name over NAME_MAX.
+        return f"{exc.strerror} (over the system's {PATH_MAX}-byte path limit)"
+    return exc.strerror or str(exc)
 
 
 def is_hidden(name: str) -> bool:
@@ -91,7 +110,7 @@ def walk_media(folder: str | Path, extensions: frozenset[str] | None = None) -> 
     unreadable: list[tuple[str, str]] = []
 
     def on_error(exc: OSError) -> None:
-        unreadable.append((exc.filename or folder, exc.strerror or str(exc)))
+        unreadable.append((exc.filename or folder, os_error_text(exc)))
 
     for root, dirs, files in os.walk(folder, onerror=on_error):
         hidden.extend(os.path.join(root, d) for d in sorted(dirs) if is_hidden(d))
@@ -145,9 +164,16 @@ def _expand_one(item: str, extensions: frozenset[str]) -> list[Source]:
         return _walk(item, extensions)
     if glob.has_magic(item):
         return _glob(item, extensions)
-    if os.path.lexists(item):  # a broken symlink, a socket, ...
-        return [Source(item, kind_of(item), "not a regular file")]
-    return [Source(item, kind_of(item), "no such file or folder")]
+    try:
+        os.lstat(item)
+    except FileNotFoundError:
+        return [Source(item, kind_of(item), "no such file or folder")]
+    except OSError as exc:  # a path too long, a folder on the way that cannot be searched
+        return [Source(item, kind_of(item), f"cannot read: {os_error_text(exc)}")]
+    except ValueError:  # a NUL byte in a name given as an argument
+        return [Source(item, kind_of(item), "no such file or folder")]
+    # A FIFO, device or socket, or a symlink to one or to nothing: never opened.
+    return [Source(item, kind_of(item), "not a regular file")]
 
 
 # Leading bytes of the image formats OpenCV decodes, as (offset, bytes) pairs
@@ -165,7 +191,16 @@ _IMAGE_SIGNATURES: tuple[tuple[tuple[int, bytes], ...], ...] = (
     ((0, b"RIFF"), (8, b"WEBP")),
     ((0, b"BM"), (6, b"\x00\x00\x00\x00")),  # BMP: its two reserved fields are zero
 )
-_SNIFF_BYTES = 12  # enough for every signature above
+# Bytes looked at before deciding that stdin is one image: every signature
+# above, and enough of the header after it to hold a control byte (see
+# _is_binary). A GIF's is 13 bytes, and the colour table or image descriptor
+# after it holds zeros.
+_SNIFF_BYTES = 32
+
+# Bytes that no line of a path list holds: C0 controls and DEL, except tab and
+# the line ends. Every image format above has one in its first 32 bytes (PNG's
+# 0x1A, a JPEG segment length, a GIF's zero aspect byte or colour table).
+_CONTROL_BYTE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 STDIN_HINT = "pipe one image (png, jpg, bmp, gif, tif, webp), or paths, one per line"
 
@@ -178,9 +213,20 @@ def _signature_fits(head: bytes, parts: tuple[tuple[int, bytes], ...], whole: bo
     return True
 
 
+def _is_binary(data: bytes) -> bool:
+    return _CONTROL_BYTE.search(data) is not None
+
+
 def looks_like_image(head: bytes) -> bool:
-    """Whether ``head``, the first bytes of a stream, start an encoded image."""
-    return any(_signature_fits(head, parts, whole=True) for parts in _IMAGE_SIGNATURES)
+    """Whether ``head``, the first bytes of a stream, start an encoded image.
+
+    The signature must match in full and the first ``_SNIFF_BYTES`` must hold
+    a byte that text does not, so that a path list whose first name starts
+    like a signature ("GIF89a_logo.png") stays a path list.
+    """
+    return _is_binary(head[:_SNIFF_BYTES]) and any(
+        _signature_fits(head, parts, whole=True) for parts in _IMAGE_SIGNATURES
+    )
 
 
 def _could_become_image(head: bytes) -> bool:
@@ -205,16 +251,37 @@ def _read_head(stream: IO[bytes]) -> bytes:
     return head
 
 
-def _binary_lines(head: bytes, stream: IO[bytes]) -> Iterator[bytes]:
-    """Lines of ``head`` followed by the rest of ``stream``, read one line at a time."""
+def _skip_line(stream: IO[bytes]) -> None:
+    """Read ``stream`` up to and including the next newline, a bounded piece at a time."""
+    while True:
+        piece = stream.readline(1 << 16)
+        if not piece or piece.endswith(b"\n"):
+            return
+
+
+def _binary_lines(head: bytes, stream: IO[bytes]) -> Iterator[bytes | None]:
+    """Lines of ``head`` followed by the rest of ``stream``, read one line at a time.
+
+    A line longer than PATH_MAX bytes comes out as None, and is skipped
+    without being held: a path list with no newline (``< /dev/zero``, a
+    binary file) costs PATH_MAX bytes of memory, not all of it.
+    """
     pending = head
     while True:
         cut = pending.find(b"\n")
-        if cut >= 0:
+        if 0 <= cut <= PATH_MAX:
             yield pending[:cut]
             pending = pending[cut + 1 :]
             continue
-        more = stream.readline()
+        if len(pending) > PATH_MAX:
+            yield None
+            if cut < 0:
+                _skip_line(stream)
+                pending = b""
+            else:
+                pending = pending[cut + 1 :]
+            continue
+        more = stream.readline(PATH_MAX + 1 - len(pending))
         if not more:
             if pending:
                 yield pending
@@ -222,36 +289,54 @@ def _binary_lines(head: bytes, stream: IO[bytes]) -> Iterator[bytes]:
         pending += more
 
 
-def _path_line(raw: bytes, number: int) -> str:
-    """One line of a path list, as text; binary data is refused rather than shown as garbage."""
-    try:
-        if b"\x00" in raw:
-            raise ValueError
-        return raw.decode("utf-8")
-    except ValueError:
-        raise InputError(
-            f"stdin is neither an image nor a list of paths (binary data on line {number})",
-            hint=STDIN_HINT,
-        ) from None
+def _not_a_list(why: str) -> InputError:
+    return InputError(f"stdin is neither an image nor a list of paths ({why})", hint=STDIN_HINT)
+
+
+def _path_sources(raw: bytes | None, number: int, exts: frozenset[str]) -> list[Source]:
+    """What line ``number`` of a path list names, or an error Source when it names nothing.
+
+    A path is bytes: it is decoded as the OS decodes file names (os.fsdecode:
+    surrogate escapes for bytes that are not UTF-8), so every name reaches
+    the file it names. The first line decides whether stdin is a path list
+    at all: binary data there is refused (InputError) before anything is read.
+    """
+    if raw is None:
+        if number == 1:
+            raise _not_a_list(f"no newline in its first {PATH_MAX} bytes")
+        return [Source(f"stdin line {number}", None, f"longer than {PATH_MAX} bytes: not a path")]
+    if number == 1 and _is_binary(raw.rstrip(b"\r")):
+        raise _not_a_list("binary data on line 1")
+    if b"\x00" in raw:
+        return [Source(f"stdin line {number}", None, "holds a NUL byte: not a path")]
+    line = raw.strip()
+    return _expand_one(os.fsdecode(line), exts) if line else []
 
 
 def _stdin_sources(stdin: Any, exts: frozenset[str]) -> Iterator[Source]:
-    """What '-' names: one image read whole, or the paths on stdin expanded line by line."""
+    """What '-' names: one image read whole, or the paths on stdin expanded line by line.
+
+    The image is read no further than ``max_image_bytes()``; beyond it, it
+    becomes an error Source rather than the end of memory.
+    """
     if stdin is None:  # started with stdin closed (`<&-`): nothing to read
         return
     binary = getattr(stdin, "buffer", None)
     if binary is None:  # a text stream (io.StringIO): paths only
-        lines: Iterable[str] = stdin
-    else:
-        head = _read_head(binary)
-        if looks_like_image(head):
-            yield Source("-", "image", data=head + binary.read())
-            return
-        lines = (_path_line(raw, n) for n, raw in enumerate(_binary_lines(head, binary), 1))
-    for line in lines:
-        line = line.strip()
-        if line:
-            yield from _expand_one(line, exts)
+        for text in stdin:
+            text = text.strip()
+            if text:
+                yield from _expand_one(text, exts)
+        return
+    head = _read_head(binary)
+    if looks_like_image(head):
+        try:
+            yield Source("-", "image", data=read_at_most(binary, "-", head))
+        except CnnkitError as exc:
+            yield Source("-", "image", exc.message)
+        return
+    for number, raw in enumerate(_binary_lines(head, binary), 1):
+        yield from _path_sources(raw, number, exts)
 
 
 def iter_sources(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ import numpy as np
 from cnnkit.errors import CnnkitError, InputError, ReadError
 from cnnkit.io._opencv import cv2, silenced_stderr_fd
 from cnnkit.io.atomic import atomic_output
+from cnnkit.io.headers import max_image_pixels, too_many_pixels
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 
@@ -110,10 +112,21 @@ class VideoInfo:
 def _open_capture(path: str | Path, threads: int = 0) -> cv2.VideoCapture:
     """An opened capture of ``path``; ``threads``: FFmpeg's decoding threads (0: its choice)."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"no such file: {path}", hint="check the path and its spelling")
-    if path.is_dir():
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}", hint="check the path and its spelling") from None
+    except OSError as exc:
+        raise ReadError(f"cannot read {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
         raise InputError(f"{path} is a folder, not a video", hint="give a video file")
+    if not stat.S_ISREG(mode):
+        # FFmpeg opens by name, and would wait forever on a FIFO or read a device
+        # (a symlink to /dev/zero) without end: only regular files are opened.
+        raise ReadError(
+            f"{path} is not a regular file (a FIFO, device or socket)",
+            hint="only regular files are read as videos",
+        )
     params = [cv2.CAP_PROP_N_THREADS, threads] if threads > 0 else []
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not capture.isOpened():
@@ -122,6 +135,11 @@ def _open_capture(path: str | Path, threads: int = 0) -> cv2.VideoCapture:
             f"{path} is not a readable video",
             hint=f"supported formats: {_supported()}; the file may be damaged or empty",
         )
+    width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width * height > max_image_pixels():  # each frame is decoded whole, like an image
+        capture.release()
+        raise too_many_pixels(f"{path} (video frames)", width, height)
     return capture
 
 

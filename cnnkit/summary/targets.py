@@ -9,6 +9,7 @@ only for model names and checkpoints.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,11 @@ def detect_target(target: str) -> str:
     if target in list_datasets():
         return "dataset"
     if path.suffix or "/" in target or "\\" in target:
+        if os.path.lexists(target):  # a FIFO, device, socket, or a symlink to one or to nothing
+            raise InputError(
+                f"cannot inspect {target}: not a regular file or folder",
+                hint="give a model name, a .ckpt, an image, a video or a dataset folder",
+            )
         raise InputError(f"no such file or folder: {target}", hint="check the path")
     from cnnkit.errors import close_match_hint
 
