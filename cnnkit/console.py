@@ -11,6 +11,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+from cnnkit.textout import shown
+
 T = TypeVar("T")
 
 _state: dict = {"quiet": False, "console": None}
@@ -35,16 +37,20 @@ def is_quiet() -> bool:
 
 
 def info(message: str) -> None:
-    """A progress or status line on stderr (silenced by --quiet)."""
+    """A progress or status line on stderr (silenced by --quiet).
+
+    Names in it are shown as people should see them (cnnkit.textout.shown):
+    undecodable bytes and control characters as escapes.
+    """
     if not _state["quiet"]:
-        sys.stderr.write(f"{message}\n")
+        sys.stderr.write(f"{shown(message)}\n")
         sys.stderr.flush()
 
 
 def warn(message: str) -> None:
     """A warning on stderr (silenced by --quiet)."""
     if not _state["quiet"]:
-        sys.stderr.write(f"warning: {message}\n")
+        sys.stderr.write(f"warning: {shown(message)}\n")
         sys.stderr.flush()
 
 

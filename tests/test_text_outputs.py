@@ -218,3 +218,15 @@ def test_confusion_png_draws_undecodable_class_names_as_their_escapes() -> None:
     cm = np.array([[1, 0], [0, 1]])
     drawn = render_confusion(cm, [os.fsdecode(LATIN1), "b"])
     assert np.array_equal(drawn, render_confusion(cm, ["caf\\xe9", "b"]))
+
+
+def test_stderr_lines_show_names_escaped_and_stay_one_line(tmp_path) -> None:
+    ckpt = make_checkpoint(tmp_path / "m.ckpt", channels=3, classes=["cat", "dog"])
+    name = "gone\x1b[2J\nx" + os.fsdecode(LATIN1) + ".png"
+    run = _run_bytes("predict", str(ckpt), name, cwd=tmp_path, env=STRICT)
+    assert run.returncode == 1
+    assert b"\x1b" not in run.stderr
+    assert b"error: gone\\x1b[2J\\x0axcaf\\xe9.png: " in run.stderr
+    missing = _run_bytes("eval", "m\x1b.ckpt", cwd=tmp_path, env=STRICT)
+    assert missing.returncode == 1 and missing.stderr.count(b"\n") == 1
+    assert b"m\\x1b.ckpt" in missing.stderr

@@ -21,7 +21,7 @@ import typer
 
 from cnnkit import __version__
 from cnnkit.errors import CnnkitError
-from cnnkit.textout import ERRORS
+from cnnkit.textout import ERRORS, shown
 
 app = typer.Typer(
     name="cnnkit",
@@ -363,9 +363,10 @@ def _run_app() -> None:
         if debug:
             raise
         _flush_stdout()
-        line = f"error: {exc.message}"
+        # One line whatever a name in it holds (newlines, escapes, undecodable bytes).
+        line = f"error: {shown(exc.message)}"
         if exc.hint:
-            line += f" (hint: {exc.hint})"
+            line += f" (hint: {shown(exc.hint)})"
         sys.stderr.write(line + "\n")
         sys.exit(1)
     except BrokenPipeError:

@@ -10,6 +10,7 @@ import typer
 
 from cnnkit import console
 from cnnkit.cli.app import BackgroundOpt, CheckpointArg, DeviceOpt, QuietOpt, app
+from cnnkit.textout import shown
 
 
 @app.command(
@@ -204,7 +205,7 @@ def explain(
             pending.append((source.path, image, predictor.prepare_image(image)))
         except CnnkitError as exc:
             failed += 1
-            sys.stderr.write(f"error: {source.path}: {exc.message}\n")
+            sys.stderr.write(f"error: {shown(source.path)}: {shown(exc.message)}\n")
             if json_:
                 print_json_line({"path": source.path, "error": exc.message})
             continue

@@ -11,6 +11,7 @@ import typer
 from cnnkit import console
 from cnnkit.cli.app import BackgroundOpt, CheckpointArg, DeviceOpt, QuietOpt, TopKOpt, app
 from cnnkit.errors import CnnkitError
+from cnnkit.textout import shown
 
 
 class PredictFormat(str, Enum):
@@ -118,7 +119,7 @@ def predict(
             for r in records:
                 if "error" in r:
                     failed += 1
-                    sys.stderr.write(f"error: {r['path']}: {r['error']}\n")
+                    sys.stderr.write(f"error: {shown(r['path'])}: {shown(r['error'])}\n")
             writer.write(records)
         writer.close()
     finally:
