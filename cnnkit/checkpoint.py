@@ -149,19 +149,29 @@ def _epochs_done(raw: dict[str, Any]) -> int | None:
 def _load_weights_only(path: Path, map_location: Any) -> Any:
     """``torch.load(weights_only=True)``, every way it can fail turned into a CheckpointError.
 
-    Truncated, foreign and garbage files fail deep inside torch's zip reader
-    or its restricted unpickler with a zoo of exception types; each one named
-    here is one that a damaged file was seen to raise.
+    The file is checked first (cnnkit.torchfile): torch allocates what a file
+    declares, and a small crafted file declares gigabytes. Truncated, foreign
+    and garbage files fail deep inside torch's zip reader or its restricted
+    unpickler with a zoo of exception types; each one named here is one that
+    a damaged file was seen to raise.
     """
     import pickle
     import struct
     import warnings
     import zipfile
 
+    from cnnkit.torchfile import UnsafeFile, check_torch_file
+
+    try:
+        if path.stat().st_size == 0:
+            raise _refuse(path, "the file is empty")
+        check_torch_file(path)
+    except UnsafeFile as exc:
+        raise _refuse(path, str(exc)) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
     import torch
 
-    if path.stat().st_size == 0:
-        raise _refuse(path, "the file is empty")
     try:
         with warnings.catch_warnings():
             # Foreign pickles draw a UserWarning about their protocol before being refused.
@@ -177,7 +187,8 @@ def _load_weights_only(path: Path, map_location: Any) -> Any:
         raise _refuse(path, "damaged, truncated or not a torch file") from None
     except (RuntimeError, EOFError, struct.error, zipfile.BadZipFile) as exc:
         raise _refuse(path, f"damaged, truncated or not a torch file: {_first_line(exc)}") from None
-    except (ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, IndexError, AttributeError, AssertionError) as exc:
+        # Calls the scan let through, given arguments of the wrong kind.
         raise _refuse(path, f"damaged, truncated or not a torch file: {_first_line(exc)}") from None
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None

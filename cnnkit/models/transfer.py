@@ -231,6 +231,17 @@ def read_weights_file(path: str | Path) -> WeightsFile:
 
 
 def _read_safetensors(path: Path) -> dict[str, Any]:
+    from cnnkit.torchfile import UnsafeFile, check_safetensors
+
+    try:
+        check_safetensors(path)
+    except UnsafeFile as exc:
+        raise CheckpointError(
+            f"{path} is not a readable .safetensors file ({exc})",
+            hint="check the file, or save it again with safetensors.torch.save_file",
+        ) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
     try:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
