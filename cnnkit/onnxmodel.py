@@ -229,7 +229,22 @@ class OnnxPredictor(Predictor):
         return np.concatenate(out)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.onnx.session.run(None, {self._input_name: x})[0], np.float32)
+        """One session run that ``cnnkit.stopping.stop_all()`` ends between two nodes."""
+        from cnnkit.stopping import CallStopped, stoppable
+
+        options = _runtime().RunOptions()
+
+        def stop() -> None:
+            options.terminate = True
+
+        with stoppable(stop):
+            try:
+                out = self.onnx.session.run(None, {self._input_name: x}, options)
+            except Exception:  # noqa: BLE001 - ONNX Runtime's own error types
+                if options.terminate:
+                    raise CallStopped("the ONNX Runtime run was stopped") from None
+                raise
+        return np.asarray(out[0], np.float32)
 
 
 def summarize_onnx(path: str | Path) -> dict[str, Any]:
