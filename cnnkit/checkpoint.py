@@ -4,11 +4,16 @@ Training saves Lightning ``.ckpt`` files (ModelCheckpoint) whose
 ``hyper_parameters`` hold only plain Python types: model name and arguments,
 classes, input spec, dataset, cnnkit version, seed and the training options.
 Loading uses ``torch.load(weights_only=True)`` and nothing else, so a file
-that would need arbitrary unpickling is refused instead of executed.
+that would need arbitrary unpickling is refused instead of executed; the
+file is checked before (cnnkit.torchfile), and the model it describes is
+built on the meta device and compared with its weights before any memory is
+taken for it, so that a small crafted file cannot make either allocate
+gigabytes.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,27 +146,55 @@ def _epochs_done(raw: dict[str, Any]) -> int | None:
     """How many epochs had all their training batches processed when ``raw`` was saved."""
     try:
         progress = raw["loops"]["fit_loop"]["epoch_progress"]["current"]
-        return int(progress["processed"])
-    except (KeyError, TypeError, ValueError):
+        processed = _number(progress["processed"])
+    except (KeyError, TypeError, IndexError):
         return None
+    return int(processed) if processed is not None else None
+
+
+def _number(value: Any) -> float | None:
+    """A finite number: a plain one, or a one-element tensor's; None for anything else."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_complex():
+            return None
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _load_weights_only(path: Path, map_location: Any) -> Any:
     """``torch.load(weights_only=True)``, every way it can fail turned into a CheckpointError.
 
-    Truncated, foreign and garbage files fail deep inside torch's zip reader
-    or its restricted unpickler with a zoo of exception types; each one named
-    here is one that a damaged file was seen to raise.
+    The file is checked first (cnnkit.torchfile): torch allocates what a file
+    declares, and a small crafted file declares gigabytes. Truncated, foreign
+    and garbage files fail deep inside torch's zip reader or its restricted
+    unpickler with a zoo of exception types; each one named here is one that
+    a damaged file was seen to raise.
     """
     import pickle
     import struct
     import warnings
     import zipfile
 
+    from cnnkit.torchfile import UnsafeFile, check_torch_file
+
+    try:
+        if path.stat().st_size == 0:
+            raise _refuse(path, "the file is empty")
+        check_torch_file(path)
+    except UnsafeFile as exc:
+        raise _refuse(path, str(exc)) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
     import torch
 
-    if path.stat().st_size == 0:
-        raise _refuse(path, "the file is empty")
     try:
         with warnings.catch_warnings():
             # Foreign pickles draw a UserWarning about their protocol before being refused.
@@ -177,7 +210,8 @@ def _load_weights_only(path: Path, map_location: Any) -> Any:
         raise _refuse(path, "damaged, truncated or not a torch file") from None
     except (RuntimeError, EOFError, struct.error, zipfile.BadZipFile) as exc:
         raise _refuse(path, f"damaged, truncated or not a torch file: {_first_line(exc)}") from None
-    except (ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, IndexError, AttributeError, AssertionError) as exc:
+        # Calls the scan let through, given arguments of the wrong kind.
         raise _refuse(path, f"damaged, truncated or not a torch file: {_first_line(exc)}") from None
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
@@ -195,50 +229,116 @@ def _first_line(exc: BaseException) -> str:
 def _metrics_from_callbacks(raw: dict[str, Any]) -> dict[str, Any]:
     """The best val_acc ModelCheckpoint recorded, and the epoch, as plain numbers."""
     out: dict[str, Any] = {}
-    if "epoch" in raw:
-        out["epoch"] = int(raw["epoch"])
-    for key, state in (raw.get("callbacks") or {}).items():
+    epoch = _number(raw.get("epoch"))
+    if epoch is not None:
+        out["epoch"] = int(epoch)
+    callbacks = raw.get("callbacks")
+    for key, state in callbacks.items() if isinstance(callbacks, dict) else ():
         if str(key).startswith("ModelCheckpoint") and isinstance(state, dict):
-            score = state.get("best_model_score")
+            score = _number(state.get("best_model_score"))
+            monitor = state.get("monitor")
             if score is not None:
-                out[str(state.get("monitor") or "val_acc")] = float(score)
+                out[monitor if isinstance(monitor, str) else "val_acc"] = score
     return out
 
 
 def build_model(ckpt: LoadedCheckpoint) -> Any:
-    """The checkpoint's network with its weights, in eval mode (an ``nn.Module``)."""
+    """The checkpoint's network with its weights, in eval mode (an ``nn.Module``).
+
+    The network is built first on torch's meta device, which allocates
+    nothing: a model whose parameters do not match the file's tensors, or need
+    more values than the file holds (model arguments edited to ask for
+    gigabytes), is refused before any memory is taken for it.
+    """
+    import torch
+
     from cnnkit.models.registry import create_model
 
-    input_size = ckpt.input.shape()
+    args = {
+        "num_classes": len(ckpt.classes),
+        "in_channels": ckpt.input.channels,
+        "input_size": ckpt.input.shape(),
+        **ckpt.model_args,
+    }
     try:
-        model = create_model(
-            ckpt.model_name,
-            num_classes=len(ckpt.classes),
-            in_channels=ckpt.input.channels,
-            input_size=input_size,
-            **ckpt.model_args,
-        )
-    except (TypeError, ValueError) as exc:
+        with torch.device("meta"):
+            skeleton = create_model(ckpt.model_name, **args)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
         # Arguments the model does not take: a foreign or hand-edited checkpoint.
         raise CheckpointError(
-            f"{ckpt.path} describes a '{ckpt.model_name}' model cnnkit cannot build ({exc})",
+            f"{ckpt.path} describes a '{ckpt.model_name}' model cnnkit cannot build "
+            f"({_first_line(exc)})",
             hint="the checkpoint was written by an incompatible cnnkit version",
         ) from None
+    misfit = _misfit(skeleton, ckpt.state_dict)
+    if misfit:
+        raise _does_not_fit(ckpt, misfit)
+    model = create_model(ckpt.model_name, **args)
     try:
         model.load_state_dict(ckpt.state_dict)
     except (RuntimeError, TypeError, AttributeError) as exc:
         # RuntimeError lists missing/unexpected keys and shape mismatches; the others
         # come from values that are not tensors.
-        if ckpt.reference:
-            from cnnkit.models.pretrained import pretrained_weights
-
-            w = pretrained_weights(ckpt.model_name)
-            raise CheckpointError(
-                f"the cached weights file {w.file} does not hold {ckpt.model_name}'s weights",
-                hint=f"delete it and run again to fetch it from {w.url}",
-            ) from None
-        raise CheckpointError(
-            f"weights in {ckpt.path} do not fit model '{ckpt.model_name}'",
-            hint="the checkpoint was written by an incompatible cnnkit version",
-        ) from exc
+        raise _does_not_fit(ckpt, _first_line(exc)) from exc
     return model.eval()
+
+
+def _misfit(skeleton: Any, state: dict[str, Any]) -> str | None:
+    """Why ``state`` cannot be loaded into ``skeleton`` (a model on the meta device), or None.
+
+    Names, shapes, and the values they need: tensors of a pickle may be views
+    that repeat a few stored values (stride 0) over any shape, so matching
+    shapes do not show that the file holds the values; the storages do.
+    """
+    import torch
+
+    from cnnkit.models.transfer import few_names, shapes_text
+
+    own = skeleton.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshapen = [
+        k
+        for k in own
+        if k in state
+        and (not isinstance(state[k], torch.Tensor) or tuple(state[k].shape) != tuple(own[k].shape))
+    ]
+    parts = []
+    if missing:
+        parts.append("missing " + few_names(missing))
+    if unexpected:
+        parts.append("unexpected " + few_names(unexpected))
+    if misshapen:
+        parts.append("wrong shape " + few_names([shapes_text(k, state, own) for k in misshapen]))
+    if parts:
+        return "; ".join(parts)
+    unique = {n for n, _ in skeleton.named_parameters()} | {n for n, _ in skeleton.named_buffers()}
+    needed = sum(own[k].numel() * state[k].element_size() for k in unique if k in state)
+    storages = {}
+    for tensor in state.values():
+        storage = tensor.untyped_storage()
+        storages[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
+    held = sum(storages.values())
+    if needed > held:
+        from cnnkit.ops.limits import size_text
+
+        return (
+            f"its tensors need {size_text(needed)} of values and the file stores "
+            f"{size_text(held)} (tensors that repeat stored values)"
+        )
+    return None
+
+
+def _does_not_fit(ckpt: LoadedCheckpoint, why: str) -> CheckpointError:
+    if ckpt.reference:
+        from cnnkit.models.pretrained import pretrained_weights
+
+        w = pretrained_weights(ckpt.model_name)
+        return CheckpointError(
+            f"the cached weights file {w.file} does not hold {ckpt.model_name}'s weights",
+            hint=f"delete it and run again to fetch it from {w.url}",
+        )
+    return CheckpointError(
+        f"weights in {ckpt.path} do not fit model '{ckpt.model_name}': {why}",
+        hint="the checkpoint was written by an incompatible cnnkit version",
+    )

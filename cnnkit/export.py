@@ -194,12 +194,33 @@ def export_onnx(
     proto.doc_string = f"cnnkit {__version__}: {ckpt.model_name}, {len(ckpt.classes)} classes"
     data = proto.SerializeToString()
     onnx.checker.check_model(onnx.load_from_string(data))
+    _check_runnable(data, ckpt.model_name)
     max_diff = None
     if verify:
         max_diff = _verify(data, model, spec.shape(), n)
     with atomic_output(out) as temp:
         temp.write_bytes(data)
     return ExportResult(out, opset, len(data), max_diff, *_signature(proto))
+
+
+def _check_runnable(data: bytes, model_name: str) -> None:
+    """The graph must be one cnnkit's .onnx reader runs (see cnnkit.onnxfile.EXPORTED_OPS).
+
+    The reader runs only the operators this exporter writes for cnnkit's
+    models; another torch version writing another one is said here, not by
+    every later predict.
+    """
+    from cnnkit.onnxfile import OnnxFileError, foreign_op, onnx_facts
+
+    try:
+        refused = foreign_op(onnx_facts(data))
+    except OnnxFileError as exc:
+        refused = str(exc)
+    if refused:
+        raise ExportError(
+            f"the export of {model_name} is not one cnnkit's predict would run: {refused}",
+            hint="nothing was written; report the model and the torch version",
+        )
 
 
 def _is_onnx_file(path: Path) -> bool:

@@ -78,6 +78,7 @@ def load_onnx(path: str | Path, device: str = "cpu", threads: int | None = None)
                 f"{path} is a PyTorch checkpoint named .onnx",
                 hint="rename it to .ckpt, or export it with `cnnkit export`",
             )
+    meta = _read_meta(path)
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own Fail/InvalidGraph types
@@ -87,17 +88,49 @@ def load_onnx(path: str | Path, device: str = "cpu", threads: int | None = None)
             hint="export it again with `cnnkit export`",
         ) from None
     props = dict(session.get_modelmeta().custom_metadata_map)
-    if "cnnkit.meta" not in props:
+    _check_signature(path, session, meta)
+    return OnnxModel(path, session, meta, props)
+
+
+def _read_meta(path: Path) -> CheckpointMeta:
+    """The cnnkit metadata of ``path``, read and checked before ONNX Runtime parses the file.
+
+    The graph must hold only operators cnnkit's exports contain (see
+    cnnkit.onnxfile): ONNX Runtime runs whatever it is given, a Loop of 10^15
+    iterations too.
+    """
+    from cnnkit.onnxfile import OnnxFileError, foreign_op, read_onnx_facts
+
+    try:
+        facts = read_onnx_facts(path)
+    except OnnxFileError as exc:
+        raise CheckpointError(
+            f"{path} is not a readable ONNX model ({exc})",
+            hint="export it again with `cnnkit export`",
+        ) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read model {path}: {exc.strerror}") from None
+    if "cnnkit.meta" not in facts.props:
         raise CheckpointError(
             f"{path} was not exported by cnnkit: it says nothing of its classes and input",
             hint="export the checkpoint with `cnnkit export CHECKPOINT`",
         )
+    refused = foreign_op(facts)
+    if refused:
+        raise CheckpointError(
+            f"{path} is not a model cnnkit runs: {refused}",
+            hint="export the checkpoint again with `cnnkit export`",
+        )
     try:
-        meta = CheckpointMeta.from_dict(json.loads(props["cnnkit.meta"]))
+        return CheckpointMeta.from_dict(json.loads(facts.props["cnnkit.meta"]))
+    except RecursionError:
+        why = "it nests deeper than Python reads"
     except (ValueError, SchemaError) as exc:
-        raise CheckpointError(f"{path}: its cnnkit metadata is damaged ({exc})") from None
-    _check_signature(path, session, meta)
-    return OnnxModel(path, session, meta, props)
+        why = str(exc)
+    raise CheckpointError(
+        f"{path}: its cnnkit metadata is damaged or out of bounds ({why})",
+        hint="export the checkpoint again with `cnnkit export`",
+    )
 
 
 def _check_signature(path: Path, session: Any, meta: CheckpointMeta) -> None:
@@ -196,7 +229,22 @@ class OnnxPredictor(Predictor):
         return np.concatenate(out)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.onnx.session.run(None, {self._input_name: x})[0], np.float32)
+        """One session run that ``cnnkit.stopping.stop_all()`` ends between two nodes."""
+        from cnnkit.stopping import CallStopped, stoppable
+
+        options = _runtime().RunOptions()
+
+        def stop() -> None:
+            options.terminate = True
+
+        with stoppable(stop):
+            try:
+                out = self.onnx.session.run(None, {self._input_name: x}, options)
+            except Exception:  # noqa: BLE001 - ONNX Runtime's own error types
+                if options.terminate:
+                    raise CallStopped("the ONNX Runtime run was stopped") from None
+                raise
+        return np.asarray(out[0], np.float32)
 
 
 def summarize_onnx(path: str | Path) -> dict[str, Any]:

@@ -10,7 +10,8 @@ schema version: plain Python types only, since checkpoints are loaded with
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +21,108 @@ SCHEMA_VERSION = 1
 # What images drawn only in their alpha channel are composited over, unless said otherwise.
 WHITE = (255, 255, 255)
 
+# What metadata may declare. Checkpoints and exported models are untrusted: their
+# metadata is read before anything is built from it, and a pickle can share one
+# value many times (a structure that doubles at each level) or refer to itself.
+MAX_DEPTH = 32  # nesting of lists and mappings
+MAX_VALUES = 500_000  # all values, a shared one counted each time it is met
+MAX_STRING = 65_536  # characters in one string
+MAX_TEXT = 16 * 2**20  # characters in all strings together
+MAX_CLASSES = 100_000
+MAX_MODEL_ARGS = 1_000  # values in model_args
+MAX_CHANNELS = 4
+MAX_SIDE = 8192  # pixels of H and of W
+MAX_FRAMES = 1024
+MAX_SAMPLE = 2**28  # C×T×H×W values of one input
+
 
 class SchemaError(ValueError):
     """A checkpoint's metadata is not in a layout this cnnkit can read (the message says why)."""
+
+
+class _Budget:
+    """What a walk of check_plain may still meet (shared by the fields of one file)."""
+
+    def __init__(self, values: int) -> None:
+        self.limit = self.values = values
+        self.text = MAX_TEXT
+
+
+def check_plain(value: Any, what: str, budget: _Budget | None = None) -> None:
+    """SchemaError unless ``value`` is plain data (str, int, float, bool, None, lists,
+    tuples and mappings of them) within the bounds above; ``what`` names it in messages.
+
+    Every value is counted each time it is met, so a structure whose parts are
+    shared (or that holds itself) is refused after MAX_VALUES steps, without
+    ever being expanded.
+    """
+    budget = budget or _Budget(MAX_VALUES)
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        budget.values -= 1
+        if budget.values < 0:
+            raise SchemaError(f"{what} holds over {budget.limit:,} values")
+        if item is None or isinstance(item, (bool, float)):
+            continue
+        if isinstance(item, int):
+            if item.bit_length() > 64:
+                raise SchemaError(f"{what} holds an integer of {item.bit_length()} bits")
+        elif isinstance(item, str):
+            budget.text -= len(item)
+            if len(item) > MAX_STRING or budget.text < 0:
+                raise SchemaError(f"{what} holds too much text ({len(item):,} characters)")
+        elif isinstance(item, (list, tuple, dict)):
+            if depth >= MAX_DEPTH:
+                raise SchemaError(f"{what} nests deeper than {MAX_DEPTH} levels")
+            if len(item) > budget.values:
+                raise SchemaError(f"{what} holds over {budget.limit:,} values")
+            if isinstance(item, dict):
+                stack.extend((v, depth + 1) for pair in item.items() for v in pair)
+            else:
+                stack.extend((v, depth + 1) for v in item)
+        else:
+            raise SchemaError(f"{what} holds a {type(item).__name__}, not a plain value")
+
+
+def _whole(value: Any, what: str, low: int, high: int) -> int:
+    """``value`` as an int in [low, high] (an integral float is taken); SchemaError otherwise."""
+    if _integral(value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SchemaError(
+            f"'input' is not an input spec ({what} {_shown(value)}: not a whole number "
+            f"from {low} to {high})"
+        )
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value as a message shows it: its repr, cut short."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more digits than Python converts
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _integral(value: Any) -> bool:
+    return isinstance(value, float) and value.is_integer()
+
+
+def _stats(values: Any, what: str, channels: int, positive: bool) -> list[float]:
+    if not isinstance(values, (list, tuple)) or len(values) != channels:
+        raise SchemaError(f"'input' is not an input spec ({what}: not one number per channel)")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise SchemaError(f"'input' is not an input spec ({what} {list(values)!r}: not finite)")
+        if positive and v <= 0:
+            raise SchemaError(
+                f"'input' is not an input spec ({what} {list(values)!r}: not positive)"
+            )
+        out.append(float(v))
+    return out
 
 
 @dataclass(frozen=True)
@@ -75,20 +175,64 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> InputSpec:
-        try:
-            channels = int(spec["channels"])
-            size = [int(v) for v in spec["size"]]
-            mean, std = list(spec["mean"]), list(spec["std"])
-            frames = spec.get("frames")
-            background = [int(v) for v in spec.get("background") or WHITE]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SchemaError(f"'input' is not an input spec ({exc})") from None
-        if len(size) != 2 or channels < 1 or len(mean) != channels or len(std) != channels:
-            raise SchemaError("'input' is not an input spec (channels, size and stats disagree)")
-        if len(background) != 3 or not all(0 <= v <= 255 for v in background):
-            raise SchemaError("'input' background is not an RGB colour of 0-255")
+        """Read a stored spec, checked: sizes a model can take and a normalisation that is one.
+
+        Channels 1 to MAX_CHANNELS, sides 1 to MAX_SIDE, frames none or 1 to
+        MAX_FRAMES, at most MAX_SAMPLE values in one input; mean finite, std
+        finite and positive (a std of 0 divides every pixel by zero).
+        """
+        if not isinstance(spec, Mapping):
+            raise SchemaError("'input' is not an input spec (not a mapping)")
+        missing = [k for k in ("channels", "size", "mean", "std") if k not in spec]
+        if missing:
+            raise SchemaError(f"'input' is not an input spec (no {', '.join(missing)})")
+        channels = _whole(spec["channels"], "channels", 1, MAX_CHANNELS)
+        size = spec["size"]
+        if not isinstance(size, (list, tuple)) or len(size) != 2:
+            raise SchemaError(f"'input' is not an input spec (size {_shown(size)}: not [H, W])")
+        height, width = (_whole(v, "size", 1, MAX_SIDE) for v in size)
+        frames = spec.get("frames")
+        if frames is not None:
+            frames = _whole(frames, "frames", 1, MAX_FRAMES)
+        if channels * (frames or 1) * height * width > MAX_SAMPLE:
+            raise SchemaError(
+                f"'input' is not an input spec ({channels}×{frames or 1}×{height}×{width}: "
+                f"more than {MAX_SAMPLE:,} values in one input)"
+            )
+        mean = _stats(spec["mean"], "mean", channels, positive=False)
+        std = _stats(spec["std"], "std", channels, positive=True)
+        background = spec.get("background") or WHITE
+        if (
+            not isinstance(background, (list, tuple))
+            or len(background) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in background)
+            or not all(0 <= v <= 255 for v in background)
+        ):
+            raise SchemaError(
+                f"'input' is not an input spec (background {_shown(background)}: "
+                "not an RGB colour of 0-255)"
+            )
         colour = (background[0], background[1], background[2])
-        return cls(channels, (size[0], size[1]), frames, tuple(mean), tuple(std), colour)
+        return cls(channels, (height, width), frames, tuple(mean), tuple(std), colour)
+
+
+# The keys of hyper_parameters that CheckpointMeta reads.
+_FIELDS = (
+    "schema",
+    "model_name",
+    "model_args",
+    "classes",
+    "input",
+    "dataset",
+    "data_kind",
+    "cnnkit_version",
+    "seed",
+    "determinism",
+    "options",
+    "decisions",
+    "metrics",
+    "start",
+)
 
 
 @dataclass
@@ -135,20 +279,36 @@ class CheckpointMeta:
 
     @classmethod
     def from_dict(cls, hp: Mapping[str, Any]) -> CheckpointMeta:
-        """Read ``hyper_parameters``; SchemaError says what does not fit."""
+        """Read ``hyper_parameters``; SchemaError says what does not fit.
+
+        Only what cnnkit reads is checked and kept; every part of it is plain
+        data within the bounds at the top of this module.
+        """
+        if not isinstance(hp, Mapping):
+            raise SchemaError("the metadata is not a mapping")
+        budget = _Budget(MAX_VALUES)
+        for key in _FIELDS:
+            if key in hp:
+                check_plain(hp[key], f"'{key}'", budget)
         schema = hp.get("schema", 1)
-        if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+        if isinstance(schema, bool) or not isinstance(schema, int) or schema > SCHEMA_VERSION:
             raise SchemaError(f"schema {schema!r}: written by a newer cnnkit")
         if not isinstance(hp.get("model_name"), str):
             raise SchemaError("'model_name' is not a name")
         classes = hp.get("classes")
-        if not isinstance(classes, Sequence) or isinstance(classes, str) or not classes:
+        if not isinstance(classes, (list, tuple)) or not classes:
+            raise SchemaError("'classes' is not a list of class names")
+        if len(classes) > MAX_CLASSES:
+            raise SchemaError(f"'classes' lists {len(classes):,} classes, over {MAX_CLASSES:,}")
+        if not all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in classes):
             raise SchemaError("'classes' is not a list of class names")
         for key in ("model_args", "input", "metrics", "options", "decisions", "start"):
             if hp.get(key) is not None and not isinstance(hp[key], Mapping):
                 raise SchemaError(f"'{key}' is not a mapping")
         if hp.get("input") is None:
             raise SchemaError("no 'input' spec")
+        if hp.get("model_args"):
+            check_plain(hp["model_args"], "'model_args'", _Budget(MAX_MODEL_ARGS))
         seed = hp.get("seed")
         return cls(
             model_name=hp["model_name"],
@@ -160,7 +320,7 @@ class CheckpointMeta:
                 hp.get("data_kind") or ("video" if hp["input"].get("frames") else "image")
             ),
             cnnkit_version=str(hp.get("cnnkit_version") or ""),
-            seed=int(seed) if isinstance(seed, (int, float)) else None,
+            seed=int(seed) if isinstance(seed, int) or _integral(seed) else None,
             determinism=dict(hp.get("determinism") or {}),
             options=dict(hp.get("options") or {}),
             decisions=dict(hp.get("decisions") or {}),

@@ -348,13 +348,63 @@ def _exit_stopped(stop: Stopped) -> None:
         _leave_now(int(stop.code or 0))
 
 
+def _watch_signals() -> Any:
+    """Stop native calls (cnnkit.stopping) as soon as SIGINT or SIGTERM arrives; returns the undo.
+
+    The handlers themselves run only when the main thread is back in the
+    interpreter, which a long ONNX Runtime run can delay for hours. Python's
+    C-level handler writes each signal's number to the wakeup file descriptor
+    at once: a thread reading it stops the native call, and the handler then
+    runs when that call returns (within milliseconds: ONNX Runtime checks
+    between two nodes).
+    """
+    read_fd, write_fd = os.pipe()
+    try:
+        os.set_blocking(write_fd, False)
+        previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except (ValueError, OSError):  # not the main interpreter, or Windows (sockets only)
+        os.close(read_fd)
+        os.close(write_fd)
+        return None
+    watcher = threading.Thread(
+        target=_stop_on_signals, args=(read_fd,), name="cnnkit-signals", daemon=True
+    )
+    watcher.start()
+
+    def undo() -> None:
+        signal.set_wakeup_fd(previous)
+        os.close(write_fd)  # the watcher reads the end of the pipe and returns
+        watcher.join(1.0)
+        if not watcher.is_alive():
+            os.close(read_fd)
+
+    return undo
+
+
+def _stop_on_signals(read_fd: int) -> None:
+    from cnnkit.stopping import stop_all
+
+    wanted = {int(signal.SIGINT), int(signal.SIGTERM)}
+    while True:
+        try:
+            numbers = os.read(read_fd, 64)
+        except OSError:
+            return
+        if not numbers:
+            return
+        if wanted.intersection(numbers):
+            stop_all()
+
+
 def _run_app() -> None:
     _received["signal"] = None
     previous = signal.getsignal(signal.SIGTERM)
     handler_set = False
+    stop_watching = None
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
         handler_set = True
+        stop_watching = _watch_signals()
     _watch_stdout()
     debug = bool(os.environ.get("CNNKIT_DEBUG"))
     try:
@@ -393,6 +443,8 @@ def _run_app() -> None:
             _final_flush()
         raise
     finally:
+        if stop_watching is not None:
+            stop_watching()
         if handler_set:
             signal.signal(signal.SIGTERM, previous)
 

@@ -99,11 +99,13 @@ def load_start(
         if bad_missing or unexpected or bad_shape:
             parts = []
             if bad_missing:
-                parts.append("missing " + _few(bad_missing))
+                parts.append("missing " + few_names(bad_missing))
             if unexpected:
-                parts.append("unexpected " + _few(unexpected))
+                parts.append("unexpected " + few_names(unexpected))
             if bad_shape:
-                parts.append("wrong shape " + _few([_shapes(k, state, own) for k in bad_shape]))
+                parts.append(
+                    "wrong shape " + few_names([shapes_text(k, state, own) for k in bad_shape])
+                )
             raise CheckpointError(
                 f"{source} does not fit model '{model_name or type(model).__name__}': "
                 f"{'; '.join(parts)}",
@@ -117,16 +119,18 @@ def load_start(
         for key, value in take.items():
             own[key].copy_(value.to(own[key].dtype))
     report.loaded = sorted(take)
-    report.skipped = [_shapes(k, state, own) for k in misshapen if k not in head]
+    report.skipped = [shapes_text(k, state, own) for k in misshapen if k not in head]
     return report
 
 
-def _few(items: list[str], n: int = 3) -> str:
+def few_names(items: list[str], n: int = 3) -> str:
+    """The first ``n`` of ``items``, and how many more."""
     more = f" and {len(items) - n} more" if len(items) > n else ""
     return ", ".join(items[:n]) + more
 
 
-def _shapes(key: str, state: dict[str, Any], own: dict[str, Any]) -> str:
+def shapes_text(key: str, state: dict[str, Any], own: dict[str, Any]) -> str:
+    """'fc.weight (3×84 in the file, 10×84 in the model)'."""
     theirs = getattr(state[key], "shape", None)
     shown = "×".join(map(str, theirs)) if theirs is not None else type(state[key]).__name__
     return f"{key} ({shown} in the file, {'×'.join(map(str, own[key].shape))} in the model)"
@@ -231,6 +235,17 @@ def read_weights_file(path: str | Path) -> WeightsFile:
 
 
 def _read_safetensors(path: Path) -> dict[str, Any]:
+    from cnnkit.torchfile import UnsafeFile, check_safetensors
+
+    try:
+        check_safetensors(path)
+    except UnsafeFile as exc:
+        raise CheckpointError(
+            f"{path} is not a readable .safetensors file ({exc})",
+            hint="check the file, or save it again with safetensors.torch.save_file",
+        ) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
     try:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
