@@ -117,7 +117,12 @@ def print_eval(result: dict[str, Any]) -> None:
     out.print(table)
     classes = result["classes"]
     if len(classes) > 20:
-        out.print(f"confusion matrix: {len(classes)} classes; write it with --confusion FILE.png")
+        from cnnkit.evaluation.files import MAX_HEATMAP_CLASSES
+
+        out.print(
+            f"confusion matrix: {len(classes)} classes; write it with --confusion FILE.csv "
+            f"(every class) or FILE.png (the {MAX_HEATMAP_CLASSES} most confused above that)"
+        )
         return
     cm = Table(title="confusion (rows: true, columns: predicted)", show_edge=False)
     cm.add_column("true \\ pred", style="bold", overflow="fold")
