@@ -33,9 +33,10 @@ def main() -> None:
     from cnnkit.checkpoint import save_checkpoint
     from cnnkit.cli.explain import _explain_batch
     from cnnkit.explain import default_layer
-    from cnnkit.inference import Predictor, predict_images, share_cpu_with_decoders
     from cnnkit.io.image import read_image
+    from cnnkit.io.pipeline import share_cpu_with_decoders
     from cnnkit.models.registry import create_model
+    from cnnkit.predict import Predictor, predict_images
     from cnnkit.spec import CheckpointMeta, InputSpec
 
     with tempfile.TemporaryDirectory() as tmp:

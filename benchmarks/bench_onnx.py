@@ -36,12 +36,13 @@ from bench_predict import (  # noqa: E402  (the shared helpers of the predict be
 def in_process(ckpt: Path, onnx: Path, names: list[str], runs: int) -> dict:
     import cv2
 
-    from cnnkit.inference import Predictor, predict_images, share_cpu_with_decoders
-    from cnnkit.onnxmodel import OnnxPredictor, decoder_threads_left, load_onnx
+    import cnnkit
+    from cnnkit.io.pipeline import share_cpu_with_decoders
+    from cnnkit.predict import predict_images
 
     share_cpu_with_decoders(2)  # as `cnnkit predict` does with its default --workers 2
-    torch_pred = Predictor.from_checkpoint(ckpt, "cpu", batch_size=64)
-    onnx_pred = OnnxPredictor(load_onnx(onnx, "cpu", decoder_threads_left(2)), batch_size=64)
+    torch_pred = cnnkit.load(ckpt, device="cpu", batch_size=64).predictor
+    onnx_pred = cnnkit.load(onnx, device="cpu", batch_size=64).predictor
     batch = np.random.default_rng(0).integers(0, 256, (len(names), 1, 28, 28), dtype=np.uint8)
 
     def decode() -> None:

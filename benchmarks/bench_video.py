@@ -176,7 +176,8 @@ def convolve_section(root: Path, ffmpeg: str | None, runs: int) -> dict:
 
 
 def predict_section(root: Path, runs: int) -> dict:
-    from cnnkit.inference import Predictor, predict_video, share_cpu_with_decoders
+    from cnnkit.io.pipeline import share_cpu_with_decoders
+    from cnnkit.predict import Predictor, predict_video
 
     share_cpu_with_decoders(2)  # as `cnnkit predict` does with its default --workers 2
     _, video = make_media(root, 0, 250)

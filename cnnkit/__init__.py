@@ -1,29 +1,72 @@
-"""cnnkit: a command-line toolkit for image and video classification with CNNs.
+"""cnnkit: image and video classification with CNNs, from the command line and from Python.
 
-The public API is small and imported lazily, so that ``import cnnkit`` (and the
-CLI's ``--help``) never pays for torch.
+>>> import cnnkit
+>>> clf = cnnkit.load("runs/train/checkpoints/best.ckpt")   # doctest: +SKIP
+>>> clf.predict("digit.png")[0].label                       # doctest: +SKIP
+'7'
+
+The public API is imported lazily, so that ``import cnnkit`` (and the CLI's
+``--help``) never pays for torch. The library prints nothing: messages go to
+the ``logging`` logger ``cnnkit`` (silent unless logging is configured; the
+CLI shows them on stderr), results are return values, and errors are
+:class:`CnnkitError` subclasses with a ``hint``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
 
-from cnnkit.io.headers import set_opencv_pixel_limit
-
-# OpenCV reads its decode pixel limit once, when cv2 is first imported, and
-# several modules import cv2: set it before any of them can.
-set_opencv_pixel_limit()
+from cnnkit.errors import CnnkitError
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "convolve", "create_model", "list_models", "load_checkpoint"]
+# A library's logger has a NullHandler: without configured logging, nothing is
+# printed (not even Python's last-resort warnings on stderr).
+logging.getLogger("cnnkit").addHandler(logging.NullHandler())
+
+__all__ = [
+    "Classifier",
+    "CnnkitError",
+    "EvalReport",
+    "Explanation",
+    "Prediction",
+    "TrainResult",
+    "__version__",
+    "convolve",
+    "create_model",
+    "evaluate",
+    "explain",
+    "export",
+    "list_models",
+    "load",
+    "load_checkpoint",
+    "train",
+]
 
 _LAZY = {
+    "Classifier": ("cnnkit.predict.classifier", "Classifier"),
+    "Prediction": ("cnnkit.predict.classifier", "Prediction"),
+    "load": ("cnnkit.predict.classifier", "load"),
+    "EvalReport": ("cnnkit.api", "EvalReport"),
+    "evaluate": ("cnnkit.api", "evaluate"),
+    "Explanation": ("cnnkit.api", "Explanation"),
+    "explain": ("cnnkit.api", "explain"),
+    "export": ("cnnkit.api", "export"),
+    "TrainResult": ("cnnkit.api", "TrainResult"),
+    "train": ("cnnkit.api", "train"),
     "convolve": ("cnnkit.ops", "convolve"),
     "create_model": ("cnnkit.models.registry", "create_model"),
     "list_models": ("cnnkit.models.registry", "list_models"),
     "load_checkpoint": ("cnnkit.checkpoint", "load_checkpoint"),
 }
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
+    from cnnkit.api import EvalReport, Explanation, TrainResult, evaluate, explain, export, train
+    from cnnkit.checkpoint import load_checkpoint
+    from cnnkit.models.registry import create_model, list_models
+    from cnnkit.ops import convolve
+    from cnnkit.predict.classifier import Classifier, Prediction, load
 
 
 def __getattr__(name: str) -> Any:
@@ -31,5 +74,11 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         module_name, attr = _LAZY[name]
-        return getattr(importlib.import_module(module_name), attr)
+        value = getattr(importlib.import_module(module_name), attr)
+        globals()[name] = value  # looked up once
+        return value
     raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

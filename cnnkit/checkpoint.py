@@ -45,6 +45,8 @@ class LoadedCheckpoint(MetaFields):
     # A MODEL:DATA reference (torchvision's weights as they are): no training run,
     # no splits of its own, and a data folder may hold any subset of its classes.
     reference: bool = False
+    # Where a reference's weights were read from and come from: (cached file, URL).
+    weights_source: tuple[str, str] | None = None
 
 
 def _refuse(path: Path, why: str) -> CheckpointError:
@@ -104,20 +106,6 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def open_checkpoint(ref: str | Path) -> LoadedCheckpoint:
-    """A ``.ckpt`` file, or a pretrained model named ``MODEL:DATA`` ("resnet50:imagenet").
-
-    The one way predict, eval and inspect read their CHECKPOINT argument: a
-    ``MODEL:DATA`` reference is torchvision's weights used as they are, with
-    the weights' category names as classes (cnnkit.models.pretrained).
-    """
-    from cnnkit.models.pretrained import parse_reference, reference_checkpoint
-
-    if parse_reference(str(ref)) is not None:
-        return reference_checkpoint(str(ref))
-    return load_checkpoint(ref)
 
 
 def save_checkpoint(path: str | Path, meta: CheckpointMeta, state_dict: dict[str, Any]) -> Path:
@@ -270,7 +258,9 @@ def build_model(ckpt: LoadedCheckpoint) -> Any:
             f"({_first_line(exc)})",
             hint="the checkpoint was written by an incompatible cnnkit version",
         ) from None
-    misfit = _misfit(skeleton, ckpt.state_dict)
+    from cnnkit.models.fitcheck import misfit as find_misfit
+
+    misfit = find_misfit(skeleton, ckpt.state_dict)
     if misfit:
         raise _does_not_fit(ckpt, misfit)
     model = create_model(ckpt.model_name, **args)
@@ -283,60 +273,12 @@ def build_model(ckpt: LoadedCheckpoint) -> Any:
     return model.eval()
 
 
-def _misfit(skeleton: Any, state: dict[str, Any]) -> str | None:
-    """Why ``state`` cannot be loaded into ``skeleton`` (a model on the meta device), or None.
-
-    Names, shapes, and the values they need: tensors of a pickle may be views
-    that repeat a few stored values (stride 0) over any shape, so matching
-    shapes do not show that the file holds the values; the storages do.
-    """
-    import torch
-
-    from cnnkit.models.transfer import few_names, shapes_text
-
-    own = skeleton.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    misshapen = [
-        k
-        for k in own
-        if k in state
-        and (not isinstance(state[k], torch.Tensor) or tuple(state[k].shape) != tuple(own[k].shape))
-    ]
-    parts = []
-    if missing:
-        parts.append("missing " + few_names(missing))
-    if unexpected:
-        parts.append("unexpected " + few_names(unexpected))
-    if misshapen:
-        parts.append("wrong shape " + few_names([shapes_text(k, state, own) for k in misshapen]))
-    if parts:
-        return "; ".join(parts)
-    unique = {n for n, _ in skeleton.named_parameters()} | {n for n, _ in skeleton.named_buffers()}
-    needed = sum(own[k].numel() * state[k].element_size() for k in unique if k in state)
-    storages = {}
-    for tensor in state.values():
-        storage = tensor.untyped_storage()
-        storages[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
-    held = sum(storages.values())
-    if needed > held:
-        from cnnkit.ops.limits import size_text
-
-        return (
-            f"its tensors need {size_text(needed)} of values and the file stores "
-            f"{size_text(held)} (tensors that repeat stored values)"
-        )
-    return None
-
-
 def _does_not_fit(ckpt: LoadedCheckpoint, why: str) -> CheckpointError:
     if ckpt.reference:
-        from cnnkit.models.pretrained import pretrained_weights
-
-        w = pretrained_weights(ckpt.model_name)
+        file, url = ckpt.weights_source or ("the cached weights file", "its URL")
         return CheckpointError(
-            f"the cached weights file {w.file} does not hold {ckpt.model_name}'s weights",
-            hint=f"delete it and run again to fetch it from {w.url}",
+            f"the cached weights file {file} does not hold {ckpt.model_name}'s weights",
+            hint=f"delete it and run again to fetch it from {url}",
         )
     return CheckpointError(
         f"weights in {ckpt.path} do not fit model '{ckpt.model_name}': {why}",

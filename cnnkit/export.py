@@ -90,9 +90,9 @@ class ExportResult:
 
 def default_output(checkpoint: str) -> Path:
     """best.ckpt -> best.onnx beside it; resnet18:imagenet -> resnet18-imagenet.onnx here."""
-    from cnnkit.models.pretrained import parse_reference
+    from cnnkit.refs import parse_pretrained
 
-    ref = parse_reference(checkpoint)
+    ref = parse_pretrained(checkpoint)
     if ref is not None:
         return Path(f"{ref[0]}-{ref[1]}.onnx")
     return Path(checkpoint).expanduser().with_suffix(".onnx")
@@ -148,8 +148,9 @@ def export_onnx(
         require("onnxruntime")
     import torch
 
-    from cnnkit.checkpoint import build_model, open_checkpoint
+    from cnnkit.checkpoint import build_model
     from cnnkit.io.atomic import atomic_output, check_output_path
+    from cnnkit.sources import open_checkpoint
 
     if str(checkpoint).lower().endswith(".onnx") or _is_onnx_file(Path(checkpoint)):
         raise InputError(

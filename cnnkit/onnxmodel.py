@@ -5,7 +5,8 @@ normalisation, with the checkpoint's self-description in ``metadata_props``
 (see cnnkit.export). Here they are read back with ``onnx``-free ONNX Runtime
 calls: the metadata gives the classes and the input spec, the preprocessing
 is cnnkit.data.preprocess's numpy/OpenCV code (the very functions the .ckpt
-path runs), and ``OnnxPredictor`` answers ``logits`` like ``Predictor``.
+path runs), and ``cnnkit.backends.onnx.OnnxBackend`` answers ``logits`` like the torch
+backend.
 Nothing in this module imports torch, torchvision or Lightning.
 """
 
@@ -17,20 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cnnkit.errors import CheckpointError, InputError
-from cnnkit.inference import Predictor, cores_left
 from cnnkit.spec import CheckpointMeta, MetaFields, SchemaError
 
 ONNX_HINT = "pip install 'cnnkit[onnx]' (onnxruntime; add onnx for inspect's operator counts)"
 
 
-def is_onnx_path(path: str | Path) -> bool:
-    return str(path).lower().endswith(".onnx")
-
-
-def _runtime() -> Any:
+def runtime() -> Any:
     try:
         import onnxruntime
     except ImportError:
@@ -59,7 +53,7 @@ class OnnxModel(MetaFields):
 
 def load_onnx(path: str | Path, device: str = "cpu", threads: int | None = None) -> OnnxModel:
     """Open an exported model; CheckpointError for files cnnkit did not export or cannot read."""
-    ort = _runtime()
+    ort = runtime()
     path = Path(path).expanduser()
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a model", hint="give the .onnx file")
@@ -180,71 +174,9 @@ def decoder_threads_left(workers: int) -> int:
     value = os.environ.get("OMP_NUM_THREADS", "")
     if value.strip().isascii() and value.strip().isdigit() and int(value) > 0:
         return int(value)
+    from cnnkit.io.pipeline import cores_left
+
     return cores_left(workers)
-
-
-class OnnxPredictor(Predictor):
-    """Predictor whose logits come from ONNX Runtime (uint8 batches in, as for the .ckpt)."""
-
-    def __init__(self, model: OnnxModel, batch_size: int = 64) -> None:
-        self._setup(model.classes, model.input, device_text(model), batch_size, model.model_name)
-        self.onnx = model
-        self._input_name = model.session.get_inputs()[0].name
-        shape = model.input_shape
-        self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        self._fixed_frames = shape[2] if self.is_video_model and isinstance(shape[2], int) else None
-
-    def cpu_threads(self) -> int:
-        """ONNX Runtime's intra-op threads (0 on a GPU, or when it chose them itself)."""
-        if self.device != "cpu":
-            return 0
-        options = self.onnx.session.get_session_options()
-        return int(options.intra_op_num_threads)
-
-    def check_window(self, window: int) -> None:
-        """An exported 3D model takes clips of exactly its frames: other windows are refused."""
-        if self._fixed_frames is not None and window != self._fixed_frames:
-            raise InputError(
-                f"--window {window}: {self.onnx.path} takes clips of exactly "
-                f"{self._fixed_frames} frames",
-                hint=f"use --window {self._fixed_frames}, or the .ckpt for other lengths",
-            )
-
-    def logits(self, batch: Any) -> np.ndarray:
-        x = np.ascontiguousarray(batch)
-        if x.dtype != np.uint8:
-            raise TypeError(f"expected a uint8 batch, got {x.dtype}")
-        if self._fixed_batch is None or len(x) == self._fixed_batch:
-            return self._run(x)
-        # A model exported with --batch N: run N at a time, the last chunk padded.
-        n = self._fixed_batch
-        out = []
-        for start in range(0, len(x), n):
-            chunk = x[start : start + n]
-            if len(chunk) < n:
-                pad = np.zeros((n - len(chunk), *chunk.shape[1:]), np.uint8)
-                out.append(self._run(np.concatenate([chunk, pad]))[: len(chunk)])
-            else:
-                out.append(self._run(chunk))
-        return np.concatenate(out)
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        """One session run that ``cnnkit.stopping.stop_all()`` ends between two nodes."""
-        from cnnkit.stopping import CallStopped, stoppable
-
-        options = _runtime().RunOptions()
-
-        def stop() -> None:
-            options.terminate = True
-
-        with stoppable(stop):
-            try:
-                out = self.onnx.session.run(None, {self._input_name: x}, options)
-            except Exception:  # noqa: BLE001 - ONNX Runtime's own error types
-                if options.terminate:
-                    raise CallStopped("the ONNX Runtime run was stopped") from None
-                raise
-        return np.asarray(out[0], np.float32)
 
 
 def summarize_onnx(path: str | Path) -> dict[str, Any]:

@@ -11,15 +11,15 @@ import torch
 
 from cnnkit.data.preprocess import normalize, prepare_image
 from cnnkit.evaluation import softmax
-from cnnkit.inference import (
+from cnnkit.io.readahead import map_ahead, prefetch
+from cnnkit.models.registry import create_model
+from cnnkit.predict import (
     PredictInput,
     Predictor,
     predict_images,
     predict_inputs,
     predict_video,
 )
-from cnnkit.io.readahead import map_ahead, prefetch
-from cnnkit.models.registry import create_model
 from tests.helpers import make_checkpoint, make_image, make_video
 
 

@@ -172,7 +172,7 @@ def test_predict_refuses_a_window_too_short_for_a_3d_model(
 
 
 def test_predict_video_core_turns_a_short_window_into_a_model_error(tmp_path, clip_model) -> None:
-    from cnnkit.inference import Predictor, predict_video
+    from cnnkit.predict import Predictor, predict_video
 
     make_video(tmp_path / "one.mp4", frames=4)
     predictor = Predictor.from_checkpoint(clip_model)
@@ -341,7 +341,7 @@ def test_convolve_hints_name_extensions_that_fit_the_input(tmp_path, monkeypatch
 
 
 def test_has_colour_ignores_the_rounding_of_lossy_codecs() -> None:
-    from cnnkit.inference import has_colour
+    from cnnkit.data.preprocess import has_colour
 
     rng = np.random.default_rng(0)
     plane = rng.integers(10, 240, size=(8, 8), dtype=np.uint8)

@@ -17,8 +17,9 @@ import pytest
 from cnnkit.data.clips import sliding_windows
 from cnnkit.data.preprocess import prepare_image
 from cnnkit.evaluation import softmax
-from cnnkit.inference import Predictor, _video_batches, decoder_threads, predict_video
-from cnnkit.io.pipeline import cpu_cores
+from cnnkit.io.pipeline import cpu_cores, decoder_threads
+from cnnkit.predict import Predictor, predict_video
+from cnnkit.predict.videos import _video_batches
 from tests.helpers import make_checkpoint, write_video
 
 
@@ -142,8 +143,9 @@ def test_a_closed_pipe_after_one_record_ends_quietly(tmp_path) -> None:
 
 def test_decoder_threads_follow_the_frame_size(tmp_path) -> None:
     pred = _predictor(tmp_path, 3, (16, 16))
-    assert decoder_threads(pred, 1280, 720) == 0  # FFmpeg's choice: large frames need them
-    small = decoder_threads(pred, 128, 128)
+    # FFmpeg's choice for large frames, which need the threads:
+    assert decoder_threads(pred.cpu_threads(), 1280, 720) == 0
+    small = decoder_threads(pred.cpu_threads(), 128, 128)
     assert 1 <= small == max(1, cpu_cores() - pred.cpu_threads())
 
 

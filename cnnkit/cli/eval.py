@@ -100,8 +100,8 @@ def eval_(
             check_output_path(path)
     from cnnkit.data.preprocess import parse_colour
     from cnnkit.evaluation import evaluate, load_eval_data, write_confusion, write_misclassified
-    from cnnkit.inference import open_predictor
-    from cnnkit.onnxmodel import is_onnx_path
+    from cnnkit.predict import open_predictor
+    from cnnkit.refs import is_onnx_path
 
     colour = parse_colour(background) if background is not None else None
     predictor, ckpt = open_predictor(checkpoint, device, batch_size)

@@ -93,10 +93,10 @@ def explain(
     from cnnkit.data.preprocess import parse_colour
     from cnnkit.errors import CnnkitError, InputError
     from cnnkit.explain import check_method
-    from cnnkit.inference import open_predictor
     from cnnkit.io.atomic import make_folder
     from cnnkit.io.sources import expand_sources
-    from cnnkit.onnxmodel import is_onnx_path
+    from cnnkit.predict import open_predictor
+    from cnnkit.refs import is_onnx_path
 
     check_method(method, is_onnx_path(checkpoint))
     colour = parse_colour(background) if background is not None else None
@@ -261,8 +261,7 @@ def _explain_video(
     time, each on its own thread (cnnkit.io.pipeline), so the three overlap and
     frame memory stays flat; the small records wait until the MP4 is written.
     """
-    from cnnkit.inference import decoder_threads
-    from cnnkit.io.pipeline import WriteBehind, produce_ahead
+    from cnnkit.io.pipeline import WriteBehind, decoder_threads, produce_ahead
     from cnnkit.io.video import VideoWriter, probe_video
 
     info = probe_video(path, check=False)  # its frame rate and size
@@ -273,7 +272,7 @@ def _explain_video(
     out = _unique_output(out_dir, path, method, used, ".mp4")
     records: list[dict[str, Any]] = []
     # decode (a thread: the next group of frames) -> maps (here) -> encode (a thread).
-    threads = decoder_threads(predictor, info.width, info.height)
+    threads = decoder_threads(predictor.cpu_threads(), info.width, info.height)
     groups = produce_ahead(_frame_groups(path, size, step, threads))
     try:
         with (

@@ -72,8 +72,8 @@ def predict(
     console.set_quiet(quiet)
     from cnnkit.data.preprocess import parse_colour
     from cnnkit.errors import InputError
-    from cnnkit.inference import PredictInput, open_predictor, predict_inputs
     from cnnkit.io.sources import expand_sources, iter_sources
+    from cnnkit.predict import PredictInput, open_predictor, predict_inputs
     from cnnkit.records import CsvWriter, JsonLinesWriter, TableWriter, csv_columns
 
     colour = parse_colour(background) if background is not None else None
@@ -85,6 +85,10 @@ def predict(
             hint="pipe paths or an image in: find photos -name '*.png' | cnnkit predict CKPT -",
         )
     predictor, _ = open_predictor(checkpoint, device, batch_size, decoders=workers)
+    if predictor.device == "cpu" and predictor.backend.name == "torch":
+        from cnnkit.io.pipeline import share_cpu_with_decoders
+
+        share_cpu_with_decoders(workers)  # this process computes beside its decoders
     if colour is not None:
         predictor.set_background(colour)
     if window is not None:

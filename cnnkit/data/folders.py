@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from cnnkit.data.clips import centred_start, random_start
-from cnnkit.data.preprocess import Colour, flatten_alpha, prepare_clip, prepare_image
+from cnnkit.data.preprocess import (
+    Colour,
+    flatten_alpha,
+    has_colour,
+    prepare_clip,
+    prepare_image,
+)
 from cnnkit.errors import CnnkitError, DatasetError
 from cnnkit.spec import WHITE
 
@@ -253,16 +259,6 @@ class ChannelChoice:
     alpha: dict[str, str] = field(default_factory=dict)
 
 
-def _is_colour(image: np.ndarray) -> bool:
-    """Whether a decoded image holds colour: 3+ channels that are not all the same."""
-    if image.ndim != 3 or image.shape[2] < 3:
-        return False
-    rgb = image[:, :, :3]
-    return not (
-        np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 0], rgb[:, :, 2])
-    )
-
-
 def _spread_over_classes(items: Sequence[tuple[Path, int]], limit: int) -> list[Path]:
     """Up to ``limit`` paths taken round-robin over the classes, evenly spaced within each."""
     by_class: dict[int, list[Path]] = {}
@@ -307,7 +303,7 @@ def detect_channels(files: dict[str, list[tuple[Path, int]]], kind: str) -> Chan
             image, how = flatten_alpha(image)
             if how is not None:
                 alpha.setdefault(how, str(path))
-            if colour_seen is None and _is_colour(image):
+            if colour_seen is None and has_colour(image):
                 colour_seen = path
         if colour_seen is not None:  # the rest of the chunk was read for its alpha
             reason = f"3 channels: colour images found (e.g. {colour_seen})"

@@ -189,3 +189,29 @@ def normalize(batch: Any, mean: Sequence[float], std: Sequence[float]) -> Any:
     m = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(shape)
     s = torch.tensor(std, dtype=torch.float32, device=batch.device).view(shape)
     return (batch.float().div_(255.0) - m) / s
+
+
+# Lossy codecs store colour as chroma planes, so gray content decodes with its
+# channels a level or two apart (measured: up to 2 of 255 for MJPG, MPEG-4 and
+# VP8 videos of gray frames). Differences this small are not colour.
+GRAY_TOLERANCE = 4 / 255  # of the dtype's full range
+
+
+def has_colour(image: np.ndarray) -> bool:
+    """Whether an H×W×C image shows colour: its first 3 channels differ somewhere.
+
+    Channels within ``GRAY_TOLERANCE`` of each other everywhere (exactly equal in a
+    gray PNG or GIF read as 3-4 channels, a level or two apart in a decoded
+    gray video frame) count as gray. Images with fewer than 3 channels are gray.
+    """
+    if image.ndim != 3 or image.shape[2] < 3:
+        return False
+    full = np.iinfo(image.dtype).max if np.issubdtype(image.dtype, np.integer) else 1.0
+    tolerance = GRAY_TOLERANCE * full
+    red = image[:, :, 0]
+    for other in (image[:, :, 1], image[:, :, 2]):
+        # max - min: the absolute difference without leaving the image's dtype (no copy
+        # into a wider type, and no wrap-around of unsigned values).
+        if (np.maximum(red, other) - np.minimum(red, other)).max() > tolerance:
+            return True
+    return False

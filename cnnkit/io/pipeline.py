@@ -30,6 +30,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -203,5 +204,83 @@ __all__ = [
     "cpu_cores",
     "frames_ahead",
     "pipeline_workers",
+    "cores_left",
+    "decoder_threads",
     "produce_ahead",
+    "share_cpu_with_decoders",
+    "torch_threads_beside",
 ]
+
+
+# ---------------------------------------------------------------------------
+# the CPU budget: decoders beside the model
+# ---------------------------------------------------------------------------
+
+# Frames up to this many pixels decode faster on one FFmpeg thread than on
+# several competing with the model for the same cores; larger ones need them.
+_SMALL_FRAME_PIXELS = 256 * 256
+
+
+def decoder_threads(model_threads: int, width: int, height: int) -> int:
+    """FFmpeg's threads for decoding a video of ``width``×``height`` beside a model.
+
+    ``model_threads``: the CPU threads the model computes with (0 on a GPU).
+
+    0 (FFmpeg's choice: as many as cores) for frames larger than 256×256;
+    for smaller ones, the cores the model leaves (small frames decode faster
+    on one thread than on several that compete with the model; the README's
+    measured section has the figures).
+    """
+    if width * height > _SMALL_FRAME_PIXELS:
+        return 0
+    return max(1, cpu_cores() - model_threads)
+
+
+def cores_left(workers: int) -> int:
+    """The CPU cores this process may use that ``workers`` decode threads leave (at least 1)."""
+    return max(1, cpu_cores() - workers)
+
+
+def share_cpu_with_decoders(workers: int) -> int:
+    """Give torch's CPU thread pool the cores that the ``workers`` decode threads leave free.
+
+    Decoding and inference run at the same time, so letting torch take every
+    core as well oversubscribes the CPU; OpenMP threads then spin waiting for
+    each other and small models run several times slower. An explicit
+    OMP_NUM_THREADS is left alone. Returns the thread count torch uses. This
+    changes the process's torch; :func:`torch_threads_beside` does it for a
+    block only.
+    """
+    import torch
+
+    if "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    threads = cores_left(workers)
+    if threads < torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+@contextmanager
+def torch_threads_beside(workers: int) -> Iterator[None]:
+    """Inside the block, torch computes on the cores ``workers`` decode threads leave.
+
+    The thread count torch had is restored when the block ends: a library call
+    leaves the process's torch as it found it. Nothing is changed where torch
+    is not loaded (an .onnx run), or where OMP_NUM_THREADS is set.
+    """
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    before = torch.get_num_threads()
+    wanted = cores_left(workers)
+    if wanted < before:
+        torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

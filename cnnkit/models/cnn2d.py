@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.models.layers import OPS_2D, ConvClassifier, adapt_in_channels, conv_stages
-from cnnkit.models.registry import register_model
+from cnnkit.models.registration import register_model
 
 
 def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0) -> int:

@@ -18,7 +18,7 @@ from cnnkit.models.layers import (
     adapt_in_channels,
     conv_stages,
 )
-from cnnkit.models.registry import register_model
+from cnnkit.models.registration import register_model
 
 _SMALL_CLIP = (3, 8, 32, 32)  # C, T, H, W: small enough to train on a CPU in minutes
 _WIDTHS = [(16,), (32,), (64,)]

@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 
 from cnnkit import console
 from cnnkit.errors import CheckpointError, ModelError
+from cnnkit.refs import parse_pretrained
 
 # What the weights of a 2D and a 3D torchvision model were trained on: the word
 # that names them after the model in MODEL:DATA references.
@@ -34,7 +35,6 @@ WEIGHTS_DATA = {2: "imagenet", 3: "kinetics400"}
 DOWNLOAD_TIMEOUT_S = 30.0
 # Set (to anything but 0): never download; weights must be in the cache already.
 OFFLINE_ENV = "CNNKIT_OFFLINE"
-_REFERENCE = re.compile(r"^(?P<model>[A-Za-z0-9_]+):(?P<data>[A-Za-z0-9_]+)$")
 
 
 @dataclass(frozen=True)
@@ -170,22 +170,11 @@ def _hash_prefix(url: str) -> str | None:
 # ---------------------------------------------------------------------------
 
 
-def parse_reference(text: str) -> tuple[str, str] | None:
-    """("resnet50", "imagenet") for "resnet50:imagenet"; None for anything else.
-
-    An existing file of that name is a file, not a reference.
-    """
-    found = _REFERENCE.match(str(text))
-    if found is None or Path(text).exists():
-        return None
-    return found.group("model").lower(), found.group("data").lower()
-
-
 def check_reference(text: str) -> str:
     """The model of a MODEL:DATA reference, once it is known to name existing weights."""
     from cnnkit.models.registry import get_model_spec
 
-    parsed = parse_reference(text)
+    parsed = parse_pretrained(text)
     if parsed is None:
         raise CheckpointError(f"{text} is not a MODEL:DATA reference")
     model, data = parsed
@@ -221,5 +210,9 @@ def reference_checkpoint(text: str) -> Any:
         start=w.record(),
     )
     return LoadedCheckpoint(
-        path=Path(text), meta=meta, state_dict=load_pretrained_state(w), reference=True
+        path=Path(text),
+        meta=meta,
+        state_dict=load_pretrained_state(w),
+        reference=True,
+        weights_source=(str(w.file), w.url),
     )

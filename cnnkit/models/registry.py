@@ -6,71 +6,26 @@ default input size, e.g.::
     @register_model("lenet5", dims=2, default_input_size=(1, 28, 28), description="...")
     def lenet5(num_classes: int, in_channels: int) -> nn.Module: ...
 
-This module imports neither torch nor torchvision, so listing models is cheap;
-``import cnnkit.models`` registers every builder.
+Builders register themselves (cnnkit.models.registration) when their module
+is imported; the registry imports cnn2d and cnn3d on first use.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from cnnkit.errors import ModelError, close_match_hint
+from cnnkit.models.registration import _REGISTRY, ModelSpec, register_model
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the registry knows about a model before building it."""
-
-    name: str
-    dims: int  # 2: images (N, C, H, W); 3: clips (N, C, T, H, W)
-    default_input_size: tuple[int, ...]  # (C, H, W) or (C, T, H, W), without the batch
-    description: str
-    builder: Callable[..., Any]
-    # torchvision's weights enum for --pretrained ("ResNet18_Weights"), None: no weights.
-    weights: str | None = None
-
-
-_REGISTRY: dict[str, ModelSpec] = {}
-
-
-def register_model(
-    name: str,
-    *,
-    dims: int,
-    default_input_size: tuple[int, ...],
-    description: str,
-    weights: str | None = None,
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``builder(num_classes, in_channels, **kwargs) -> nn.Module`` under ``name``.
-
-    A builder that also takes ``input_size`` receives the (C, H, W) or
-    (C, T, H, W) input it will see (for models whose sizes depend on it).
-    ``weights`` names torchvision's weights enum whose DEFAULT ``--pretrained``
-    loads (see cnnkit.models.pretrained).
-    """
-    if dims not in (2, 3):
-        raise ValueError(f"dims must be 2 or 3, got {dims}")
-    if len(default_input_size) != dims + 1:
-        raise ValueError(f"default_input_size for a {dims}D model needs {dims + 1} values")
-
-    def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _REGISTRY:
-            # Programming error, not user input: two builders would silently shadow each other.
-            raise ValueError(f"model '{name}' is already registered")
-        _REGISTRY[name] = ModelSpec(
-            name, dims, tuple(default_input_size), description, builder, weights
-        )
-        return builder
-
-    return decorator
+__all__ = ["ModelSpec", "create_model", "get_model_spec", "list_models", "register_model"]
 
 
 def _registry() -> dict[str, ModelSpec]:
-    # Importing the package registers every builder (cnn2d, cnn3d); a no-op after the first call.
-    import cnnkit.models  # noqa: F401
+    # Importing the builders registers them; a no-op after the first call.
+    import cnnkit.models.cnn2d  # noqa: F401
+    import cnnkit.models.cnn3d  # noqa: F401
 
     return _REGISTRY
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CheckpointError
+from cnnkit.models.fitcheck import few_names, shapes_text
 
 
 def head_name(model: Any) -> str:
@@ -121,19 +122,6 @@ def load_start(
     report.loaded = sorted(take)
     report.skipped = [shapes_text(k, state, own) for k in misshapen if k not in head]
     return report
-
-
-def few_names(items: list[str], n: int = 3) -> str:
-    """The first ``n`` of ``items``, and how many more."""
-    more = f" and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
-
-
-def shapes_text(key: str, state: dict[str, Any], own: dict[str, Any]) -> str:
-    """'fc.weight (3×84 in the file, 10×84 in the model)'."""
-    theirs = getattr(state[key], "shape", None)
-    shown = "×".join(map(str, theirs)) if theirs is not None else type(state[key]).__name__
-    return f"{key} ({shown} in the file, {'×'.join(map(str, own[key].shape))} in the model)"
 
 
 def freeze_all_but_head(model: Any) -> list[str]:

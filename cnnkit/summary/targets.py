@@ -105,9 +105,10 @@ def detect_target(target: str) -> str:
 
     if target in list_models():
         return "model"
-    from cnnkit.models.pretrained import parse_reference
+    from cnnkit.refs import parse_pretrained
 
-    if parse_reference(target) is not None and parse_reference(target)[0] in list_models():
+    pretrained = parse_pretrained(target)
+    if pretrained is not None and pretrained[0] in list_models():
         return "checkpoint"  # MODEL:DATA, a pretrained model with its weights
     if target in list_datasets():
         return "dataset"
@@ -155,7 +156,8 @@ def inspect_model(
 
 def inspect_checkpoint(path: str | Path, input_size: Sequence[int] | None = None) -> InspectedModel:
     """Load a checkpoint (weights only, no Lightning), summarise its model at its input size."""
-    from cnnkit.checkpoint import build_model, open_checkpoint
+    from cnnkit.checkpoint import build_model
+    from cnnkit.sources import open_checkpoint
 
     ckpt = open_checkpoint(path)
     spec = ckpt.input

@@ -504,9 +504,9 @@ def _finish(trainer, module, data, run_dir: Path, device, batch_size: int, train
     """
     from cnnkit.checkpoint import load_checkpoint
     from cnnkit.evaluation import evaluate
-    from cnnkit.inference import Predictor
     from cnnkit.io.atomic import atomic_output, atomic_write_text
     from cnnkit.jsontext import dumps
+    from cnnkit.predict import Predictor
 
     ckpt_cb = trainer.checkpoint_callback  # None without validation
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -522,7 +522,9 @@ def _finish(trainer, module, data, run_dir: Path, device, batch_size: int, train
     model = module.model
     if best is not None and best.is_file():
         model.load_state_dict(load_checkpoint(best).state_dict)
-    predictor = Predictor(model, data.classes, data.input, device.torch_device, batch_size)
+    predictor = Predictor.from_model(
+        model, data.classes, data.input, device.torch_device, batch_size
+    )
     metrics: dict[str, Any] = {}
     for split in ("val", "test"):
         if split in data.splits:

@@ -90,10 +90,11 @@ def model_from_weights(cfg: Any) -> Any:
     """
     if not cfg.weights:
         return cfg, None
-    from cnnkit.models.pretrained import check_reference, parse_reference
+    from cnnkit.models.pretrained import check_reference
     from cnnkit.models.transfer import read_weights_file
+    from cnnkit.refs import parse_pretrained
 
-    if parse_reference(cfg.weights) is not None:
+    if parse_pretrained(cfg.weights) is not None:
         model = check_reference(cfg.weights)
         if cfg.model is not None and cfg.model != model:
             raise InputError(

@@ -150,7 +150,7 @@ class _Stub:
     """A predictor stand-in: scores an image by its mean brightness (class 1 = bright)."""
 
     def __init__(self, frames=None, batch_size=4):
-        from cnnkit.inference import InputSpec
+        from cnnkit.spec import InputSpec
 
         self.input = InputSpec(1, (4, 4), frames, (0.0,), (1.0,))
         self.classes = ["dark", "bright"]

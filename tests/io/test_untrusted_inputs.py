@@ -403,7 +403,7 @@ def test_video_frames_are_held_to_the_pixel_limit(tmp_path, monkeypatch) -> None
 _OPENCV_BACKSTOP = """
 import sys
 import cnnkit  # sets OpenCV's limit before anything imports cv2
-import cv2  # imported before cnnkit.io, as cnnkit.inference does
+import cv2  # imported before cnnkit.io, as cnnkit.predict does
 from cnnkit.errors import ReadError
 from cnnkit.io.image import read_image_bytes
 # A 20x20 PPM: a format whose header cnnkit does not read, so OpenCV's limit decides.

@@ -253,7 +253,7 @@ def test_ddp_on_two_cpu_processes_validates_each_sample_once(tmp_path):
 def assert_val_metrics_count_each_sample_once(root: Path, summary: dict, expected: int):
     """metrics.csv's val numbers equal one process measuring the same model on the val folder."""
     from cnnkit.evaluation import evaluate, load_eval_data
-    from cnnkit.inference import Predictor
+    from cnnkit.predict import Predictor
 
     ckpt = load_checkpoint(root / summary["last_checkpoint"])
     data = load_eval_data(ckpt, str(root / "data"), split="val")

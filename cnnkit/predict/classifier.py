@@ -1,0 +1,328 @@
+"""The Python API's model: ``cnnkit.load(ref)`` -> ``Classifier``, and its ``Prediction``s.
+
+A Classifier runs the code ``cnnkit predict`` runs (the same preprocessing,
+batches and records), so an image gives the same label and score from
+either, and ``Prediction.to_dict()`` is the record the CLI prints as JSON.
+It prints nothing: notes go to the ``cnnkit`` logger.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.errors import InputError
+from cnnkit.predict.images import PredictInput, predict_inputs
+from cnnkit.predict.predictor import Predictor
+from cnnkit.spec import InputSpec
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One answer: the best class and its score, the ``topk`` (label, score) pairs.
+
+    ``path`` is the input's path (None for an array); ``error`` says why an
+    input could not be classified (then ``label`` and ``score`` are None).
+    Video records (``Classifier.predict_video``) carry their frames and times
+    in ``to_dict()``.
+    """
+
+    label: str | None
+    score: float | None
+    topk: list[tuple[str, float]]
+    path: str | None
+    error: str | None = None
+    record: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Prediction:
+        topk = [(t["label"], t["score"]) for t in record.get("topk", ())]
+        return cls(
+            label=record.get("label"),
+            score=record.get("score"),
+            topk=topk,
+            path=record.get("path"),
+            error=record.get("error"),
+            record=record,
+        )
+
+    @property
+    def ok(self) -> bool:
+        """Whether the input was classified."""
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record ``cnnkit predict`` prints for this input (JSON Lines)."""
+        return copy.deepcopy(self.record)
+
+
+class Classifier:
+    """A model loaded for inference; make one with :func:`cnnkit.load`.
+
+    >>> clf = cnnkit.load("runs/train/checkpoints/best.ckpt")  # doctest: +SKIP
+    >>> clf.predict("digit.png")[0].label  # doctest: +SKIP
+    '7'
+    """
+
+    def __init__(self, predictor: Predictor, source: Any, workers: int = 2) -> None:
+        self._predictor = predictor
+        self._source = source
+        self._workers = workers
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names, in the order of the model's outputs."""
+        return list(self._predictor.classes)
+
+    @property
+    def input(self) -> InputSpec:
+        """The input spec: channels, size, frames (clip models), mean, std, background."""
+        return self._predictor.input
+
+    @property
+    def backend(self) -> str:
+        """What runs the model: "torch" or "onnxruntime"."""
+        return self._predictor.backend.name
+
+    @property
+    def device(self) -> str:
+        """The device the model runs on ("cpu", "cuda:0", ...)."""
+        return self._predictor.device
+
+    @property
+    def model_name(self) -> str:
+        return self._predictor.name
+
+    @property
+    def is_video_model(self) -> bool:
+        """True for 3D models, which classify clips of ``input.frames`` frames."""
+        return self._predictor.is_video_model
+
+    @property
+    def predictor(self) -> Predictor:
+        """The engine underneath (backend, preprocessing, batching)."""
+        return self._predictor
+
+    @property
+    def source(self) -> Any:
+        """What the model was read from: a LoadedCheckpoint or an OnnxModel."""
+        return self._source
+
+    def __repr__(self) -> str:
+        return (
+            f"Classifier(model={self.model_name!r}, classes={len(self.classes)}, "
+            f"backend={self.backend!r}, device={self.device!r})"
+        )
+
+    def predict(
+        self,
+        x: Any,
+        top_k: int = 5,
+        batch_size: int | None = None,
+        workers: int | None = None,
+    ) -> list[Prediction]:
+        """Classify images: one Prediction per image, in input order.
+
+        ``x``: a path, a folder (recursive, sorted), a glob, a list of those;
+        an H×W×C uint8 RGB(A) array or an H×W gray one; a list of arrays; or an
+        N×H×W×C array. Arrays give exactly the scores their PNG files give. A
+        video among the paths gives its window (or frame) records and then
+        the whole-video one, as ``cnnkit predict`` does. An unreadable input
+        is a Prediction with ``error`` set; the others go on.
+
+        >>> [p.label for p in clf.predict(["a.png", "b.png"])]  # doctest: +SKIP
+        ['cat', 'dog']
+        """
+        predictor = self._with_batch(batch_size)
+        items = _inputs(x)
+        return [Prediction.from_record(r) for r in self._run(predictor, items, top_k, workers)]
+
+    def predict_video(
+        self,
+        path: str | os.PathLike[str],
+        window: int | None = None,
+        stride: int | None = None,
+        top_k: int = 5,
+        batch_size: int | None = None,
+    ) -> Iterator[Prediction]:
+        """A lazy iterator over a video: each window (3D model) or frame (2D model), then the whole.
+
+        ``window``: frames per window (3D models; default the model's);
+        ``stride``: frames between window starts (default: the window) or
+        between classified frames (2D, default 1). The last Prediction's
+        ``to_dict()["window"]`` is "video": the mean of the others' scores.
+        """
+        from cnnkit.io.pipeline import torch_threads_beside
+        from cnnkit.predict.videos import predict_video
+
+        predictor = self._with_batch(batch_size)
+        if window is not None:
+            if window < 1:
+                raise InputError(f"window must be at least 1, got {window}")
+            predictor.check_window(window)
+        text = os.fspath(path)
+        if not Path(text).is_file():
+            raise InputError(f"{text}: no such video file", hint="give the path of a video")
+        with torch_threads_beside(1):
+            for records in predict_video(predictor, text, top_k, window, stride):
+                for record in records:
+                    yield Prediction.from_record(record)
+
+    def logits(self, batch: Any) -> np.ndarray:
+        """Raw logits of a prepared uint8 batch (N×C×H×W, or N×C×T×H×W for clip models)."""
+        return self._predictor.logits(batch)
+
+    def _with_batch(self, batch_size: int | None) -> Predictor:
+        if batch_size is None or batch_size == self._predictor.batch_size:
+            return self._predictor
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        # A shallow copy shares the backend and the notes already given.
+        predictor = copy.copy(self._predictor)
+        predictor.batch_size = batch_size
+        return predictor
+
+    def _run(
+        self, predictor: Predictor, items: list[PredictInput], top_k: int, workers: int | None
+    ) -> Iterator[dict[str, Any]]:
+        from cnnkit.io.pipeline import torch_threads_beside
+
+        workers = self._workers if workers is None else workers
+        if workers < 1:
+            raise InputError(f"workers must be at least 1, got {workers}")
+        with torch_threads_beside(workers):
+            results = predict_inputs(predictor, items, top_k, workers=workers, chunk=16)
+            try:
+                for records in results:
+                    yield from records
+            finally:
+                results.close()
+
+
+def _inputs(x: Any) -> list[PredictInput]:
+    """What predict takes, as PredictInputs in order (paths expanded, arrays split)."""
+    if isinstance(x, np.ndarray):
+        return [PredictInput(None, image=image) for image in _images_of(x)]
+    if isinstance(x, (str, os.PathLike)):
+        x = [x]
+    if not isinstance(x, Iterable):
+        raise InputError(
+            f"cannot classify a {type(x).__name__}",
+            hint="give paths, folders, globs, or uint8 numpy arrays (H×W×C RGB)",
+        )
+    from cnnkit.io.sources import expand_sources
+
+    items: list[PredictInput] = []
+    paths: list[str] = []
+
+    def flush() -> None:
+        for s in expand_sources(paths):
+            items.append(PredictInput(s.path, s.kind == "video", s.error))
+        paths.clear()
+
+    for entry in x:
+        if isinstance(entry, np.ndarray):
+            flush()
+            items.extend(
+                PredictInput(None, image=image) for image in _images_of(entry, single=True)
+            )
+        elif isinstance(entry, (str, os.PathLike)):
+            paths.append(os.fspath(entry))
+        else:
+            raise InputError(
+                f"cannot classify a {type(entry).__name__} in the list",
+                hint="give paths, folders, globs, or uint8 numpy arrays (H×W×C RGB)",
+            )
+    flush()
+    return items
+
+
+def _images_of(array: np.ndarray, single: bool = False) -> Sequence[np.ndarray]:
+    """An array as the images it holds: H×W, H×W×C (C 1, 3 or 4) or N×H×W×C."""
+    if array.dtype not in (np.uint8, np.uint16):
+        raise InputError(
+            f"an array of {array.dtype} is not an image",
+            hint="give uint8 pixels 0-255 (e.g. (x * 255).round().astype(np.uint8))",
+        )
+    if array.ndim == 4 and not single:
+        return [_checked(image) for image in array]
+    return [_checked(array)]
+
+
+def _checked(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4)):
+        if min(image.shape[:2]) < 1:
+            raise InputError(f"an image array of shape {image.shape} holds no pixels")
+        return image
+    raise InputError(
+        f"an array of shape {tuple(image.shape)} is not an image",
+        hint="give H×W (gray), H×W×C with C 1, 3 (RGB) or 4 (RGBA), or N×H×W×C",
+    )
+
+
+def load(
+    ref: str | os.PathLike[str],
+    device: str = "auto",
+    batch_size: int = 32,
+    workers: int = 2,
+    threads: int | None = None,
+) -> Classifier:
+    """Load a model for inference: a ``.ckpt``, an exported ``.onnx``, or ``MODEL:DATA``.
+
+    ``device``: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps (an
+    ``.onnx``: auto, cpu or cuda). ``workers``: threads decoding images ahead
+    of the model. ``threads``: the CPU threads the model computes with; None
+    leaves the process's torch as it is (during a call, torch computes on
+    the cores the decode threads leave, and gets its count back after). An
+    ``.onnx`` loads where torch is not installed.
+
+    >>> import cnnkit
+    >>> clf = cnnkit.load("resnet18:imagenet")  # doctest: +SKIP
+    >>> clf.backend, len(clf.classes)  # doctest: +SKIP
+    ('torch', 1000)
+    """
+    if threads is not None and threads < 1:
+        raise InputError(f"threads must be at least 1, got {threads}")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    predictor, source = open_predictor(ref, device, batch_size, decoders=workers, threads=threads)
+    if threads is not None and predictor.backend.name == "torch":
+        import torch
+
+        torch.set_num_threads(threads)  # asked for: the process's torch changes
+    return Classifier(predictor, source, workers)
+
+
+def open_predictor(
+    ref: str | os.PathLike[str],
+    device: str = "auto",
+    batch_size: int = 64,
+    decoders: int = 0,
+    threads: int | None = None,
+) -> tuple[Predictor, Any]:
+    """(predictor, what it was read from) for a .ckpt, a MODEL:DATA name or an .onnx.
+
+    The device chosen is said through the ``cnnkit`` logger. ``decoders``:
+    threads that will decode inputs meanwhile; an .onnx session's threads
+    leave them their cores (or are ``threads``). Changes no process state.
+    """
+    from cnnkit import console
+    from cnnkit.refs import parse
+    from cnnkit.sources import open_model
+
+    onnx_threads = None
+    if parse(ref).kind == "onnx":
+        from cnnkit.onnxmodel import decoder_threads_left
+
+        onnx_threads = threads or (decoder_threads_left(decoders) if decoders else None)
+    opened = open_model(ref, device, threads=onnx_threads)
+    console.info(f"device: {opened.device}")
+    src = opened.source
+    predictor = Predictor(opened.backend, src.classes, src.input, batch_size, src.model_name)
+    return predictor, src

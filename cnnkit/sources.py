@@ -1,0 +1,75 @@
+"""The one resolver: a model reference -> its metadata and a backend that runs it.
+
+Every command that takes a model, and ``cnnkit.load``, comes here. The
+reference is parsed once (cnnkit.refs); then:
+
+- an ``.onnx`` is read and checked by cnnkit.onnxmodel and runs in ONNX
+  Runtime (cnnkit.backends.onnx), without torch;
+- a ``.ckpt`` is read weights-only by cnnkit.checkpoint, and ``MODEL:DATA``
+  is torchvision's weights as they are (cnnkit.models.pretrained); both are
+  built as an ``nn.Module`` that runs in torch (cnnkit.backends.torch) on the
+  device ``--device`` names or ``auto`` finds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnkit.backends import Backend
+from cnnkit.refs import Reference, parse
+
+
+@dataclass
+class Opened:
+    """An opened model: what it is, its metadata, and the backend that runs it.
+
+    ``source``: the ``LoadedCheckpoint`` (checkpoints and MODEL:DATA) or the
+    ``OnnxModel`` it was read as; both have ``classes``, ``input``,
+    ``model_name``, ``meta``. ``device``: how the device was chosen, in words.
+    """
+
+    ref: Reference
+    source: Any
+    backend: Backend
+    device: str
+
+
+def open_checkpoint(ref: str | Path) -> Any:
+    """A ``.ckpt`` file, or torchvision's pretrained ``MODEL:DATA`` as a LoadedCheckpoint.
+
+    A ``MODEL:DATA`` reference is torchvision's weights used as they are, with
+    the weights' category names as classes (cnnkit.models.pretrained).
+    """
+    parsed = parse(ref)
+    if parsed.kind == "pretrained":
+        from cnnkit.models.pretrained import reference_checkpoint
+
+        return reference_checkpoint(parsed.text)
+    from cnnkit.checkpoint import load_checkpoint
+
+    return load_checkpoint(ref)
+
+
+def open_model(ref: str | Path, device: str = "auto", threads: int | None = None) -> Opened:
+    """Open ``ref`` (.ckpt, .onnx or MODEL:DATA) on ``device``, ready to compute logits.
+
+    ``threads``: ONNX Runtime's intra-op threads (None: its own choice); a
+    torch model computes on torch's threads, which this does not change.
+    """
+    parsed = parse(ref)
+    if parsed.kind == "onnx":
+        from cnnkit.backends.onnx import OnnxBackend
+        from cnnkit.onnxmodel import device_text, load_onnx
+
+        model = load_onnx(ref, device, threads=threads)
+        return Opened(parsed, model, OnnxBackend(model), f"{device_text(model)} (ONNX Runtime)")
+    from cnnkit.backends.torch import TorchBackend
+    from cnnkit.checkpoint import build_model
+    from cnnkit.device import resolve_device
+
+    ckpt = open_checkpoint(ref)
+    choice = resolve_device(device)
+    backend = TorchBackend(build_model(ckpt), ckpt.input, choice.torch_device, ckpt.model_name)
+    return Opened(parsed, ckpt, backend, f"{choice.torch_device} ({choice.reason})")
