@@ -31,10 +31,9 @@ def main() -> None:
     import torch
 
     from cnnkit.checkpoint import save_checkpoint
-    from cnnkit.cli.explain import _explain_batch
-    from cnnkit.explain import default_layer
-    from cnnkit.io.image import read_image
+    from cnnkit.explain import default_layer, explain_sources
     from cnnkit.io.pipeline import share_cpu_with_decoders
+    from cnnkit.io.sources import expand_sources
     from cnnkit.models.registry import create_model
     from cnnkit.predict import Predictor, predict_images
     from cnnkit.spec import CheckpointMeta, InputSpec
@@ -63,14 +62,10 @@ def main() -> None:
         def explain(method: str) -> None:
             out = root / "maps"
             out.mkdir(exist_ok=True)
-            used: set[str] = set()
-            for start in range(0, len(paths), 16):
-                pending = []
-                for p in paths[start : start + 16]:
-                    image = read_image(p)
-                    pending.append((p, image, pred.prepare_image(image)))
-                for _ in _explain_batch(pred, pending, method, layer, None, 0.5, out, used):
-                    pass
+            sources = expand_sources(paths)
+            target_layer = None if method == "occlusion" else layer
+            for _ in explain_sources(pred, sources, out, method, target_layer, batch_size=16):
+                pass
 
         def best(fn) -> float:
             fn()

@@ -1,68 +1,55 @@
-"""stderr output shared by all commands: messages, warnings and progress.
+"""Messages of the library: notes and warnings go to the ``logging`` logger ``cnnkit``.
 
-Results go to stdout (the CLI prints them); everything here goes to stderr.
-Progress bars appear only when stderr is a terminal, and ``--quiet`` silences
-the chatter. rich honours ``NO_COLOR`` by itself.
+The library prints nothing itself. Without configured logging the messages
+go nowhere (``cnnkit/__init__`` gives the logger a NullHandler); the command
+line shows them on stderr (cnnkit.cli.output), and a Python caller sees them
+with e.g. ``logging.basicConfig(level=logging.INFO)``. Progress bars appear
+only when the command line turns them on for a terminal.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
-
-from cnnkit.textout import shown
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_state: dict = {"quiet": False, "console": None}
+logger = logging.getLogger("cnnkit")
 
-
-def stderr_console():  # -> rich.console.Console
-    """The rich Console on stderr, made on first use: importing rich costs ~40 ms,
-    which plain status lines do not need."""
-    if _state["console"] is None:
-        from rich.console import Console
-
-        _state["console"] = Console(stderr=True, highlight=False)
-    return _state["console"]
-
-
-def set_quiet(quiet: bool) -> None:
-    _state["quiet"] = quiet
-
-
-def is_quiet() -> bool:
-    return _state["quiet"]
+# A function(items, total, description) -> iterator that shows progress, set by
+# the command line on a terminal (None: no progress shown).
+_progress: dict[str, Callable[..., Iterator[Any]] | None] = {"track": None}
 
 
 def info(message: str) -> None:
-    """A progress or status line on stderr (silenced by --quiet).
-
-    Names in it are shown as people should see them (cnnkit.textout.shown):
-    undecodable bytes and control characters as escapes.
-    """
-    if not _state["quiet"]:
-        sys.stderr.write(f"{shown(message)}\n")
-        sys.stderr.flush()
+    """A progress or status note (logging INFO)."""
+    logger.info(message)
 
 
 def warn(message: str) -> None:
-    """A warning on stderr (silenced by --quiet)."""
-    if not _state["quiet"]:
-        sys.stderr.write(f"warning: {shown(message)}\n")
-        sys.stderr.flush()
+    """A warning (logging WARNING)."""
+    logger.warning(message)
+
+
+def is_quiet() -> bool:
+    """Whether notes are shown nowhere (no handler takes INFO messages of ``cnnkit``)."""
+    return not logger.isEnabledFor(logging.INFO)
+
+
+def set_progress(track: Callable[..., Iterator[Any]] | None) -> None:
+    """Show progress with ``track(items, total=, description=)``, or not at all (None)."""
+    _progress["track"] = track
 
 
 def progress_enabled() -> bool:
-    return not _state["quiet"] and sys.stderr.isatty()
+    return _progress["track"] is not None
 
 
 def track(items: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
-    """Iterate ``items`` with a rich progress bar on stderr when it is a terminal."""
-    if not progress_enabled():
+    """Iterate ``items``, with a progress bar where one was asked for (set_progress)."""
+    show = _progress["track"]
+    if show is None:
         yield from items
         return
-    from rich.progress import track as rich_track
-
-    yield from rich_track(items, total=total, description=description, console=stderr_console())
+    yield from show(items, total=total, description=description)

@@ -286,9 +286,10 @@ def run_cnnkit(
 
 def cnnkit_in_process(monkeypatch: Any, capsys: Any, *args: str) -> tuple[int, str, str]:
     """``cnnkit ARGS`` in this process: (exit status, stdout, stderr)."""
-    from cnnkit import cli, console
+    from cnnkit import cli
+    from cnnkit.cli.output import show_messages
 
-    console.set_quiet(False)  # the quiet state is global: a -q test before must not leak
+    show_messages(False)  # the quiet state is global: a -q test before must not leak
     monkeypatch.setattr(sys, "argv", ["cnnkit", *args])
     code = 0
     try:

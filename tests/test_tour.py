@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit import console
-from cnnkit.cli import main
+from cnnkit.cli import main, output
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -61,8 +60,8 @@ def write_tiny_mnist(root: Path, train: int = 60, test: int = 30) -> None:
 def run_cnnkit(line: str, capsys, monkeypatch) -> tuple[int, str, str]:
     """Run one ``cnnkit ...`` line through cnnkit.cli.main in-process: (status, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", shlex.split(line))
-    console._state["console"] = None  # bind the stderr console to this capture
-    console.set_quiet(False)
+    output._state["console"] = None  # bind the stderr console to this capture
+    output.show_messages(False)
     try:
         main()
         code = 0

@@ -406,6 +406,9 @@ def _run_app() -> None:
         handler_set = True
         stop_watching = _watch_signals()
     _watch_stdout()
+    from cnnkit.cli.output import show_messages
+
+    show_messages(quiet=False)  # each command's --quiet may silence them
     debug = bool(os.environ.get("CNNKIT_DEBUG"))
     try:
         app(prog_name="cnnkit")  # not "python -m ...": usage lines name the command

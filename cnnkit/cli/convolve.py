@@ -10,6 +10,7 @@ import typer
 
 from cnnkit import console
 from cnnkit.cli.app import JsonOpt, QuietOpt, app, print_json
+from cnnkit.cli.output import show_messages
 from cnnkit.cli.render import explain_text, shape_text, show_kernel_bank
 
 
@@ -128,7 +129,7 @@ def convolve(
     Float images (32-bit TIFF) must hold 0-1 for 8-bit outputs, where 1.0 is
     255; .npy outputs keep any values.
     """
-    console.set_quiet(quiet)
+    show_messages(quiet)
     # Only numpy/OpenCV work here: torch is never imported on this path.
     from cnnkit import convolve_media
     from cnnkit.errors import InputError

@@ -18,6 +18,7 @@ from cnnkit.cli.app import (
     app,
     print_json,
 )
+from cnnkit.cli.output import show_messages
 from cnnkit.cli.render import print_eval
 
 
@@ -88,7 +89,7 @@ def eval_(
     Accuracy, top-k accuracy, loss, per-class precision/recall/F1, macro F1
     and the confusion matrix (rows: true classes, columns: predictions).
     """
-    console.set_quiet(quiet)
+    show_messages(quiet)
     for path, allowed in ((confusion, (".png", ".csv")), (misclassified, (".csv",))):
         if path is not None and path.suffix.lower() not in allowed:
             raise typer.BadParameter(f"{path}: use a file name ending in {' or '.join(allowed)}")

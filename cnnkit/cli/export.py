@@ -9,6 +9,7 @@ import typer
 
 from cnnkit import console
 from cnnkit.cli.app import JsonOpt, QuietOpt, app, print_json
+from cnnkit.cli.output import show_messages
 
 # The largest fixed batch: export runs the model on a batch this big to trace it.
 MAX_BATCH = 1024
@@ -65,7 +66,7 @@ def export(
     `eval` and `inspect` use it like the checkpoint, with ONNX Runtime and
     without torch. Needs the onnx extra: pip install 'cnnkit[onnx]'.
     """
-    console.set_quiet(quiet)
+    show_messages(quiet)
     from cnnkit.export import default_output, export_onnx
 
     if batch == "dynamic":

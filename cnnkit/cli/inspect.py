@@ -9,6 +9,7 @@ import typer
 
 from cnnkit import console
 from cnnkit.cli.app import JsonOpt, QuietOpt, app, print_json
+from cnnkit.cli.output import show_messages
 from cnnkit.cli.render import render_inspect
 
 
@@ -69,7 +70,7 @@ def inspect(
     Models show a layer table with output shapes, parameters, MACs
     (multiply-accumulates) and receptive fields; images show their numbers.
     """
-    console.set_quiet(quiet)
+    show_messages(quiet)
     from cnnkit import summary as core  # torch is imported only for models and checkpoints
     from cnnkit.errors import InputError
 

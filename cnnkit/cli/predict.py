@@ -10,6 +10,7 @@ import typer
 
 from cnnkit import console
 from cnnkit.cli.app import BackgroundOpt, CheckpointArg, DeviceOpt, QuietOpt, TopKOpt, app
+from cnnkit.cli.output import show_messages
 from cnnkit.errors import CnnkitError
 from cnnkit.textout import shown
 
@@ -69,7 +70,7 @@ def predict(
     unreadable input becomes an error record, the rest go on, and the exit
     status is 1 at the end.
     """
-    console.set_quiet(quiet)
+    show_messages(quiet)
     from cnnkit.data.preprocess import parse_colour
     from cnnkit.errors import InputError
     from cnnkit.io.sources import expand_sources, iter_sources

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cnnkit import console
 from cnnkit.cli.app import JsonOpt, QuietOpt, _received, _stopped, app, print_json
+from cnnkit.cli.output import show_messages
 from cnnkit.training.options import OPTIONS, Option, TrainConfig, given_options, value_problem
 
 
@@ -61,7 +61,7 @@ def train(ctx: typer.Context, json_: bool = False, quiet: bool = False, **values
 
     Ctrl-C or SIGTERM saves checkpoints/last.ckpt and prints the --resume command.
     """
-    console.set_quiet(quiet)
+    show_messages(quiet)
     from cnnkit.training.fit import TrainingInterrupted, fit
 
     # Options typed on the command line (or from the environment): with --resume,

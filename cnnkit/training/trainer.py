@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from cnnkit import console
 from cnnkit.training.fastpath import FixedKeyCheckpoint, StepProgressBar
 
 
@@ -107,9 +107,11 @@ class EpochLine(Callback):
         parts = [f"{k} {v:.4f}" for k, v in metrics.items()]
         seconds = time.perf_counter() - self._start
         line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {' '.join(parts)}"
-        stream = self.stream or sys.stderr
-        stream.write(f"{line} ({seconds:.1f} s)\n")
-        stream.flush()
+        if self.stream is None:
+            console.info(f"{line} ({seconds:.1f} s)")
+            return
+        self.stream.write(f"{line} ({seconds:.1f} s)\n")
+        self.stream.flush()
 
 
 # last.ckpt is written at the end of the epoch in which this many seconds have

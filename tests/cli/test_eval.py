@@ -294,9 +294,9 @@ def test_eval_never_inherits_the_training_limit_and_has_its_own(tmp_path, folder
 
 
 def test_a_colour_folder_measured_by_a_gray_model_is_noted(tmp_path, capsys) -> None:
-    from cnnkit import console
+    from cnnkit.cli.output import show_messages
 
-    console.set_quiet(False)
+    show_messages(False)
     make_image_folder(tmp_path / "colour", CLASSES, 2, 16, 16)
     gray = make_checkpoint(tmp_path / "g.ckpt", "lenet5", CLASSES, 1, (16, 16))
     result = CliRunner().invoke(app, ["eval", str(gray), "--dataset", str(tmp_path / "colour")])

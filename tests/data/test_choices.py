@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit import console
+from cnnkit.cli.output import show_messages
 from cnnkit.data.folders import detect_channels, scan_folder, split_files
 from cnnkit.data.registry import DatasetRequest, in_memory_dataset, load_dataset
 from cnnkit.data.sampling import stratified_sample, stratified_split
@@ -155,7 +155,7 @@ def test_folder_flip_default(tmp_path, colours, flips):
 
 
 def test_a_class_missing_from_val_is_warned_about(tmp_path, capsys):
-    console.set_quiet(False)  # a CLI test before this one may have left --quiet on
+    show_messages(False)  # a CLI test before this one may have left --quiet on
     _solid_folder(tmp_path / "d" / "train", {"a": 10, "b": 200}, 3)
     _solid_folder(tmp_path / "d" / "val", {"a": 10}, 2)
     data = load_dataset(DatasetRequest(str(tmp_path / "d"), img_size=8))

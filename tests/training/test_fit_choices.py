@@ -21,9 +21,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from cnnkit import console
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.cli import app
+from cnnkit.cli.output import show_messages
 from cnnkit.errors import InputError, ModelError
 from cnnkit.models.sizes import check_input_fits
 from cnnkit.training.fit import fit
@@ -162,7 +162,7 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_as_best(tmp_path
 
 
 def test_flip_choice_is_said_recorded_and_overridable(tmp_path, capsys):
-    console.set_quiet(False)  # a CLI test before this one may have left --quiet on
+    show_messages(False)  # a CLI test before this one may have left --quiet on
     data = _digit_folder(tmp_path / "digits")
     summary = fit(tiny_config(tmp_path, dataset=str(data), limit=None, name="auto"))
     err = capsys.readouterr().err
@@ -178,7 +178,7 @@ def test_flip_choice_is_said_recorded_and_overridable(tmp_path, capsys):
 
 
 def test_epoch_lines_on_stderr_count_from_one(tmp_path, capsys):
-    console.set_quiet(False)
+    show_messages(False)
     summary = fit(tiny_config(tmp_path, epochs=2))
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("epoch ")]

@@ -17,8 +17,8 @@ import pytest
 import torch
 import yaml
 
-from cnnkit import console
 from cnnkit.checkpoint import load_checkpoint
+from cnnkit.cli.output import show_messages
 from cnnkit.errors import CheckpointError
 from cnnkit.models import create_model
 from cnnkit.models.pretrained import WEIGHTS_DATA, pretrained_weights
@@ -467,7 +467,7 @@ def test_fine_tune_run_on_other_classes_records_and_freezes(tmp_path, capsys) ->
     source_path = fit(
         tiny_config(tmp_path, dataset=str(first), model="simplecnn", limit=None, name="first")
     )["best_checkpoint"]
-    console.set_quiet(False)
+    show_messages(False)
     capsys.readouterr()
     summary = fit(
         tiny_config(
@@ -541,7 +541,7 @@ def test_weights_file_of_the_right_head_is_loaded_whole(tmp_path, capsys) -> Non
     torch.manual_seed(5)
     state = create_model("lenet5", num_classes=6, in_channels=3).state_dict()
     torch.save(state, tmp_path / "w.pt")
-    console.set_quiet(False)
+    show_messages(False)
     capsys.readouterr()
     fit(tiny_config(tmp_path, weights=str(tmp_path / "w.pt"), limit_batches=1.0))
     err = capsys.readouterr().err
@@ -648,7 +648,7 @@ def test_inspect_counts_what_a_frozen_run_trained(tmp_path, monkeypatch, capsys)
 
 
 def test_a_batch_of_one_at_a_1x1_batch_norm_is_skipped_and_said(tmp_path, capsys) -> None:
-    console.set_quiet(False)
+    show_messages(False)
     make_image_folder(tmp_path / "pets", ["cat", "dog"], 5, 16, 16)  # 10 samples, batches of 3
     fit(tiny_config(tmp_path, dataset=str(tmp_path / "pets"), model="resnet18", img_size=32,
                     batch_size=3, limit=None, val_split=0.0))  # fmt: skip

@@ -1,0 +1,68 @@
+"""What the command line shows on stderr: the ``cnnkit`` logger's notes, and progress bars.
+
+Notes print as they are (names escaped by cnnkit.textout.shown, one line
+each), warnings after ``warning:``. ``--quiet`` silences both. Progress bars
+(rich) appear only when stderr is a terminal; rich honours ``NO_COLOR``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from cnnkit import console
+from cnnkit.textout import shown
+
+_state: dict[str, Any] = {"console": None, "handler": None}
+
+
+class StderrLines(logging.Handler):
+    """One line on stderr per message (stderr looked up at each message)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = shown(record.getMessage())
+            if record.levelno >= logging.WARNING:
+                text = f"warning: {text}"
+            sys.stderr.write(f"{text}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):  # stderr closed or gone: nothing left to tell
+            pass
+
+
+def show_messages(quiet: bool = False) -> None:
+    """Show the library's notes and warnings on stderr (none with ``quiet``), and progress."""
+    log = console.logger
+    if _state["handler"] is None:
+        _state["handler"] = StderrLines()
+        log.addHandler(_state["handler"])
+    # The command line owns this process's stderr: the messages are shown here
+    # once, not again by handlers a library set on the root logger.
+    log.propagate = False
+    log.setLevel(logging.CRITICAL + 1 if quiet else logging.INFO)
+    console.set_progress(None if quiet or not _is_terminal() else _rich_track)
+
+
+def _is_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def stderr_console() -> Any:  # -> rich.console.Console
+    """The rich Console on stderr, made on first use: importing rich costs ~40 ms,
+    which plain status lines do not need."""
+    if _state["console"] is None:
+        from rich.console import Console
+
+        _state["console"] = Console(stderr=True, highlight=False)
+    return _state["console"]
+
+
+def _rich_track(items: Iterable[Any], total: int | None, description: str) -> Iterator[Any]:
+    from rich.progress import track as rich_track
+
+    yield from rich_track(items, total=total, description=description, console=stderr_console())
