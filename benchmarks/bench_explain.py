@@ -31,11 +31,11 @@ def main() -> None:
     import torch
 
     from cnnkit.checkpoint import save_checkpoint
-    from cnnkit.explain import default_layer, explain_sources
     from cnnkit.io.pipeline import share_cpu_with_decoders
     from cnnkit.io.sources import expand_sources
     from cnnkit.models.registry import create_model
     from cnnkit.predict import Predictor, predict_images
+    from cnnkit.saliency import default_layer, explain_sources
     from cnnkit.spec import CheckpointMeta, InputSpec
 
     with tempfile.TemporaryDirectory() as tmp:

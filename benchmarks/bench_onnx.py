@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
 
-    from cnnkit.export import export_onnx
+    from cnnkit.onnxexport import export_onnx
 
     predict = [sys.executable, "-m", "cnnkit", "predict", "--device", "cpu", "-q"]
     with tempfile.TemporaryDirectory() as tmp:

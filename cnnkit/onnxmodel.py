@@ -2,7 +2,7 @@
 
 ``cnnkit export`` writes graphs that take uint8 pixels and do their own
 normalisation, with the checkpoint's self-description in ``metadata_props``
-(see cnnkit.export). Here they are read back with ``onnx``-free ONNX Runtime
+(see cnnkit.onnxexport). Here they are read back with ``onnx``-free ONNX Runtime
 calls: the metadata gives the classes and the input spec, the preprocessing
 is cnnkit.data.preprocess's numpy/OpenCV code (the very functions the .ckpt
 path runs), and ``cnnkit.backends.onnx.OnnxBackend`` answers ``logits`` like the torch

@@ -12,8 +12,8 @@ import torch
 
 from cnnkit.checkpoint import build_model, load_checkpoint
 from cnnkit.data.preprocess import normalize
-from cnnkit.explain import default_layer, gradcam
 from cnnkit.models import create_model
+from cnnkit.saliency import default_layer, gradcam
 from cnnkit.training.fit import fit
 from tests.helpers import cnnkit_in_process, make_checkpoint, tiny_config, write_array
 
@@ -181,7 +181,7 @@ def test_gradcam_agrees_with_captum(model: str, shape, layer: str, mode: str) ->
     """The same maps as captum's LayerGradCam, upsampled and scaled alike, in 2D and 3D."""
     from captum.attr import LayerAttribution, LayerGradCam
 
-    from cnnkit.explain import find_layer
+    from cnnkit.saliency import find_layer
 
     torch.manual_seed(0)
     net = create_model(model, 4, shape[0], input_size=shape).eval()

@@ -614,7 +614,7 @@ def test_a_signal_ends_a_long_onnx_run_within_two_seconds(tmp_path, signum, stat
 def test_export_writes_only_graphs_the_reader_runs(tmp_path, good, monkeypatch) -> None:
     """An exporter that writes an operator the .onnx reader refuses fails at export time."""
     import cnnkit.onnxfile
-    from cnnkit.export import ExportError, export_onnx
+    from cnnkit.onnxexport import ExportError, export_onnx
 
     monkeypatch.setattr(cnnkit.onnxfile, "EXPORTED_OPS", cnnkit.onnxfile.EXPORTED_OPS - {"Conv"})
     with pytest.raises(ExportError) as info:

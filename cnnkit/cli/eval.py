@@ -99,21 +99,13 @@ def eval_(
     for path in (confusion, misclassified):
         if path is not None:
             check_output_path(path)
-    from cnnkit.data.preprocess import parse_colour
-    from cnnkit.evaluation import evaluate, load_eval_data, write_confusion, write_misclassified
-    from cnnkit.predict import open_predictor
-    from cnnkit.refs import is_onnx_path
+    from cnnkit.evaluation import write_confusion, write_misclassified
+    from cnnkit.evaluation.measure import measure
 
-    colour = parse_colour(background) if background is not None else None
-    predictor, ckpt = open_predictor(checkpoint, device, batch_size)
-    if colour is not None:
-        predictor.set_background(colour)
-        ckpt.meta.input = predictor.input  # the dataset is decoded with it too
     chosen = split.value if split else None
-    # An .onnx is measured without torch: folder datasets are read with numpy and OpenCV.
-    data = load_eval_data(ckpt, dataset, data_dir, chosen, limit, numpy=is_onnx_path(checkpoint))
-    console.info(f"evaluating on {data.dataset} ({data.split}, {len(data.data)} samples)")
-    report = evaluate(predictor, data.data, top_k=top_k, clips=clips, label_map=data.label_map)
+    report, data = measure(
+        checkpoint, dataset, data_dir, chosen, limit, top_k, clips, batch_size, device, background
+    )
     if confusion is not None:
         shown_classes, matrix = report.visible()
         write_confusion(confusion, matrix, shown_classes)
@@ -124,8 +116,7 @@ def eval_(
             report.predicted, report.scores, report.classes,
         )  # fmt: skip
         console.info(f"wrote {misclassified} ({wrong} wrong)")
-    result = {"checkpoint": str(checkpoint), "dataset": data.dataset, "split": data.split}
-    result.update(report.to_json())
+    result = report.to_dict()
     if json_:
         print_json(result)
     else:

@@ -93,11 +93,11 @@ def explain(
     show_messages(quiet)
     from cnnkit.data.preprocess import parse_colour
     from cnnkit.errors import CnnkitError
-    from cnnkit.explain import check_method, check_request, explain_sources
     from cnnkit.io.atomic import make_folder
     from cnnkit.io.sources import expand_sources
     from cnnkit.predict import open_predictor
     from cnnkit.refs import is_onnx_path
+    from cnnkit.saliency import check_method, check_request, explain_sources
 
     check_method(method, is_onnx_path(checkpoint))
     colour = parse_colour(background) if background is not None else None

@@ -10,9 +10,9 @@ import typer
 from cnnkit import console
 from cnnkit.cli.app import JsonOpt, QuietOpt, app, print_json
 from cnnkit.cli.output import show_messages
+from cnnkit.onnxexport import MAX_BATCH
 
 # The largest fixed batch: export runs the model on a batch this big to trace it.
-MAX_BATCH = 1024
 
 
 @app.command(
@@ -67,7 +67,7 @@ def export(
     without torch. Needs the onnx extra: pip install 'cnnkit[onnx]'.
     """
     show_messages(quiet)
-    from cnnkit.export import default_output, export_onnx
+    from cnnkit.onnxexport import default_output, export_onnx
 
     if batch == "dynamic":
         fixed = None

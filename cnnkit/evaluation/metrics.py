@@ -96,6 +96,17 @@ class EvalReport:
     # Only these classes are reported (per class and in the confusion matrix):
     # set for models with far more classes than the data holds (MODEL:DATA).
     shown: list[int] | None = None
+    # What was measured: {"checkpoint", "dataset", "split"} (cnnkit.evaluate sets it).
+    about: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def confusion_matrix(self) -> np.ndarray:
+        """The confusion matrix as reported (rows: true classes, columns: predictions)."""
+        return self.visible()[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The document ``cnnkit eval --json`` prints."""
+        return {**self.about, **self.to_json()}
 
     def show_seen_classes(self) -> None:
         """Report only the classes present in the data or predicted, in the model's order.

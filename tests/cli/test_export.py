@@ -65,7 +65,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
                             mean=[0.4], std=[0.3], seed=3)  # fmt: skip
     video = make_checkpoint(root / "motion.ckpt", "c3d_small", ["left", "right"], 3, (16, 16),
                             frames=4, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3])  # fmt: skip
-    from cnnkit.export import export_onnx
+    from cnnkit.onnxexport import export_onnx
 
     for ckpt in (image, video):
         export_onnx(str(ckpt), ckpt.with_suffix(".onnx"))
@@ -257,7 +257,7 @@ def test_files_that_are_not_what_their_names_say(models, tmp_path, monkeypatch, 
 
 
 def test_export_keeps_the_checkpoint_metrics(models, monkeypatch, capsys, tmp_path) -> None:
-    from cnnkit.export import export_onnx
+    from cnnkit.onnxexport import export_onnx
 
     ckpt = make_checkpoint(tmp_path / "m.ckpt", "lenet5", list("ab"), 1, (16, 16),
                            metrics={"val_acc": 0.75})  # fmt: skip
@@ -284,9 +284,9 @@ def test_a_graph_that_disagrees_with_its_metadata_is_refused(models, tmp_path, m
 
 
 def test_a_failed_verification_writes_nothing(models, tmp_path, monkeypatch, capsys) -> None:
-    import cnnkit.export
+    import cnnkit.onnxexport
 
-    monkeypatch.setattr(cnnkit.export, "RELATIVE_TOLERANCE", -1.0)  # every difference fails
+    monkeypatch.setattr(cnnkit.onnxexport, "RELATIVE_TOLERANCE", -1.0)  # every difference fails
     out = tmp_path / "m.onnx"
     code, _, err = _cli(monkeypatch, capsys, "export", str(models["image"]), "-o", str(out))
     assert code == 1 and "differ from PyTorch's" in err and not out.exists()
@@ -362,7 +362,7 @@ def test_eval_onnx_matches_the_checkpoint(models, monkeypatch, capsys) -> None:
 
 
 def test_eval_onnx_on_a_built_in_dataset(tmp_path, monkeypatch, capsys) -> None:
-    from cnnkit.export import export_onnx
+    from cnnkit.onnxexport import export_onnx
 
     classes = ["circle", "square", "triangle", "cross", "star", "ring"]
     ckpt = make_checkpoint(tmp_path / "s.ckpt", "lenet5", classes, 3, (16, 16), dataset="shapes")

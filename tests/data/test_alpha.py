@@ -19,7 +19,7 @@ import yaml
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.data.preprocess import drawn_in_alpha, flatten_alpha, parse_colour, prepare_image
 from cnnkit.errors import InputError
-from cnnkit.explain import overlay
+from cnnkit.saliency import overlay
 from cnnkit.spec import WHITE, InputSpec, SchemaError
 from cnnkit.training.fit import fit
 from tests.helpers import cnnkit_in_process, make_checkpoint, tiny_config

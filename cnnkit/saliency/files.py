@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError, InputError
-from cnnkit.explain.images import explain_images
-from cnnkit.explain.methods import check_map_layer, default_layer
-from cnnkit.explain.videos import explain_video
 from cnnkit.predict.predictor import Predictor
+from cnnkit.saliency.images import explain_images
+from cnnkit.saliency.methods import check_map_layer, default_layer
+from cnnkit.saliency.videos import explain_video
 
 
 def check_request(

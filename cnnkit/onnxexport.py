@@ -40,6 +40,10 @@ class ExportError(CnnkitError):
     """The export failed, or the exported model does not compute what the checkpoint does."""
 
 
+# The largest fixed batch an export takes (--batch N).
+MAX_BATCH = 1024
+
+
 def require(module: str) -> Any:
     """Import an optional package of the onnx extra, or say in one line how to install it."""
     import importlib

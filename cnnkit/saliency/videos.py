@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.explain.images import batch_maps
-from cnnkit.explain.methods import overlay, peak
 from cnnkit.predict.predictor import Predictor
+from cnnkit.saliency.images import batch_maps
+from cnnkit.saliency.methods import overlay, peak
 
 
 def explain_video(

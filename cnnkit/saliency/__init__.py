@@ -6,9 +6,9 @@
 - ``files``: ``cnnkit explain`` on files (PNG and MP4 outputs, records).
 """
 
-from cnnkit.explain.files import check_request, explain_sources
-from cnnkit.explain.images import Explanation, batch_maps, explain_images
-from cnnkit.explain.methods import (
+from cnnkit.saliency.files import check_request, explain_sources
+from cnnkit.saliency.images import Explanation, batch_maps, explain_images
+from cnnkit.saliency.methods import (
     METHODS,
     check_map_layer,
     check_method,
@@ -20,7 +20,7 @@ from cnnkit.explain.methods import (
     peak,
     spatial_layers,
 )
-from cnnkit.explain.videos import explain_video
+from cnnkit.saliency.videos import explain_video
 
 __all__ = [
     "METHODS",

@@ -1,7 +1,7 @@
 """Maps for batches of images: one :class:`Explanation` per image and class explained.
 
 The one place a batch is normalised and handed to Grad-CAM (or occlusion):
-images here, video windows and frames in cnnkit.explain.videos.
+images here, video windows and frames in cnnkit.saliency.videos.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from cnnkit.evaluation.metrics import softmax
-from cnnkit.explain.methods import gradcam, occlusion, overlay, peak
 from cnnkit.predict.predictor import Predictor
+from cnnkit.saliency.methods import gradcam, occlusion, overlay, peak
 
 
 @dataclass
