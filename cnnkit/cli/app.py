@@ -26,7 +26,7 @@ from cnnkit.textout import ERRORS, shown
 app = typer.Typer(
     name="cnnkit",
     help="Image and video classification with convolutional networks: "
-    "convolve, train, eval, predict, inspect.",
+    "convolve, train, eval, predict, inspect, export, explain.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

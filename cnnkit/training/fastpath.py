@@ -22,8 +22,8 @@ at the speed of a hand-written loop, cnnkit:
 6. on the CPU, lets torch answer "is CUDA available?" without reloading NVML
    in every Adam step (``cuda_check_without_nvml``).
 
-``LIGHTNING_RANGE`` in pyproject.toml is the range these were checked
-against; ``check_internals()`` names any of them a Lightning release has
+The ``lightning`` requirement in pyproject.toml (the 2.6 series) is the range
+these were checked against; ``check_internals()`` names any of them a Lightning release has
 moved, and a test calls it, so an upgrade fails one clear test instead of
 slowing or breaking training.
 """
