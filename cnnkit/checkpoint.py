@@ -263,6 +263,7 @@ def build_model(ckpt: LoadedCheckpoint) -> Any:
     misfit = find_misfit(skeleton, ckpt.state_dict)
     if misfit:
         raise _does_not_fit(ckpt, misfit)
+    _check_activations(ckpt, skeleton)
     model = create_model(ckpt.model_name, **args)
     try:
         model.load_state_dict(ckpt.state_dict)
@@ -271,6 +272,56 @@ def build_model(ckpt: LoadedCheckpoint) -> Any:
         # come from values that are not tensors.
         raise _does_not_fit(ckpt, _first_line(exc)) from exc
     return model.eval()
+
+
+# The most bytes the layer outputs of one input may take together (float32, every
+# layer counted as if all were alive at once): resnet50 at 224×224 takes 0.13 GB,
+# r3d_18 on 16×112×112 clips 0.25 GB. An input size in the metadata that asks for more
+# (a lenet5 declaring 8192×8192 pixels: 3.6 GB a sample) is refused before any
+# image is resized to it.
+MAX_ACTIVATION_BYTES = 4 * 2**30
+
+
+def activation_bytes(skeleton: Any, shape: tuple[int, ...]) -> int:
+    """Bytes of every leaf layer's output for one input of ``shape`` (on torch's meta device)."""
+    import torch
+
+    total = [0]
+
+    def count(_m: Any, _a: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            total[0] += out.numel() * 4
+
+    handles = [m.register_forward_hook(count) for m in skeleton.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            skeleton(torch.empty((1, *shape), device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def _check_activations(ckpt: LoadedCheckpoint, skeleton: Any) -> None:
+    """Refuse an input size whose layer outputs would take more than MAX_ACTIVATION_BYTES."""
+    shape = tuple(int(n) for n in ckpt.input.shape())
+    try:
+        need = activation_bytes(skeleton.eval(), shape)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise CheckpointError(
+            f"{ckpt.path}: model '{ckpt.model_name}' cannot take its own input size "
+            f"{'×'.join(map(str, shape))} ({_first_line(exc)})",
+            hint="the checkpoint's metadata was altered, or written by an incompatible cnnkit",
+        ) from None
+    if need > MAX_ACTIVATION_BYTES:
+        from cnnkit.ops.limits import size_text
+
+        raise CheckpointError(
+            f"{ckpt.path}: its input size {'×'.join(map(str, shape))} makes "
+            f"'{ckpt.model_name}' compute {size_text(need)} of layer outputs for each input, "
+            f"more than the {size_text(MAX_ACTIVATION_BYTES)} cnnkit allows",
+            hint="the checkpoint's metadata was altered; train or export it again",
+        )
 
 
 def _does_not_fit(ckpt: LoadedCheckpoint, why: str) -> CheckpointError:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,13 @@ def load_onnx(path: str | Path, device: str = "cpu", threads: int | None = None)
             f"model {path} does not exist", hint="write one with `cnnkit export CHECKPOINT`"
         )
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: its warnings are not the user's business
+    # Nothing of ONNX Runtime's own logging: cnnkit reports its errors in one line.
+    options.log_severity_level = 4
+    # Constant folding computes, while the session is made, whatever part of the
+    # graph depends on stored values only; cnnkit's exports have none left, and
+    # a crafted graph's would run there for as long as it likes, out of reach of
+    # SIGTERM (cnnkit.stopping stops runs, not the making of a session).
+    options.add_session_config_entry("optimization.disable_specified_optimizers", "ConstantFolding")
     if threads:
         options.intra_op_num_threads = threads
     providers = _providers(ort, device)  # a device error is said as such, not as a bad file
@@ -73,6 +80,11 @@ def load_onnx(path: str | Path, device: str = "cpu", threads: int | None = None)
                 hint="rename it to .ckpt, or export it with `cnnkit export`",
             )
     meta = _read_meta(path)
+    sample = 1
+    for n in meta.input.shape():
+        sample *= int(n)
+    if _capped_arena(ort, _model_needs(path.stat().st_size, sample)):
+        options.add_session_config_entry("session.use_env_allocators", "1")
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own Fail/InvalidGraph types
@@ -84,6 +96,61 @@ def load_onnx(path: str | Path, device: str = "cpu", threads: int | None = None)
     props = dict(session.get_modelmeta().custom_metadata_map)
     _check_signature(path, session, meta)
     return OnnxModel(path, session, meta, props)
+
+
+# The CPU memory ONNX Runtime may take for cnnkit's sessions: set once per process.
+_ARENA: dict[str, int | None] = {}
+_MIN_ARENA = 256 * 2**20
+
+
+def arena_limit() -> int | None:
+    """The bytes cnnkit's ONNX Runtime sessions may allocate on the CPU (None: no cap)."""
+    return _ARENA.get("limit")
+
+
+# What a model cnnkit exports may need on the CPU: its weights (a few times over:
+# ONNX Runtime keeps pre-packed copies) and, for a batch of the largest size eval
+# runs, its activations, at most _ACTIVATIONS_PER_INPUT_BYTE float bytes per byte
+# of uint8 input (measured well below it: lenet5 about 25, resnet50 about 700).
+_BASE_ARENA = 512 * 2**20
+_LARGEST_BATCH = 256
+_ACTIVATIONS_PER_INPUT_BYTE = 2048
+
+
+def _model_needs(file_bytes: int, sample_values: int) -> int:
+    """Bytes of CPU memory a model of this file size and input size may need at most."""
+    return (
+        _BASE_ARENA + 3 * file_bytes + _LARGEST_BATCH * sample_values * _ACTIVATIONS_PER_INPUT_BYTE
+    )
+
+
+def _capped_arena(ort: Any, needs: int) -> bool:
+    """Register, once, a CPU arena that cnnkit's sessions share, capped at what a model needs.
+
+    A graph of ordinary operators can still ask for any amount at run time (a
+    broadcast of two stored vectors into an N×N matrix): the cap, the most a
+    model of its file and input size needs (``needs``, for the first model
+    loaded in the process) and never more than 90% of the memory free now,
+    makes that allocation fail with one error line instead of taking the
+    machine's memory. Only sessions that opt in (``session.use_env_allocators``)
+    use it. Returns whether cnnkit's sessions should opt in.
+    """
+    if "limit" in _ARENA:
+        return _ARENA["limit"] is not None
+    from cnnkit.ops.limits import available_memory
+
+    free = available_memory()
+    limit = needs if free is None else min(needs, max(_MIN_ARENA, int(free * 0.9)))
+    if limit is not None:
+        try:
+            info = ort.OrtMemoryInfo(
+                "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+            )
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(limit, -1, -1, -1))
+        except Exception:  # noqa: BLE001 - one is registered already (by the caller): keep it
+            limit = None
+    _ARENA["limit"] = limit
+    return limit is not None
 
 
 def _read_meta(path: Path) -> CheckpointMeta:
@@ -177,6 +244,32 @@ def decoder_threads_left(workers: int) -> int:
     from cnnkit.io.pipeline import cores_left
 
     return cores_left(workers)
+
+
+def run_error(path: Path, exc: BaseException) -> CheckpointError:
+    """The one-line error for a graph that failed inside ONNX Runtime."""
+    text = str(exc)
+    asked = re.search(r"smaller than requested bytes of (\d+)", text)
+    if asked:
+        from cnnkit.ops.limits import size_text
+
+        limit = arena_limit()
+        room = (
+            f", more than the {size_text(limit)} cnnkit lets a model of its size take"
+            if limit
+            else ""
+        )
+        return CheckpointError(
+            f"{path} asked ONNX Runtime for {size_text(int(asked.group(1)))}{room}",
+            hint="a model cnnkit exported needs far less: export it again, or use a smaller "
+            "--batch-size",
+        )
+    status = re.search(r"Status Message: (.*)", text)
+    first = (status.group(1) if status else (text.strip().splitlines() or [""])[0])[:160]
+    return CheckpointError(
+        f"{path} failed in ONNX Runtime ({first or type(exc).__name__})",
+        hint="export the checkpoint again with `cnnkit export`",
+    )
 
 
 def summarize_onnx(path: str | Path) -> dict[str, Any]:

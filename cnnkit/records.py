@@ -59,7 +59,13 @@ class CsvWriter:
     def __init__(self, stream: TextIO, columns: Sequence[str]) -> None:
         self.stream = stream
         self.columns = list(columns)
-        self.writer = csv.writer(stream, lineterminator="\n")
+        self.writer = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
+        # On a terminal the rows are read, not parsed: control characters in a name
+        # (an escape sequence that retitles the window) are shown escaped there.
+        try:
+            self.terminal = stream.isatty()
+        except (AttributeError, ValueError):
+            self.terminal = False
         self.writer.writerow(self.columns)
         stream.flush()
 
@@ -68,7 +74,8 @@ class CsvWriter:
             row = []
             for column in self.columns:
                 value = _topk_text(record) if column == "topk" else record.get(column)
-                row.append("" if value is None else csv_cell(value))
+                cell = "" if value is None else csv_cell(value)
+                row.append(shown(cell) if self.terminal and isinstance(cell, str) else cell)
             self.writer.writerow(row)
         self.stream.flush()
 

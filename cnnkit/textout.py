@@ -47,7 +47,12 @@ def _names_errors(exc: UnicodeError) -> tuple[str | bytes, int]:
 codecs.register_error(ERRORS, _names_errors)
 
 # C0 controls, DEL, C1 controls and every lone surrogate: what a terminal must not receive raw.
-_UNSHOWN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Controls, lone surrogates (undecodable bytes), and the invisible marks that
+# reorder or hide text (bidirectional overrides, isolates and marks, zero-width
+# characters), with which a name could show as another name.
+_UNSHOWN = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"
+)
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -66,17 +71,29 @@ def shown(text: Any) -> str:
     return _UNSHOWN.sub(_escape, str(text))
 
 
-# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection"): its
+# first character, after any spaces (spreadsheets skip them), among these, in
+# ASCII or fullwidth (some spreadsheets fold ＝ into =); "|" starts a DDE call.
+_FORMULA_CHARS = frozenset("=+-@|%＝＋－＠｜％")
+# Characters a cell may start with that spreadsheets skip or treat as formula starts.
+_LEADING = " \t\r\n\x00\u3000"
 
 
 def csv_cell(value: Any) -> Any:
     """A CSV cell that no spreadsheet runs as a formula; numbers and None pass unchanged.
 
+    A text cell whose first character after spaces is ``= + - @ | %`` (or a
+    fullwidth one), or that starts with a tab, CR, LF or NUL, gets a leading
+    ``'``. (The CSV writers also quote every text cell, so that a ``;`` in a
+    name splits no cell where ``;`` is the separator.)
+
     >>> csv_cell("=HYPERLINK(1)"), csv_cell("cat"), csv_cell(-0.5)
     ("'=HYPERLINK(1)", 'cat', -0.5)
     """
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+    if not isinstance(value, str) or not value:
+        return value
+    first = value.lstrip(_LEADING)[:1]
+    if value[0] in "\t\r\n\x00" or first in _FORMULA_CHARS:
         return "'" + value
     return value
 

@@ -162,8 +162,22 @@ def _check_records(infos: list[zipfile.ZipInfo], size: int) -> str:
         raise UnsafeFile(f"it holds {len(infos):,} records; cnnkit reads up to {MAX_TENSORS:,}")
     total = 0
     pickles = []
+    seen: set[str] = set()
     for info in infos:
         name = info.filename
+        # torch's zip reader finds records by name without regard to case, and
+        # may take a later "DATA.pkl" for the "data.pkl" checked here: names
+        # that are one name to torch are refused, as is any repeated name.
+        folded = name.casefold()
+        if folded in seen:
+            raise UnsafeFile(
+                f"its record {_record(name)} appears twice (names that differ only "
+                "in case are one name to torch), so the file was altered"
+            )
+        seen.add(folded)
+        last = name.rsplit("/", 1)[-1]
+        if last.casefold() == "data.pkl" and last != "data.pkl":
+            raise UnsafeFile(f"its record {_record(name)} is the pickle's name in another case")
         if info.flag_bits & 0x1:
             raise UnsafeFile(f"its record {name} is encrypted")
         if info.compress_type != zipfile.ZIP_STORED:

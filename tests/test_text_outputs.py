@@ -129,7 +129,7 @@ def test_predict_csv_and_table_hold_non_utf8_names_in_a_strict_locale(tmp_path) 
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert [line.split(b",")[0] for line in lines] == [
-        b"path", b"d/x/a.png", b"d/x/" + LATIN1 + b".png", b"d/x/z.png"
+        b'"path"', b'"d/x/a.png"', b'"d/x/' + LATIN1 + b'.png"', b'"d/x/z.png"'
     ]  # fmt: skip
     table = run_cnnkit("predict", str(ckpt), "d", "--format", "table", cwd=tmp_path, env=STRICT)
     assert table.returncode == 0, table.stderr
@@ -153,11 +153,15 @@ def test_eval_files_hold_non_utf8_names_and_neutralise_formulas(tmp_path) -> Non
     assert run.returncode == 0, run.stderr
     assert b"accuracy" in run.stdout and b"caf\\xe9" in run.stdout  # the report is not lost
     confusion = (tmp_path / "cm.csv").read_bytes().splitlines()
-    assert confusion[0] == b"true\\predicted,'=cmd|calc!A1,b," + LATIN1
-    assert [row.split(b",")[0] for row in confusion[1:]] == [b"'=cmd|calc!A1", b"b", LATIN1]
+    # Text cells quoted (a ";" in a name splits no cell where ";" separates), counts not.
+    assert confusion[0] == b'"true\\predicted","\'=cmd|calc!A1","b","' + LATIN1 + b'"'
+    assert [row.split(b",")[0] for row in confusion[1:]] == [
+        b'"\'=cmd|calc!A1"', b'"b"', b'"' + LATIN1 + b'"'
+    ]  # fmt: skip
+    assert all(cell.isdigit() for cell in confusion[1].split(b",")[1:])
     wrong = (tmp_path / "wrong.csv").read_bytes()
-    assert b"ds/" + LATIN1 + b"/" + LATIN1 + b".png," + LATIN1 + b"," in wrong
-    assert b",'=cmd|calc!A1," in wrong
+    assert b'"ds/' + LATIN1 + b"/" + LATIN1 + b'.png","' + LATIN1 + b'",' in wrong
+    assert b',"\'=cmd|calc!A1",' in wrong
 
 
 def test_write_misclassified_neutralises_class_and_path_cells(tmp_path) -> None:
@@ -230,3 +234,41 @@ def test_stderr_lines_show_names_escaped_and_stay_one_line(tmp_path) -> None:
     missing = _run_bytes("eval", "m\x1b.ckpt", cwd=tmp_path, env=STRICT)
     assert missing.returncode == 1 and missing.stderr.count(b"\n") == 1
     assert b"m\\x1b.ckpt" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [" =2+2", "\uff1dcmd|' -c calc'!A1", "|calc", "%0A", "\n=3+3", "\x00=1", "\u3000=1"],
+)
+def test_csv_cells_that_spreadsheets_read_as_formulas_are_neutralised(text) -> None:
+    assert csv_cell(text) == "'" + text
+
+
+def test_csv_text_cells_are_quoted_so_a_semicolon_splits_nothing() -> None:
+    """Where ";" separates cells (spreadsheets in many locales), "a;=1+1.png" unquoted
+    would give a cell "=1+1.png"; quoted, the name stays one cell."""
+    out = io.StringIO()
+    writer = CsvWriter(out, ["path", "label", "score"])
+    writer.write([{"path": "p/a;=1+1.png", "label": "cat", "score": 0.5}])
+    header, row = out.getvalue().splitlines()
+    assert header == '"path","label","score"'
+    assert row == '"p/a;=1+1.png","cat",0.5'
+    for separator in (",", ";"):
+        cells = next(csv.reader([row], delimiter=separator))
+        assert not any(cell.lstrip().startswith("=") for cell in cells), cells
+
+
+def test_csv_on_a_terminal_shows_control_characters_escaped() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    name = "\x1b]0;pwn\x07.png"
+    for stream, expect in ((Terminal(), "\\x1b]0;pwn\\x07.png"), (io.StringIO(), name)):
+        CsvWriter(stream, ["path"]).write([{"path": name}])
+        assert stream.getvalue().splitlines()[1] == f'"{expect}"'
+
+
+@pytest.mark.parametrize("mark", ["\u202e", "\u2066", "\u200f", "\u200b", "\ufeff"])
+def test_invisible_marks_that_reorder_a_name_are_shown_escaped(mark) -> None:
+    assert shown(f"{mark}gnp.exe") == f"\\u{ord(mark):04x}gnp.exe"

@@ -30,7 +30,7 @@ import torch
 from cnnkit.checkpoint import build_model, load_checkpoint
 from cnnkit.errors import CheckpointError
 from cnnkit.models.registry import create_model
-from tests.helpers import cnnkit_in_process, make_checkpoint, make_image
+from tests.helpers import cnnkit_in_process, make_checkpoint, make_image, run_cnnkit
 
 GIB = 1 << 30
 
@@ -229,6 +229,11 @@ CHECKPOINT_CASES = {
     "dense-too-big": "wrong shape 1.weight (300×256 in the file, 20000×256 in the model)",
     "dense-absurd": "1.weight (300×256 in the file, 1000000×256 in the model)",
     "dense-repeated-values": "its tensors need 1.6 GB of values and the file stores 24 bytes",
+    # torch finds records by name regardless of case: a second "DATA.pkl" was read unchecked.
+    "case-twin-pickle": "its record DATA.pkl appears twice",
+    "case-only-pickle": "its record DATA.pkl is the pickle's name in another case",
+    # Sides within the bounds, but layer outputs of gigabytes for every input.
+    "huge-activations": "compute 6.0 GB of layer outputs for each input",
 }
 
 
@@ -269,6 +274,21 @@ def make_case(tmp_path: Path, good: Path, case: str) -> Path:
         "long-text": {"dataset": "d" * 100_000},
         "many-model-args": {"model_args": {"hidden": [1] * 2000}},
     }
+    if case in ("case-twin-pickle", "case-only-pickle"):
+        records = _records(good)
+        pickled = next(name for name in records if name.endswith("/data.pkl"))
+        twin = pickled[: -len("data.pkl")] + "DATA.pkl"
+        out: dict[str, bytes] = {}
+        for name, data in records.items():
+            if name != pickled or case == "case-twin-pickle":
+                out[name] = data
+            if name == pickled:
+                out[twin] = (
+                    b"\x80\x02" + BYTEARRAY_GIB + b"." if case == "case-twin-pickle" else data
+                )
+        return _write_records(tmp_path / f"{case}.ckpt", out)
+    if case == "huge-activations":
+        return meta_ckpt(tmp_path, "huge-activations.ckpt", input={"size": [8192, 8192]})
     if case == "deep-options":
         return deep_list_ckpt(tmp_path, 100_000)
     if case in metadata:
@@ -319,11 +339,11 @@ def test_the_bounds_sit_between_real_files_and_crafted_ones(tmp_path, good) -> N
     raw["optimizer_states"] = [{"state": {0: {"exp_avg": torch.zeros(6, 1, 5, 5)}}}]
     raw["callbacks"] = {"ModelCheckpoint{}": {"best_model_score": torch.tensor(0.5),
                                               "monitor": "val_acc"}}  # fmt: skip
-    raw["hyper_parameters"]["input"]["size"] = [8192, 8192]
+    raw["hyper_parameters"]["input"]["size"] = [8192, 16]
     raw["hyper_parameters"]["options"] = {"nested": nested(30), "many": list(range(1000))}
     torch.save(raw, tmp_path / "full.ckpt")
     loaded = load_checkpoint(tmp_path / "full.ckpt")
-    assert loaded.metrics["val_acc"] == 0.5 and loaded.input.size == (8192, 8192)
+    assert loaded.metrics["val_acc"] == 0.5 and loaded.input.size == (8192, 16)
     assert build_model(loaded) is not None
     beyond = {
         "side": ({"input": {"size": [8193, 16]}}, "size 8193: not a whole number"),
@@ -561,6 +581,7 @@ def test_refusals_take_little_memory_and_time(tmp_path, good) -> None:
     crafted = [
         "compressed-zeros", "oversized-record", "bytearray-pickle", "tensor-class-pickle",
         "dense-too-big", "dense-repeated-values", "shared-options", "huge-input",
+        "case-twin-pickle", "huge-activations",
     ]  # fmt: skip
     items = [("checkpoint", str(good)), ("checkpoint", str(empty))]
     items += [("checkpoint", str(make_case(tmp_path, good, case))) for case in crafted]
@@ -621,3 +642,93 @@ def test_export_writes_only_graphs_the_reader_runs(tmp_path, good, monkeypatch) 
         export_onnx(str(good), tmp_path / "m.onnx", verify=False)
     assert "its graph runs Conv, an operator that cnnkit's exports never contain" in str(info.value)
     assert not (tmp_path / "m.onnx").exists()
+
+
+# ---------------------------------------------------------------------------
+# graphs of allowed operators that ask for much, or fail, at run time
+# ---------------------------------------------------------------------------
+
+
+def broadcast_onnx(path: Path, side: int = 40_000) -> Path:
+    """Two stored vectors added into a side×side matrix (6.4 GB at 40,000), then averaged."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    extra = [
+        helper.make_node("Add", ["col", "row"], ["big"]),
+        helper.make_node("ReduceMean", ["big"], ["b"], keepdims=0),
+        helper.make_node("Mul", ["b", "m"], ["s"]),
+    ]
+    nodes, inits = _head(extra, "s")
+    inits += [numpy_helper.from_array(np.ones((side, 1), np.float32), "col"),
+              numpy_helper.from_array(np.ones((1, side), np.float32), "row")]  # fmt: skip
+    return onnx_model(path, nodes, inits)
+
+
+def folded_chain_onnx(path: Path, steps: int = 400, side: int = 1024) -> Path:
+    """A chain of side×side MatMuls of a stored matrix alone: constant folding would run
+    all of it (a minute) while the session is made, where no signal reaches it."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    extra = [helper.make_node("MatMul", [f"w{i}", "w"], [f"w{i + 1}"]) for i in range(steps)]
+    extra += [helper.make_node("ReduceMean", [f"w{steps}"], ["r"], keepdims=0),
+              helper.make_node("Mul", ["r", "m"], ["s"])]  # fmt: skip
+    nodes, inits = _head(extra, "s")
+    w = np.full((side, side), 1 / side, np.float32)
+    inits += [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w, "w0")]
+    return onnx_model(path, nodes, inits)
+
+
+def out_of_bounds_onnx(path: Path) -> Path:
+    """A Gather of logit 5 of 3: passes every load-time check, fails inside ONNX Runtime."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    nodes, inits = _head([], "m")
+    nodes[-1].output[0] = "raw"
+    nodes.append(helper.make_node("Gather", ["raw", "idx"], ["logits"], axis=1))
+    inits.append(numpy_helper.from_array(np.array([0, 1, 5], np.int64), "idx"))
+    return onnx_model(path, nodes, inits)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss units differ outside Linux")
+def test_an_onnx_graph_asking_for_gigabytes_is_one_error_line_in_little_memory(tmp_path) -> None:
+    model = broadcast_onnx(tmp_path / "broadcast.onnx")
+    assert model.stat().st_size < 2**20
+    make_image(tmp_path / "x.png", 16, 16, channels=1)
+    # A fresh parent that reports its one child's peak.
+    wrapper = (
+        "import resource, subprocess, sys; "
+        "done = subprocess.run([sys.executable, '-m', 'cnnkit', *sys.argv[1:]]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024); "
+        "sys.exit(done.returncode)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, "predict", str(model), "x.png"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    peak_mb = int(done.stdout.splitlines()[-1])
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("device:")]
+    assert done.returncode == 1 and len(done.stdout.splitlines()) == 1, done.stderr
+    assert len(lines) == 1 and "asked ONNX Runtime for 6.4 GB" in lines[0], done.stderr
+    assert peak_mb < 500, peak_mb  # the whole process: 85 MB measured
+
+
+def test_an_onnx_graph_failing_inside_onnx_runtime_is_one_error_line(tmp_path) -> None:
+    model = out_of_bounds_onnx(tmp_path / "gather.onnx")
+    make_image(tmp_path / "x.png", 16, 16, channels=1)
+    done = run_cnnkit("predict", str(model), "x.png", cwd=tmp_path)
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("device:")]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert len(lines) == 1 and "failed in ONNX Runtime (indices element out" in lines[0], lines
+
+
+def test_a_graph_of_constants_is_not_computed_while_the_session_is_made(tmp_path) -> None:
+    from cnnkit.onnxmodel import load_onnx
+
+    model = folded_chain_onnx(tmp_path / "chain.onnx")
+    start = time.perf_counter()
+    load_onnx(model)
+    assert time.perf_counter() - start < 3  # constant folding took 11 s here, on 2 cores

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import InputError
-from cnnkit.onnxmodel import OnnxModel, device_text, runtime
+from cnnkit.onnxmodel import OnnxModel, device_text, run_error, runtime
 
 
 class OnnxBackend:
@@ -74,8 +74,8 @@ class OnnxBackend:
         with stoppable(stop):
             try:
                 out = self.onnx.session.run(None, {self._input_name: x}, options)
-            except Exception:  # noqa: BLE001 - ONNX Runtime's own error types
+            except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own error types
                 if options.terminate:
                     raise CallStopped("the ONNX Runtime run was stopped") from None
-                raise
+                raise run_error(self.onnx.path, exc) from None
         return np.asarray(out[0], np.float32)

@@ -8,6 +8,7 @@ is on the device; ``normalize`` turns a batch into floats there.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,16 +53,17 @@ def drawn_in_alpha(image: np.ndarray) -> bool:
     """Whether an image with alpha (H×W×2 or H×W×4) holds its picture in the alpha channel only.
 
     Drawing apps and web canvases save strokes on a transparent canvas this
-    way: every pixel has the same colour (often black, RGB 0) and only alpha
-    varies. Dropping alpha leaves a blank image.
+    way: every pixel that shows has the same colour (often black, RGB 0) and
+    only alpha varies. Dropping alpha leaves a blank image. Fully transparent
+    pixels show nothing, so their colour does not count.
     """
     if image.ndim != 3 or image.shape[2] not in (2, 4) or image.size == 0:
         return False
     alpha = image[:, :, -1]
     if alpha.min() == alpha.max():
         return False
-    colour = image[:, :, :-1]
-    return bool((colour == colour[0, 0]).all())
+    visible = image[:, :, :-1][alpha > 0]  # N×C: the colours of the pixels that show
+    return bool((visible == visible[0]).all())
 
 
 def flatten_alpha(image: np.ndarray, background: Colour = WHITE) -> tuple[np.ndarray, str | None]:
@@ -96,12 +98,12 @@ def parse_colour(text: str) -> Colour:
     value = text.strip().lower()
     if value in named:
         return named[value]
-    try:
-        if value.startswith("#") and len(value) == 7:
-            parts = [int(value[i : i + 2], 16) for i in (1, 3, 5)]
-        else:
-            parts = [int(v) for v in value.split(",")]
-    except ValueError:
+    # Plain digits only: int() would also take signs, spaces and underscores ("1_0").
+    if re.fullmatch(r"#[0-9a-f]{6}", value):
+        parts = [int(value[i : i + 2], 16) for i in (1, 3, 5)]
+    elif re.fullmatch(r"\d{1,3}, *\d{1,3}, *\d{1,3}", value):
+        parts = [int(v) for v in value.split(",")]
+    else:
         parts = []
     if len(parts) != 3 or not all(0 <= v <= 255 for v in parts):
         raise InputError(

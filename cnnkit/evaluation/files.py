@@ -41,7 +41,7 @@ def _write_csv(path: str | Path, rows: Sequence[Sequence[object]]) -> None:
     not UTF-8 keep their own bytes (cnnkit.textout).
     """
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
     writer.writerows(csv_row(row) for row in rows)
     atomic_write_bytes(path, buf.getvalue().encode("utf-8", ERRORS))
 

@@ -123,6 +123,16 @@ def image_size(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
     return None
 
 
+def known_format(data: bytes | bytearray | memoryview) -> bool:
+    """Whether ``data`` starts like one of the formats cnnkit reads (their headers are checked).
+
+    OpenCV decodes more (Radiance HDR, PNM, JPEG 2000, OpenEXR...) whatever the
+    file's name, some at many bytes a pixel; cnnkit reads none of them.
+    """
+    head = bytes(data[:32])
+    return any(head.startswith(signatures) for signatures, _ in _PARSERS)
+
+
 def _png(data) -> tuple[int, int] | None:
     # The 8-byte signature, then the IHDR chunk: length, "IHDR", width, height.
     if bytes(data[12:16]) != b"IHDR":
@@ -200,12 +210,19 @@ def _webp(data) -> tuple[int, int] | None:
 
 
 _TIFF_WIDTH, _TIFF_LENGTH = 256, 257
+# A tiled TIFF's tile size: the decoder allocates one whole tile, whatever the
+# image's own size says (a 16×16 image of one 16000×16000 tile takes 1 GB).
+_TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH = 322, 323
+_TIFF_SIZES = (_TIFF_WIDTH, _TIFF_LENGTH, _TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH)
 # Field types that hold a size: SHORT, LONG, and BigTIFF's LONG8.
 _TIFF_INTEGERS = {3: "H", 4: "I", 16: "Q"}
 
 
 def _tiff(data) -> tuple[int, int] | None:
-    """Width and length in the first image file directory (the page OpenCV decodes)."""
+    """Width and length in the first image file directory (the page OpenCV decodes).
+
+    A tile larger than the image counts at its own size: the decoder holds one.
+    """
     order = "<" if bytes(data[:2]) == b"II" else ">"
     (version,) = struct.unpack_from(order + "H", data, 2)
     if version == 42:
@@ -220,11 +237,13 @@ def _tiff(data) -> tuple[int, int] | None:
     for i in range(min(count, (len(data) - first) // entry)):
         at = first + i * entry
         tag, kind = struct.unpack_from(order + "HH", data, at)
-        if tag in (_TIFF_WIDTH, _TIFF_LENGTH) and kind in _TIFF_INTEGERS:
+        if tag in _TIFF_SIZES and kind in _TIFF_INTEGERS:
             (found[tag],) = struct.unpack_from(order + _TIFF_INTEGERS[kind], data, at + value_at)
-            if len(found) == 2:
-                return found[_TIFF_WIDTH], found[_TIFF_LENGTH]
-    return None
+    if _TIFF_WIDTH not in found or _TIFF_LENGTH not in found:
+        return None
+    width = max(found[_TIFF_WIDTH], found.get(_TIFF_TILE_WIDTH, 0))
+    length = max(found[_TIFF_LENGTH], found.get(_TIFF_TILE_LENGTH, 0))
+    return width, length
 
 
 # Chunks checked by png_problem before it gives up and leaves the rest to libpng:

@@ -34,6 +34,7 @@ from cnnkit.io.atomic import atomic_write_bytes
 from cnnkit.io.headers import (
     check_pixels,
     image_size,
+    known_format,
     max_image_bytes,
     png_problem,
     too_large,
@@ -189,6 +190,12 @@ def read_image_bytes(data: bytes | bytearray, name: str = "-", rgb: bool = True)
 
 def _decode(buf: np.ndarray, name: str, rgb: bool) -> np.ndarray:
     shown = "stdin" if name == "-" else name
+    if buf.size and not known_format(buf.data):
+        raise ReadError(
+            f"{shown} is not a readable image: its contents are not PNG, JPEG, GIF, BMP, "
+            "TIFF or WebP",
+            hint="convert it to PNG or JPEG",
+        )
     size = image_size(buf.data)
     if size is not None:
         check_pixels(shown, *size)

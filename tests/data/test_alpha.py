@@ -102,7 +102,11 @@ def test_parse_colour(text, colour) -> None:
     assert parse_colour(text) == colour
 
 
-@pytest.mark.parametrize("text", ["", "purple", "#ff80", "1,2", "1,2,256", "-1,0,0", "#gg0000"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "purple", "#ff80", "1,2", "1,2,256", "-1,0,0", "#gg0000", "# 1 2 3", "1_0,2,3",
+     "+1,2,3", "#+1+2+3"],
+)  # fmt: skip
 def test_parse_colour_refuses_what_is_no_colour(text) -> None:
     with pytest.raises(InputError, match="is not a colour"):
         parse_colour(text)
@@ -187,3 +191,18 @@ def test_training_records_the_background_and_predict_follows_it(tmp_path, monkey
     assert records[0]["topk"] == records[1]["topk"] and "over black" in err
     prepared = prepare_image(_canvas(mask, ink=255), 1, (16, 16), ckpt.input.background)
     assert prepared.max() == 255 and prepared.min() == 0
+
+
+def test_a_transparent_pixel_of_another_colour_does_not_hide_the_drawing() -> None:
+    """Pixels at alpha 0 show nothing: their colour must not turn a drawing into a blank."""
+    alpha = np.zeros((32, 32), np.uint8)
+    cv2.circle(alpha, (16, 16), 10, 255, 3)
+    image = np.zeros((32, 32, 4), np.uint8)
+    image[:, :, 3] = alpha
+    image[0, 0, :3] = (1, 0, 0)  # invisible: alpha 0 there
+    assert drawn_in_alpha(image)
+    flat, how = flatten_alpha(image)
+    assert how == "composited" and flat[0, 0].tolist() == [255, 255, 255]
+    assert flat[16, 6].tolist() == [0, 0, 0]  # the ink
+    image[16, 6, :3] = (9, 9, 9)  # a visible pixel of another colour: a real picture
+    assert not drawn_in_alpha(image)
