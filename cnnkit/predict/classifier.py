@@ -23,7 +23,7 @@ from cnnkit.predict.predictor import Predictor
 from cnnkit.spec import InputSpec
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x, per input
 class Prediction:
     """One answer: the best class and its score, the ``topk`` (label, score) pairs.
 
@@ -42,15 +42,9 @@ class Prediction:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Prediction:
-        topk = [(t["label"], t["score"]) for t in record.get("topk", ())]
-        return cls(
-            label=record.get("label"),
-            score=record.get("score"),
-            topk=topk,
-            path=record.get("path"),
-            error=record.get("error"),
-            record=record,
-        )
+        get = record.get
+        topk = [(t["label"], t["score"]) for t in get("topk", ())]
+        return cls(get("label"), get("score"), topk, get("path"), get("error"), record)
 
     @property
     def ok(self) -> bool:
