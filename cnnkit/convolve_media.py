@@ -248,8 +248,13 @@ def _to_gray(image: np.ndarray, rgb: bool) -> np.ndarray:
 def _save_npy(path: str, array: np.ndarray) -> None:
     from cnnkit.io.atomic import atomic_output
 
+    # A float32 result is saved as it is: np.save writes a strided view (the
+    # crop of a padded result) in chunks, where a contiguous copy first would
+    # need as much memory again as the convolution itself.
+    if array.dtype != np.float32:
+        array = array.astype(np.float32)
     with atomic_output(path) as temp:
-        np.save(temp, np.ascontiguousarray(array, dtype=np.float32))
+        np.save(temp, array)
 
 
 # A .npy v1.0 header is magic (6 bytes), version (2), its length (2), then a
