@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from cnnkit import __version__
+from cnnkit.cli import memory
 from cnnkit.errors import CnnkitError
 
 app = typer.Typer(
@@ -301,9 +302,11 @@ def _pipeline_running() -> bool:
     """
     import time
 
-    from cnnkit.io.readahead import JOIN_TIMEOUT_S, worker_threads
-
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    readahead = sys.modules.get("cnnkit.io.readahead")
+    if readahead is None:  # never loaded, so no thread of its: nothing to import now,
+        return False  # when memory may have run out
+    deadline = time.monotonic() + readahead.JOIN_TIMEOUT_S
+    worker_threads = readahead.worker_threads
     for thread in worker_threads():
         if thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -334,6 +337,37 @@ def _exit_stopped(stop: Stopped) -> None:
         _leave_now(int(stop.code or 0))
 
 
+# ---------------------------------------------------------------------------
+# allocations that fail
+# ---------------------------------------------------------------------------
+
+
+def _out_of_memory(exc: BaseException) -> None:
+    """Report a failed allocation in one line and exit 1.
+
+    A process at its address-space limit leaves without interpreter shutdown,
+    which needs memory too (it printed "Exception ignored" lines, one per
+    finalizer that could not allocate); outputs were removed while unwinding.
+    Every step may itself run out of memory, hence the fallbacks.
+    """
+    try:
+        line = memory.out_of_memory_line(exc)
+    except MemoryError:
+        line = memory.OUT_OF_MEMORY
+    try:
+        _flush_stdout()
+        _write_stderr(line)
+        at_limit = memory.reached_address_space_limit()
+    except MemoryError:
+        at_limit = True
+    if at_limit:
+        try:
+            _leave_now(1)
+        except MemoryError:
+            os._exit(1)
+    sys.exit(1)
+
+
 def _run_app() -> None:
     _received["signal"] = None
     previous = signal.getsignal(signal.SIGTERM)
@@ -344,6 +378,7 @@ def _run_app() -> None:
     _watch_stdout()
     debug = bool(os.environ.get("CNNKIT_DEBUG"))
     try:
+        memory.load_native_libraries(sys.argv[1:])
         app(prog_name="cnnkit")  # not "python -m ...": usage lines name the command
     except CnnkitError as exc:
         if debug:
@@ -361,6 +396,9 @@ def _run_app() -> None:
             _stdout_failed(exc)
         if debug:
             raise
+        failed = memory.allocation_failure(exc)
+        if failed is not None:
+            _out_of_memory(failed)
         # Last resort: commands turn the OSErrors they expect into CnnkitErrors.
         _flush_stdout()
         _write_stderr(_os_error_line(exc))
@@ -368,6 +406,13 @@ def _run_app() -> None:
     except KeyboardInterrupt:
         # Typer turns Ctrl-C inside a command into exit 130; this is Ctrl-C outside one.
         _stopped(130)
+    except Exception as exc:
+        # An allocation that no up-front check refused (cnnkit.ops.limits checks the
+        # large ones it can size): one line, not numpy's, OpenCV's or torch's traceback.
+        failed = memory.allocation_failure(exc)
+        if failed is None or debug:
+            raise
+        _out_of_memory(failed)
     except SystemExit as exc:
         if exc.code == 130 and not isinstance(exc, Stopped):
             _stopped(130)
