@@ -52,9 +52,13 @@ from cnnkit.io.pipeline import AHEAD_BYTES, WriteBehind, compute_in_order, frame
 from cnnkit.io.video import VIDEO_EXTENSIONS, VideoWriter, iter_frames, probe_video
 from cnnkit.kernels import Kernel
 
+# --stride, --padding and --dilation per axis: far above any image side or video
+# length, and low enough that the sizes they imply are numbers a message can show.
+MAX_AXIS_VALUE = 1_000_000
+
 
 def parse_axis_values(text: str, what: str, minimum: int) -> int | tuple[int, ...]:
-    """'2' -> 2, '2,1' -> (2, 1); refuses non-integers and values below ``minimum``."""
+    """'2' -> 2, '2,1' -> (2, 1); refuses non-integers, values below ``minimum`` and huge ones."""
     parts = [p.strip() for p in str(text).split(",")]
     values = []
     for part in parts:
@@ -68,6 +72,11 @@ def parse_axis_values(text: str, what: str, minimum: int) -> int | tuple[int, ..
         if value < minimum:
             raise InputError(
                 f"{what} must be >= {minimum}, got {value}", hint=f"use --{what} {max(minimum, 1)}"
+            )
+        if value > MAX_AXIS_VALUE:
+            raise InputError(
+                f"{what} {value} is too large (at most {MAX_AXIS_VALUE:,})",
+                hint=f"use a smaller --{what}",
             )
         values.append(value)
     return values[0] if len(values) == 1 else tuple(values)

@@ -22,6 +22,7 @@ import typer
 from cnnkit import __version__
 from cnnkit.cli import memory
 from cnnkit.errors import CnnkitError
+from cnnkit.training.options import MAX_TOP_K
 
 app = typer.Typer(
     name="cnnkit",
@@ -76,7 +77,9 @@ CheckpointArg = Annotated[
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps.")
 ]
-TopKOpt = Annotated[int, typer.Option("--top-k", min=1, help="How many best classes to report.")]
+TopKOpt = Annotated[
+    int, typer.Option("--top-k", min=1, max=MAX_TOP_K, help="How many best classes to report.")
+]
 
 
 # ---------------------------------------------------------------------------
