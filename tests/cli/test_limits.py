@@ -203,3 +203,61 @@ def test_train_refuses_more_devices_than_a_machine_has() -> None:
     assert parse_devices("256") == 256
     with pytest.raises(InputError, match="--devices 100000000 is too many"):
         parse_devices(BIG)
+
+
+# ---------------------------------------------------------------------------
+# SIGTERM and Ctrl-C during long native calls (torch)
+# ---------------------------------------------------------------------------
+
+
+def test_a_cpu_batch_goes_through_the_model_in_chunks_that_return_often() -> None:
+    # A torch op returns to Python (where signal handlers run) only when it is done:
+    # the model sees chunks of at most 2M input values, whatever --batch-size says.
+    import numpy as np
+    import torch
+
+    from cnnkit.data.preprocess import normalize
+    from cnnkit.inference import Predictor
+    from cnnkit.models.registry import create_model
+    from cnnkit.spec import InputSpec
+
+    net = create_model("lenet5", 3, 1, input_size=(1, 256, 256)).eval()
+    seen: list[int] = []
+    net.register_forward_pre_hook(lambda module, args: seen.append(args[0].numel()))
+    spec = InputSpec(1, (256, 256), None, [0.5], [0.25])
+    predictor = Predictor(net, ["a", "b", "c"], spec, "cpu", 100)
+    batch = np.random.default_rng(0).integers(0, 256, (100, 1, 256, 256), dtype=np.uint8)
+    logits = predictor.logits(batch)
+    assert len(seen) > 1 and max(seen) <= 2**21 and sum(seen) == batch.size, seen
+    with torch.inference_mode():
+        whole = net(normalize(torch.from_numpy(batch), [0.5], [0.25])).numpy()
+    np.testing.assert_allclose(logits, whole, rtol=1e-4, atol=1e-5)
+
+
+def test_a_large_cpu_training_batch_lets_signals_in_during_backward(monkeypatch) -> None:
+    # backward() runs the whole graph in C++: a gradient hook per layer runs Python
+    # there, so that SIGTERM's handler can raise before backward ends.
+    import torch
+
+    from cnnkit.models.registry import create_model
+    from cnnkit.training import module as module_mod
+
+    ran: list[tuple[int, ...]] = []
+    monkeypatch.setattr(module_mod, "_return_to_python", lambda p: ran.append(tuple(p.shape)))
+    recipe = dict(lr=3e-3, optimizer="adamw", weight_decay=0.05, schedule="cosine")
+
+    def backward_of(size: int, batch: int) -> list[tuple[int, ...]]:
+        ran.clear()
+        net = create_model("lenet5", 3, 1, input_size=(1, size, size))
+        mod = module_mod.ClassifierModule(
+            net, num_classes=3, mean=[0.5], std=[0.25], label_smoothing=0.0, **recipe
+        )
+        x = torch.zeros(batch, 1, size, size)
+        mod._listen_during_backward(x)
+        net(x).sum().backward()
+        return list(ran)
+
+    weights = [tuple(p.shape) for p in create_model("lenet5", 3, 1).parameters() if p.dim() > 1]
+    large = backward_of(256, 32)  # 2M input values: a backward of seconds on large models
+    assert len(large) == len(weights) > 0, large
+    assert backward_of(16, 8) == []  # milliseconds: no hooks, no cost
