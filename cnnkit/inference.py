@@ -40,6 +40,14 @@ from cnnkit.spec import InputSpec
 
 Record = dict[str, Any]
 
+# On the CPU a batch goes through the model this many input values at a time. A
+# torch op returns to Python, where SIGTERM and Ctrl-C are handled, only when it
+# is done: one op on a batch of 256 224×224 images (resnet18, 2 cores) took
+# 1.7 s, and one on the largest --batch-size minutes. Chunks of 2M values (13
+# such images) bound that to about 0.1 s, and ran faster too (resnet18 on 256
+# images: 6.4 s in chunks of 16, 16 s whole: the activations stay in cache).
+CPU_CHUNK_VALUES = 2**21
+
 
 class Predictor:
     """A model ready for inference: weights loaded, eval mode, on one device.
@@ -204,7 +212,10 @@ class Predictor:
             self.note_once("colour", "gray inputs are repeated to 3 channels for this colour model")
 
     def logits(self, batch: Any) -> np.ndarray:
-        """uint8 batch (numpy or torch, N×C×H×W or N×C×T×H×W) -> N×K float32 logits."""
+        """uint8 batch (numpy or torch, N×C×H×W or N×C×T×H×W) -> N×K float32 logits.
+
+        On the CPU the model runs on chunks of the batch (see CPU_CHUNK_VALUES).
+        """
         import torch
 
         x = torch.as_tensor(batch)
@@ -212,7 +223,14 @@ class Predictor:
             raise TypeError(f"expected a uint8 batch, got {x.dtype}")
         with torch.inference_mode():
             x = x.to(self.device, non_blocking=True)
-            out = self.model(normalize(x, self.input.mean, self.input.std))
+            step = len(x)
+            if x.device.type == "cpu" and len(x) > 1:
+                step = max(1, CPU_CHUNK_VALUES // max(1, x[0].numel()))
+            outs = [
+                self.model(normalize(x[i : i + step], self.input.mean, self.input.std))
+                for i in range(0, len(x), step)
+            ]
+            out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return out.float().cpu().numpy()
 
     def logits_in_batches(self, data: Any) -> Iterator[np.ndarray]:

@@ -20,8 +20,10 @@ from typing import Annotated, Any
 import typer
 
 from cnnkit import __version__
+from cnnkit.cli import memory
 from cnnkit.errors import CnnkitError
 from cnnkit.textout import ERRORS, shown
+from cnnkit.training.options import MAX_TOP_K
 
 app = typer.Typer(
     name="cnnkit",
@@ -76,7 +78,9 @@ CheckpointArg = Annotated[
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps.")
 ]
-TopKOpt = Annotated[int, typer.Option("--top-k", min=1, help="How many best classes to report.")]
+TopKOpt = Annotated[
+    int, typer.Option("--top-k", min=1, max=MAX_TOP_K, help="How many best classes to report.")
+]
 BackgroundOpt = Annotated[
     str | None,
     typer.Option(
@@ -315,9 +319,11 @@ def _pipeline_running() -> bool:
     """
     import time
 
-    from cnnkit.io.readahead import JOIN_TIMEOUT_S, worker_threads
-
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    readahead = sys.modules.get("cnnkit.io.readahead")
+    if readahead is None:  # never loaded, so no thread of its: nothing to import now,
+        return False  # when memory may have run out
+    deadline = time.monotonic() + readahead.JOIN_TIMEOUT_S
+    worker_threads = readahead.worker_threads
     for thread in worker_threads():
         if thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -396,6 +402,37 @@ def _stop_on_signals(read_fd: int) -> None:
             stop_all()
 
 
+# ---------------------------------------------------------------------------
+# allocations that fail
+# ---------------------------------------------------------------------------
+
+
+def _out_of_memory(exc: BaseException) -> None:
+    """Report a failed allocation in one line and exit 1.
+
+    A process at its address-space limit leaves without interpreter shutdown,
+    which needs memory too (it printed "Exception ignored" lines, one per
+    finalizer that could not allocate); outputs were removed while unwinding.
+    Every step may itself run out of memory, hence the fallbacks.
+    """
+    try:
+        line = memory.out_of_memory_line(exc)
+    except MemoryError:
+        line = memory.OUT_OF_MEMORY
+    try:
+        _flush_stdout()
+        _write_stderr(line)
+        at_limit = memory.reached_address_space_limit()
+    except MemoryError:
+        at_limit = True
+    if at_limit:
+        try:
+            _leave_now(1)
+        except MemoryError:
+            os._exit(1)
+    sys.exit(1)
+
+
 def _run_app() -> None:
     _received["signal"] = None
     previous = signal.getsignal(signal.SIGTERM)
@@ -408,6 +445,7 @@ def _run_app() -> None:
     _watch_stdout()
     debug = bool(os.environ.get("CNNKIT_DEBUG"))
     try:
+        memory.load_native_libraries(sys.argv[1:])
         app(prog_name="cnnkit")  # not "python -m ...": usage lines name the command
     except CnnkitError as exc:
         if debug:
@@ -426,6 +464,9 @@ def _run_app() -> None:
             _stdout_failed(exc)
         if debug:
             raise
+        failed = memory.allocation_failure(exc)
+        if failed is not None:
+            _out_of_memory(failed)
         # Last resort: commands turn the OSErrors they expect into CnnkitErrors.
         _flush_stdout()
         _write_stderr(_os_error_line(exc))
@@ -433,6 +474,13 @@ def _run_app() -> None:
     except KeyboardInterrupt:
         # Typer turns Ctrl-C inside a command into exit 130; this is Ctrl-C outside one.
         _stopped(130)
+    except Exception as exc:
+        # An allocation that no up-front check refused (cnnkit.ops.limits checks the
+        # large ones it can size): one line, not numpy's, OpenCV's or torch's traceback.
+        failed = memory.allocation_failure(exc)
+        if failed is None or debug:
+            raise
+        _out_of_memory(failed)
     except SystemExit as exc:
         if exc.code == 130 and not isinstance(exc, Stopped):
             _stopped(130)

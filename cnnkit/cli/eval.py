@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,6 +19,7 @@ from cnnkit.cli.app import (
     print_json,
 )
 from cnnkit.cli.render import print_eval
+from cnnkit.training.options import MAX_BATCH_SIZE, MAX_CLIPS, MAX_LIMIT, MAX_TOP_K
 
 
 class EvalSplit(str, Enum):
@@ -59,11 +60,14 @@ def eval_(
         int | None,
         typer.Option(
             min=1,
+            max=MAX_LIMIT,
             help="Measure a seeded sample of at most N samples, classes in proportion "
             "(default: all; training's --limit is not inherited).",
         ),
     ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="k of the top-k accuracy.")] = 5,
+    top_k: Annotated[
+        int, typer.Option("--top-k", min=1, max=MAX_TOP_K, help="k of the top-k accuracy.")
+    ] = 5,
     confusion: Annotated[
         Path | None,
         typer.Option(help="Write the confusion matrix: FILE.png (heat map) or FILE.csv."),
@@ -73,10 +77,13 @@ def eval_(
         typer.Option(help="Write the wrong predictions as CSV: path, true, predicted, score."),
     ] = None,
     clips: Annotated[
-        int, typer.Option(min=1, help="Video models: windows per video, scores averaged.")
+        int,
+        typer.Option(
+            min=1, max=MAX_CLIPS, help="Video models: windows per video, scores averaged."
+        ),
     ] = 1,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Samples per batch.")
+        int, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help="Samples per batch.")
     ] = 256,
     background: BackgroundOpt = None,
     device: DeviceOpt = "auto",
@@ -112,6 +119,7 @@ def eval_(
     # An .onnx is measured without torch: folder datasets are read with numpy and OpenCV.
     data = load_eval_data(ckpt, dataset, data_dir, chosen, limit, numpy=is_onnx_path(checkpoint))
     console.info(f"evaluating on {data.dataset} ({data.split}, {len(data.data)} samples)")
+    _check_batch_memory(predictor, batch_size, len(data.data) * clips)
     report = evaluate(predictor, data.data, top_k=top_k, clips=clips, label_map=data.label_map)
     if confusion is not None:
         shown_classes, matrix = report.visible()
@@ -129,3 +137,14 @@ def eval_(
         print_json(result)
     else:
         print_eval(result)
+
+
+def _check_batch_memory(predictor: Any, batch_size: int, samples: int) -> None:
+    """Refuse before running a batch that would not fit in memory (a clear line, not numpy's)."""
+    from cnnkit.ops.limits import check_batch_memory
+
+    spec = predictor.input
+    sample = (spec.channels, *([spec.frames] if spec.frames else []), *spec.size)
+    what = "clips" if spec.frames else "samples"
+    options = f"--batch-size {batch_size}"
+    check_batch_memory(min(batch_size, samples), sample, what, options)
