@@ -52,9 +52,13 @@ from cnnkit.io.pipeline import AHEAD_BYTES, WriteBehind, compute_in_order, frame
 from cnnkit.io.video import VIDEO_EXTENSIONS, VideoWriter, iter_frames, probe_video
 from cnnkit.kernels import Kernel
 
+# --stride, --padding and --dilation per axis: far above any image side or video
+# length, and low enough that the sizes they imply are numbers a message can show.
+MAX_AXIS_VALUE = 1_000_000
+
 
 def parse_axis_values(text: str, what: str, minimum: int) -> int | tuple[int, ...]:
-    """'2' -> 2, '2,1' -> (2, 1); refuses non-integers and values below ``minimum``."""
+    """'2' -> 2, '2,1' -> (2, 1); refuses non-integers, values below ``minimum`` and huge ones."""
     parts = [p.strip() for p in str(text).split(",")]
     values = []
     for part in parts:
@@ -68,6 +72,11 @@ def parse_axis_values(text: str, what: str, minimum: int) -> int | tuple[int, ..
         if value < minimum:
             raise InputError(
                 f"{what} must be >= {minimum}, got {value}", hint=f"use --{what} {max(minimum, 1)}"
+            )
+        if value > MAX_AXIS_VALUE:
+            raise InputError(
+                f"{what} {value} is too large (at most {MAX_AXIS_VALUE:,})",
+                hint=f"use a smaller --{what}",
             )
         values.append(value)
     return values[0] if len(values) == 1 else tuple(values)
@@ -248,8 +257,13 @@ def _to_gray(image: np.ndarray, rgb: bool) -> np.ndarray:
 def _save_npy(path: str, array: np.ndarray) -> None:
     from cnnkit.io.atomic import atomic_output
 
+    # A float32 result is saved as it is: np.save writes a strided view (the
+    # crop of a padded result) in chunks, where a contiguous copy first would
+    # need as much memory again as the convolution itself.
+    if array.dtype != np.float32:
+        array = array.astype(np.float32)
     with atomic_output(path) as temp:
-        np.save(temp, np.ascontiguousarray(array, dtype=np.float32))
+        np.save(temp, array)
 
 
 # A .npy v1.0 header is magic (6 bytes), version (2), its length (2), then a

@@ -187,6 +187,8 @@ def export_onnx(
                 dynamic_shapes=dynamic,
                 verbose=False,
             )
+    except MemoryError:
+        raise  # not the model's fault: the CLI reports it as memory, with the limit
     except Exception as exc:  # noqa: BLE001 - the exporter's errors are many and deep
         raise ExportError(
             f"torch.onnx could not export {ckpt.model_name}: {_first_line(exc)}",

@@ -9,6 +9,14 @@ import numpy as np
 from cnnkit.data.preprocess import normalize
 from cnnkit.spec import InputSpec
 
+# On the CPU a batch goes through the model this many input values at a time. A
+# torch op returns to Python, where SIGTERM and Ctrl-C are handled, only when it
+# is done: one op on a batch of 256 224×224 images (resnet18, 2 cores) took
+# 1.7 s, and one on the largest --batch-size minutes. Chunks of 2M values (13
+# such images) bound that to about 0.1 s, and ran faster too (resnet18 on 256
+# images: 6.4 s in chunks of 16, 16 s whole: the activations stay in cache).
+CPU_CHUNK_VALUES = 2**21
+
 
 class TorchBackend:
     """Logits of ``model`` for uint8 batches, normalised with ``spec`` on ``device``.
@@ -34,7 +42,14 @@ class TorchBackend:
             raise TypeError(f"expected a uint8 batch, got {x.dtype}")
         with torch.inference_mode():
             x = x.to(self.device, non_blocking=True)
-            out = self.model(normalize(x, self.spec.mean, self.spec.std))
+            step = len(x)
+            if x.device.type == "cpu" and len(x) > 1:  # see CPU_CHUNK_VALUES
+                step = max(1, CPU_CHUNK_VALUES // max(1, x[0].numel()))
+            outs = [
+                self.model(normalize(x[i : i + step], self.spec.mean, self.spec.std))
+                for i in range(0, len(x), step)
+            ]
+            out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return out.float().cpu().numpy()
 
     def cpu_threads(self) -> int:

@@ -20,8 +20,11 @@ from typing import Annotated, Any
 import typer
 
 from cnnkit import __version__
+from cnnkit.cli import memory
+from cnnkit.cli.signals import watch_signals
 from cnnkit.errors import CnnkitError
 from cnnkit.textout import ERRORS, shown
+from cnnkit.training.options import MAX_TOP_K
 
 app = typer.Typer(
     name="cnnkit",
@@ -76,7 +79,9 @@ CheckpointArg = Annotated[
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps.")
 ]
-TopKOpt = Annotated[int, typer.Option("--top-k", min=1, help="How many best classes to report.")]
+TopKOpt = Annotated[
+    int, typer.Option("--top-k", min=1, max=MAX_TOP_K, help="How many best classes to report.")
+]
 BackgroundOpt = Annotated[
     str | None,
     typer.Option(
@@ -315,9 +320,11 @@ def _pipeline_running() -> bool:
     """
     import time
 
-    from cnnkit.io.readahead import JOIN_TIMEOUT_S, worker_threads
-
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    readahead = sys.modules.get("cnnkit.io.readahead")
+    if readahead is None:  # never loaded, so no thread of its: nothing to import now,
+        return False  # when memory may have run out
+    deadline = time.monotonic() + readahead.JOIN_TIMEOUT_S
+    worker_threads = readahead.worker_threads
     for thread in worker_threads():
         if thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -348,52 +355,35 @@ def _exit_stopped(stop: Stopped) -> None:
         _leave_now(int(stop.code or 0))
 
 
-def _watch_signals() -> Any:
-    """Stop native calls (cnnkit.stopping) as soon as SIGINT or SIGTERM arrives; returns the undo.
+# ---------------------------------------------------------------------------
+# allocations that fail
+# ---------------------------------------------------------------------------
 
-    The handlers themselves run only when the main thread is back in the
-    interpreter, which a long ONNX Runtime run can delay for hours. Python's
-    C-level handler writes each signal's number to the wakeup file descriptor
-    at once: a thread reading it stops the native call, and the handler then
-    runs when that call returns (within milliseconds: ONNX Runtime checks
-    between two nodes).
+
+def _out_of_memory(exc: BaseException) -> None:
+    """Report a failed allocation in one line and exit 1.
+
+    A process at its address-space limit leaves without interpreter shutdown,
+    which needs memory too (it printed "Exception ignored" lines, one per
+    finalizer that could not allocate); outputs were removed while unwinding.
+    Every step may itself run out of memory, hence the fallbacks.
     """
-    read_fd, write_fd = os.pipe()
     try:
-        os.set_blocking(write_fd, False)
-        previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    except (ValueError, OSError):  # not the main interpreter, or Windows (sockets only)
-        os.close(read_fd)
-        os.close(write_fd)
-        return None
-    watcher = threading.Thread(
-        target=_stop_on_signals, args=(read_fd,), name="cnnkit-signals", daemon=True
-    )
-    watcher.start()
-
-    def undo() -> None:
-        signal.set_wakeup_fd(previous)
-        os.close(write_fd)  # the watcher reads the end of the pipe and returns
-        watcher.join(1.0)
-        if not watcher.is_alive():
-            os.close(read_fd)
-
-    return undo
-
-
-def _stop_on_signals(read_fd: int) -> None:
-    from cnnkit.stopping import stop_all
-
-    wanted = {int(signal.SIGINT), int(signal.SIGTERM)}
-    while True:
+        line = memory.out_of_memory_line(exc)
+    except MemoryError:
+        line = memory.OUT_OF_MEMORY
+    try:
+        _flush_stdout()
+        _write_stderr(line)
+        at_limit = memory.reached_address_space_limit()
+    except MemoryError:
+        at_limit = True
+    if at_limit:
         try:
-            numbers = os.read(read_fd, 64)
-        except OSError:
-            return
-        if not numbers:
-            return
-        if wanted.intersection(numbers):
-            stop_all()
+            _leave_now(1)
+        except MemoryError:
+            os._exit(1)
+    sys.exit(1)
 
 
 def _run_app() -> None:
@@ -404,13 +394,14 @@ def _run_app() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
         handler_set = True
-        stop_watching = _watch_signals()
+        stop_watching = watch_signals()
     _watch_stdout()
     from cnnkit.cli.output import show_messages
 
     show_messages(quiet=False)  # each command's --quiet may silence them
     debug = bool(os.environ.get("CNNKIT_DEBUG"))
     try:
+        memory.load_native_libraries(sys.argv[1:])
         app(prog_name="cnnkit")  # not "python -m ...": usage lines name the command
     except CnnkitError as exc:
         if debug:
@@ -429,6 +420,9 @@ def _run_app() -> None:
             _stdout_failed(exc)
         if debug:
             raise
+        failed = memory.allocation_failure(exc)
+        if failed is not None:
+            _out_of_memory(failed)
         # Last resort: commands turn the OSErrors they expect into CnnkitErrors.
         _flush_stdout()
         _write_stderr(_os_error_line(exc))
@@ -436,6 +430,13 @@ def _run_app() -> None:
     except KeyboardInterrupt:
         # Typer turns Ctrl-C inside a command into exit 130; this is Ctrl-C outside one.
         _stopped(130)
+    except Exception as exc:
+        # An allocation that no up-front check refused (cnnkit.ops.limits checks the
+        # large ones it can size): one line, not numpy's, OpenCV's or torch's traceback.
+        failed = memory.allocation_failure(exc)
+        if failed is None or debug:
+            raise
+        _out_of_memory(failed)
     except SystemExit as exc:
         if exc.code == 130 and not isinstance(exc, Stopped):
             _stopped(130)

@@ -20,6 +20,7 @@ from cnnkit.cli.app import (
 )
 from cnnkit.cli.output import show_messages
 from cnnkit.cli.render import print_eval
+from cnnkit.training.options import MAX_BATCH_SIZE, MAX_CLIPS, MAX_LIMIT, MAX_TOP_K
 
 
 class EvalSplit(str, Enum):
@@ -60,11 +61,14 @@ def eval_(
         int | None,
         typer.Option(
             min=1,
+            max=MAX_LIMIT,
             help="Measure a seeded sample of at most N samples, classes in proportion "
             "(default: all; training's --limit is not inherited).",
         ),
     ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="k of the top-k accuracy.")] = 5,
+    top_k: Annotated[
+        int, typer.Option("--top-k", min=1, max=MAX_TOP_K, help="k of the top-k accuracy.")
+    ] = 5,
     confusion: Annotated[
         Path | None,
         typer.Option(help="Write the confusion matrix: FILE.png (heat map) or FILE.csv."),
@@ -74,10 +78,13 @@ def eval_(
         typer.Option(help="Write the wrong predictions as CSV: path, true, predicted, score."),
     ] = None,
     clips: Annotated[
-        int, typer.Option(min=1, help="Video models: windows per video, scores averaged.")
+        int,
+        typer.Option(
+            min=1, max=MAX_CLIPS, help="Video models: windows per video, scores averaged."
+        ),
     ] = 1,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Samples per batch.")
+        int, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help="Samples per batch.")
     ] = 256,
     background: BackgroundOpt = None,
     device: DeviceOpt = "auto",

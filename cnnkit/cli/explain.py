@@ -12,6 +12,7 @@ from cnnkit import console
 from cnnkit.cli.app import BackgroundOpt, CheckpointArg, DeviceOpt, QuietOpt, app
 from cnnkit.cli.output import show_messages
 from cnnkit.textout import shown
+from cnnkit.training.options import MAX_BATCH_SIZE, MAX_STRIDE, MAX_TOP_K
 
 
 @app.command(
@@ -52,6 +53,7 @@ def explain(
         typer.Option(
             "--top-k",
             min=1,
+            max=MAX_TOP_K,
             help="Explain each input's K most likely classes: K maps per input, ranked "
             "(not with --class).",
         ),
@@ -67,6 +69,7 @@ def explain(
         int | None,
         typer.Option(
             min=1,
+            max=MAX_STRIDE,
             help="A 2D model on a video: explain every Nth frame (default 1), like predict. "
             "A 3D model explains its windows of T frames one after another.",
         ),
@@ -74,7 +77,9 @@ def explain(
     alpha: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Opacity of the heat map over the image.")
     ] = 0.5,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Inputs per batch.")] = 16,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help="Inputs per batch.")
+    ] = 16,
     background: BackgroundOpt = None,
     device: DeviceOpt = "auto",
     json_: Annotated[

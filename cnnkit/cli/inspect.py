@@ -11,6 +11,7 @@ from cnnkit import console
 from cnnkit.cli.app import JsonOpt, QuietOpt, app, print_json
 from cnnkit.cli.output import show_messages
 from cnnkit.cli.render import render_inspect
+from cnnkit.training.options import MAX_CLASSES
 
 
 @app.command(
@@ -39,7 +40,8 @@ def inspect(
         ),
     ] = None,
     num_classes: Annotated[
-        int | None, typer.Option(min=1, help="Output classes for a model name (default 10).")
+        int | None,
+        typer.Option(min=1, max=MAX_CLASSES, help="Output classes for a model name (default 10)."),
     ] = None,
     image: Annotated[
         Path | None,

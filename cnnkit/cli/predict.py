@@ -13,6 +13,7 @@ from cnnkit.cli.app import BackgroundOpt, CheckpointArg, DeviceOpt, QuietOpt, To
 from cnnkit.cli.output import show_messages
 from cnnkit.errors import CnnkitError
 from cnnkit.textout import shown
+from cnnkit.training.options import MAX_BATCH_SIZE, MAX_FRAMES, MAX_STRIDE, MAX_WORKERS
 
 
 class PredictFormat(str, Enum):
@@ -44,21 +45,31 @@ def predict(
         PredictFormat | None,
         typer.Option("--format", help="Output format. Default: table on a terminal, else jsonl."),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 32,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help="Images per batch.")
+    ] = 32,
     window: Annotated[
         int | None,
-        typer.Option(min=1, help="Video, 3D model: frames per window (default: the model's T)."),
+        typer.Option(
+            min=1,
+            max=MAX_FRAMES,
+            help="Video, 3D model: frames per window (default: the model's T).",
+        ),
     ] = None,
     stride: Annotated[
         int | None,
         typer.Option(
             min=1,
+            max=MAX_STRIDE,
             help="Video: frames between window starts (3D, default: the window) "
             "or between classified frames (2D, default 1).",
         ),
     ] = None,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Threads decoding images ahead of the model.")
+        int,
+        typer.Option(
+            "--workers", min=1, max=MAX_WORKERS, help="Threads decoding images ahead of the model."
+        ),
     ] = 2,
     background: BackgroundOpt = None,
     device: DeviceOpt = "auto",
@@ -95,6 +106,7 @@ def predict(
     if window is not None:
         predictor.check_window(window)  # before any input is read
     named = [] if "-" in inputs else expand_sources(inputs)
+    _check_batch_memory(predictor, batch_size, window, named)
     counts = {"inputs": 0}
 
     def stream() -> Any:
@@ -142,3 +154,28 @@ def predict(
             f"{failed} of {counts['inputs']} inputs could not be classified",
             hint="see the error lines above; the other results are complete",
         )
+
+
+def _check_batch_memory(predictor: Any, batch_size: int, window: int | None, named: list) -> None:
+    """Refuse up front a batch that cannot fit in memory (one line, not numpy's traceback).
+
+    A video's batch is allocated whole, ``--batch-size`` windows or frames at
+    once, whatever the video's length; image batches grow with the inputs, so
+    named images need at most as many samples as there are images. Paths read
+    from stdin are not known yet, and are not counted.
+    """
+    from cnnkit.ops.limits import check_batch_memory
+
+    spec = predictor.input
+    options = f"--batch-size {batch_size}"
+    if predictor.is_video_model:
+        frames = window or spec.frames
+        sample = (spec.channels, frames, *spec.size)
+        options += f", --window {frames}"
+        check_batch_memory(batch_size, sample, "windows", options, filled=False)
+        return
+    sample = (spec.channels, *spec.size)
+    if any(s.kind == "video" for s in named):
+        check_batch_memory(batch_size, sample, "frames", options, filled=False)
+    images = sum(s.kind != "video" for s in named)
+    check_batch_memory(min(batch_size, images), sample, "images", options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from cnnkit import console
 from cnnkit.evaluation.metrics import EvalReport
@@ -41,6 +42,18 @@ def measure(
     # An .onnx is measured without torch: folder datasets are read with numpy and OpenCV.
     data = load_eval_data(ckpt, dataset, data_dir, split, limit, numpy=is_onnx_path(ref))
     console.info(f"evaluating on {data.dataset} ({data.split}, {len(data.data)} samples)")
+    _check_batch_memory(predictor, batch_size, len(data.data) * clips)
     report = evaluate(predictor, data.data, top_k=top_k, clips=clips, label_map=data.label_map)
     report.about = {"checkpoint": ref, "dataset": data.dataset, "split": data.split}
     return report, data
+
+
+def _check_batch_memory(predictor: Any, batch_size: int, samples: int) -> None:
+    """Refuse before running a batch that would not fit in memory (a clear line, not numpy's)."""
+    from cnnkit.ops.limits import check_batch_memory
+
+    spec = predictor.input
+    sample = (spec.channels, *([spec.frames] if spec.frames else []), *spec.size)
+    what = "clips" if spec.frames else "samples"
+    options = f"--batch-size {batch_size}"
+    check_batch_memory(min(batch_size, samples), sample, what, options)

@@ -23,33 +23,129 @@ from cnnkit.ops.geometry import AxisGeometry, padded_shape
 _MEMORY_CHECK_BYTES = 256 * 2**20
 
 
-def available_memory() -> int | None:
-    """Bytes that can still be allocated without swapping, or None when the OS does not say.
+def _proc_status() -> dict[str, int]:
+    """This process's VmSize and VmData from /proc/self/status, in bytes (empty elsewhere)."""
+    sizes: dict[str, int] = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(("VmSize:", "VmData:")):
+                key, value = line.split(":", 1)
+                sizes[key] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return sizes
 
-    Linux's MemAvailable (free memory plus the page cache it can drop), capped
-    by a cgroup v2 memory limit (containers); elsewhere the free physical pages.
+
+def _rlimit_rooms() -> list[tuple[int, str]]:
+    """Room left under this process's address-space and data limits (``ulimit -v``, ``-d``).
+
+    RLIMIT_AS caps every mapping (VmSize, reserved or not); RLIMIT_DATA the
+    private writable ones (VmData), where malloc and numpy get their memory.
+    A request past either fails however much the machine has free: OpenCV's
+    "Insufficient memory", numpy's MemoryError.
     """
-    found: list[int] = []
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return []
+    rooms = []
+    status = None
+    for name, key, shell in (
+        ("RLIMIT_AS", "VmSize", "ulimit -v"),
+        ("RLIMIT_DATA", "VmData", "ulimit -d"),
+    ):
+        which = getattr(resource, name, None)
+        if which is None:
+            continue
+        try:
+            soft, _ = resource.getrlimit(which)
+        except (OSError, ValueError):
+            continue
+        if soft == resource.RLIM_INFINITY or soft < 0:
+            continue
+        if status is None:
+            status = _proc_status()
+        if key in status:
+            rooms.append((max(0, soft - status[key]), shell))
+    return rooms
+
+
+def _read_int(path: str) -> int:
+    return int(Path(path).read_text().strip())
+
+
+def _cgroup_rooms() -> list[tuple[int, str]]:
+    """Room left under a container's memory limit: cgroup v2, else cgroup v1."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = _read_int("/sys/fs/cgroup/memory.current")
+            return [(max(0, int(limit) - used), "the container's limit")]
+        return []
+    except (OSError, ValueError):
+        pass
+    try:
+        v1 = "/sys/fs/cgroup/memory/"
+        limit_v1 = _read_int(v1 + "memory.limit_in_bytes")
+        if limit_v1 >= 2**60:  # "no limit" is the largest multiple of the page size
+            return []
+        used = _read_int(v1 + "memory.usage_in_bytes")
+        # v1 counts the page cache as used; the inactive part is dropped before the
+        # limit is enforced, as `docker stats` takes it off too.
+        for line in Path(v1 + "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("total_inactive_file", "inactive_file"):
+                used -= int(value)
+                break
+        return [(max(0, limit_v1 - used), "the container's limit")]
+    except (OSError, ValueError):
+        return []
+
+
+def memory_rooms() -> list[tuple[int, str]]:
+    """Every bound on what can still be allocated, as (bytes, what sets it); empty if none is known.
+
+    The machine's free memory ("free": Linux's MemAvailable, free memory plus
+    the page cache it can drop; elsewhere the free physical pages), a
+    container's memory limit ("the container's limit": cgroup v2 or v1), and
+    this process's address-space and data limits ("ulimit -v", "ulimit -d").
+    """
+    found: list[tuple[int, str]] = []
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                found.append(int(line.split()[1]) * 1024)
+                found.append((int(line.split()[1]) * 1024, "free"))
                 break
     except (OSError, ValueError, IndexError):
         pass
     if not found:
         try:
-            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+            found.append((os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free"))
         except (AttributeError, ValueError, OSError):
             pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
-            found.append(max(0, int(limit) - used))
-    except (OSError, ValueError):
-        pass
-    return min(found) if found else None
+    return found + _cgroup_rooms() + _rlimit_rooms()
+
+
+def available_memory() -> int | None:
+    """Bytes that can still be allocated without swapping or failing, or None when nothing says.
+
+    The smallest of :func:`memory_rooms`: free memory, a container's limit,
+    and what this process's ``ulimit -v`` / ``ulimit -d`` leave.
+    """
+    rooms = memory_rooms()
+    return min(n for n, _ in rooms) if rooms else None
+
+
+def _binding_limit(free: int) -> str | None:
+    """What set ``free`` as the bound, when it was a limit rather than the machine's free memory.
+
+    Read again, so allow for what the process allocated in between.
+    """
+    rooms = memory_rooms()
+    if not rooms:
+        return None
+    n, what = min(rooms)
+    return what if what != "free" and abs(n - free) <= 64 * 2**20 else None
 
 
 def size_text(nbytes: float) -> str:
@@ -62,21 +158,56 @@ def size_text(nbytes: float) -> str:
     return f"{nbytes:,.0f} bytes" if step == 0 else f"{nbytes:,.1f} {units[step]}"
 
 
-def check_memory(nbytes: int, what: str) -> None:
-    """Refuse up front to allocate ``nbytes`` when the machine does not have them free.
+def check_memory(
+    nbytes: int, what: str, hint: str = "use a smaller --padding or a smaller input"
+) -> None:
+    """Refuse up front to allocate ``nbytes`` when the process cannot get them.
 
     Without this, a huge --padding ends in OpenCV's "Insufficient memory"
-    traceback or in the OOM killer, after minutes of swapping.
+    traceback or in the OOM killer, after minutes of swapping. ``hint`` names
+    the options that size the allocation.
     """
     if nbytes <= _MEMORY_CHECK_BYTES:
         return
     free = available_memory()
     if free is not None and nbytes > free:
+        limit = _binding_limit(free)
+        where = ""
+        if limit is not None and limit.startswith("ulimit"):
+            where = f" under this process's limit ({limit})"
+            hint += f", or raise {limit}"
+        elif limit is not None:
+            where = f" under {limit}"
         raise InputError(
             f"{what} needs {size_text(nbytes)} of memory, more than the "
-            f"{size_text(free)} available",
-            hint="use a smaller --padding or a smaller input",
+            f"{size_text(free)} available{where}",
+            hint=hint,
         )
+
+
+def check_batch_memory(
+    count: int, sample: Sequence[int], what: str, options: str, filled: bool = True
+) -> None:
+    """Refuse, before it is allocated, a batch of ``count`` uint8 samples of shape ``sample``.
+
+    ``what`` names the samples ("windows", "images"); ``options`` the
+    command-line options that size the batch, for the message and the hint
+    ("--batch-size 4096, --window 512"). A ``filled`` batch (images, a
+    dataset) is counted as the uint8 batch and the float32 copy the model is
+    given (5 bytes a value); a batch that is allocated whole before the first
+    sample is read (a video's windows or frames: ``filled=False``) as its uint8
+    array alone, which a short video never fills. Prefetched batches and the
+    model's own activations come on top: this is the least the batch needs, so
+    a refusal is a run that could not work.
+    """
+    per_value = 1 + 4 if filled else 1
+    nbytes = count * math.prod(int(n) for n in sample) * per_value
+    names = " or ".join(part.split()[0] for part in options.split(", "))
+    check_memory(
+        nbytes,
+        f"a batch of {count} {what} of {_shape_text(sample)} ({options})",
+        hint=f"use a smaller {names}",
+    )
 
 
 def _shape_text(shape: Sequence[int]) -> str:

@@ -30,6 +30,7 @@ from cnnkit import __version__, console
 from cnnkit.errors import CheckpointError, DatasetError, InputError, ModelError, TrainingError
 from cnnkit.models.sizes import check_input_fits
 from cnnkit.training.options import (
+    MAX_DEVICES,
     TrainConfig,
     apply_resume_defaults,
     recorded_options,
@@ -91,6 +92,11 @@ def parse_devices(devices: str) -> Any:
         n = int(text)
         if n < 1:
             raise InputError("--devices must be at least 1", hint="e.g. --devices 2")
+        if n > MAX_DEVICES:  # on the CPU, a count of processes to start
+            raise InputError(
+                f"--devices {n} is too many (at most {MAX_DEVICES} on one machine)",
+                hint="give the devices of one machine; add machines with --num-nodes",
+            )
         return n
     if re.fullmatch(r"\d+(,\d+)*,?", text):
         return [int(v) for v in text.split(",") if v]

@@ -23,6 +23,23 @@ from cnnkit.errors import InputError
 
 KINDS = ("image", "video")
 
+# Caps on the sizes and counts every command takes on its command line (train's
+# rows below, the other commands' option declarations in cnnkit.cli), far above
+# any real use: a value past one is a usage error (exit 2) rather than an
+# allocation of terabytes (a batch of 10^8 windows) or minutes spent on nothing.
+MAX_BATCH_SIZE = 65536  # samples, images, clips or windows per batch
+MAX_FRAMES = 4096  # frames per clip or window (--frames, --window)
+MAX_IMG_SIZE = 4096  # pixels a side
+MAX_STRIDE = 1_000_000  # frames between windows: 9 hours of 30 fps video
+MAX_WORKERS = 256  # decode threads, DataLoader processes
+MAX_CLASSES = 100_000  # classes of a model built by name (inspect --num-classes)
+MAX_TOP_K = MAX_CLASSES  # best classes reported (clamped to the class count below this)
+MAX_CLIPS = 1024  # windows per video in eval
+MAX_EPOCHS = 1_000_000
+MAX_LIMIT = 1_000_000_000  # samples per split
+MAX_DEVICES = 256  # --devices as a count: processes or accelerators on one machine
+MAX_SEED = 2**32 - 1  # what numpy's and Lightning's seeding accept
+
 
 @dataclass(frozen=True)
 class Option:
@@ -92,10 +109,11 @@ OPTIONS: tuple[Option, ...] = (
            by_kind={"image": "simplecnn", "video": "c3d_small"}, resume=True),
     Option("epochs", int, None, "Epochs in all. With --resume: the total to reach, counting "
            "the epochs already trained, so it must be more than those.",
-           by_kind={"image": 10, "video": 3}, low=1, resume=True, example="10"),
+           by_kind={"image": 10, "video": 3}, low=1, high=MAX_EPOCHS, resume=True, example="10"),
     # Batch 64 and label smoothing 0.1 are what reached the README's digit accuracy.
     Option("batch_size", int, None, "Samples per optimizer step.",
-           by_kind={"image": 64, "video": 32}, low=1, resume=True, example="64"),
+           by_kind={"image": 64, "video": 32}, low=1, high=MAX_BATCH_SIZE, resume=True,
+           example="64"),
     Option("lr", float, None, "Peak learning rate. Starting from weights: 0.001 when "
            "fine-tuning a torchvision model, 0.03 with --freeze (only the new head learns).",
            by_kind={"image": 3e-3, "video": 3e-3},
@@ -122,14 +140,14 @@ OPTIONS: tuple[Option, ...] = (
            "have it dropped. Kept in the checkpoint: eval and predict composite the same way.",
            resume=True, example="black"),
     Option("img_size", int, None, "Resize inputs to N×N (default: the data's own size, or "
-           "the model's).", low=4, high=4096, resume=True, example="64"),
+           "the model's).", low=4, high=MAX_IMG_SIZE, resume=True, example="64"),
     Option("frames", int, None, "Frames per video clip (default: the model's, or 8).", low=1,
-           resume=True, example="8"),
+           high=MAX_FRAMES, resume=True, example="8"),
     Option("val_split", float, 0.1, "Fraction of each class held out for validation when the "
            "data has no val split. 0: no validation (train on everything; best.ckpt is the "
            "last epoch's).", low=0, high=1, high_open=True, resume=True, example="0.1"),
     Option("seed", int, 0, "Seed for splits, samples, data order, augmentation and weights.",
-           resume=True),
+           low=0, high=MAX_SEED, resume=True),
     Option("device", str, "auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps."),
     Option("devices", str, "1", "Lightning devices: a count, a list '0,1', or auto."),
     Option("num_nodes", int, 1, "Machines (Lightning num_nodes).", low=1, example="1"),
@@ -137,7 +155,7 @@ OPTIONS: tuple[Option, ...] = (
            "ones: the run's summary comes from the process that started training)."),
     Option("precision", str, None, "Lightning precision: 32-true, 16-mixed, bf16-mixed..."),
     Option("workers", int, None, "DataLoader workers for data decoded from files (default: "
-           "all cores but one, at most 8).", low=0, example="4"),
+           "all cores but one, at most 8).", low=0, high=MAX_WORKERS, example="4"),
     Option("patience", int, None, "Stop after N epochs without a better val_acc.", low=1,
            example="5"),
     Option("out", str, "runs", "Folder that holds the run folders.", path=True),
@@ -161,7 +179,7 @@ OPTIONS: tuple[Option, ...] = (
            "else ~/.cache/cnnkit).", path=True, resume=True),
     Option("limit", int, None, "Use at most N samples per split: a seeded sample with the "
            "classes in their proportions (quick runs). 0: all of them (lifts the --limit of a "
-           "run being resumed).", low=0, resume=True, example="1000"),
+           "run being resumed).", low=0, high=MAX_LIMIT, resume=True, example="1000"),
     # Python callers only.
     Option("limit_batches", float, None, "Lightning batches per epoch (tests).", cli=False),
     Option("command_line", list, None, "The command line, for config.yaml.", cli=False),

@@ -9,7 +9,6 @@ progress bar only when stderr is a terminal, so logs from batch jobs stay clean.
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cnnkit import console
+from cnnkit.errors import CnnkitError
 from cnnkit.training.fastpath import FixedKeyCheckpoint, StepProgressBar
 
 
@@ -51,8 +51,8 @@ class InterruptCheckpoint(Callback):
     subclass), calls ``on_exception`` and then ``sys.exit(1)``; fit() turns
     that into a TrainingInterrupted that names the file. The checkpoint holds
     the loops' progress too, so ``--resume`` picks up at the interrupted step.
-    Written to a temporary name and renamed: a second signal during the save
-    leaves the previous ``last.ckpt`` whole.
+    Written through AtomicCheckpointIO (a temporary file, then a rename): a
+    second signal during the save leaves the previous ``last.ckpt`` whole.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -72,18 +72,14 @@ class InterruptCheckpoint(Callback):
             # model that took a NaN step is not worth keeping: the epoch's last.ckpt stays.
             self.saved = self.path if self.path.is_file() else None
             return
-        tmp = self.path.with_name(f".{self.path.stem}.interrupted.tmp.ckpt")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            trainer.save_checkpoint(tmp)
-            os.replace(tmp, self.path)
+            trainer.save_checkpoint(self.path)  # atomic: AtomicCheckpointIO
             self.saved = self.path
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError, CnnkitError):
             # Could not write (disk full, interrupted before the model was set
             # up...): the last epoch's checkpoint, if any, is what there is.
             self.saved = self.path if self.path.is_file() else None
-        finally:
-            tmp.unlink(missing_ok=True)  # gone already after a successful rename
 
 
 class EpochLine(Callback):
