@@ -131,7 +131,7 @@ def convolve(
     """
     show_messages(quiet)
     # Only numpy/OpenCV work here: torch is never imported on this path.
-    from cnnkit import convolve_media
+    from cnnkit import convolution
     from cnnkit.errors import InputError
     from cnnkit.kernels import parse_kernel
 
@@ -147,12 +147,12 @@ def convolve(
             "-o - writes PNG bytes to stdout, which --json/--explain also use",
             hint="write the image to a file with -o FILE",
         )
-    options = convolve_media.ConvolveOptions(
+    options = convolution.ConvolveOptions(
         kernel=parse_kernel(kernel),
-        stride=convolve_media.parse_axis_values(stride, "stride", 1),
-        padding=convolve_media.parse_padding(padding),
+        stride=convolution.parse_axis_values(stride, "stride", 1),
+        padding=convolution.parse_padding(padding),
         padding_mode=padding_mode.value,
-        dilation=convolve_media.parse_axis_values(dilation, "dilation", 1),
+        dilation=convolution.parse_axis_values(dilation, "dilation", 1),
         gray=gray,
         flip=flip,
         scale=scale.value,
@@ -170,7 +170,7 @@ def convolve(
         # Bounded: `< /dev/zero` ends at the image byte limit, not at the end of memory.
         stdin = read_at_most(sys.stdin.buffer, "-")
     # --explain alone only describes; with -o it also writes the result.
-    report = convolve_media.convolve_file(
+    report = convolution.convolve_file(
         input,
         options,
         output,

@@ -306,7 +306,7 @@ def test_a_video_that_leaves_the_disk_full_is_refused(clip, tmp_path, monkeypatc
     # 150 bytes): a disk found full after writing is reported, not trusted.
     import types
 
-    from cnnkit.convolve_media import ConvolveOptions, convolve_file
+    from cnnkit.convolution import ConvolveOptions, convolve_file
     from cnnkit.errors import CnnkitError
     from cnnkit.io import video as video_io
     from cnnkit.kernels import parse_kernel

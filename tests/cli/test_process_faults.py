@@ -154,14 +154,14 @@ def test_a_full_disk_under_convolve_is_one_error_line(tmp_path, monkeypatch, cap
 
 
 def test_an_unexpected_oserror_is_one_line_unless_debugging(tmp_path, monkeypatch, capsys) -> None:
-    from cnnkit import convolve_media
+    from cnnkit import convolution
 
     def broken_disk(*args, **kwargs):
         raise OSError(errno.EIO, os.strerror(errno.EIO), "/mnt/photos/x.png")
 
     make_image(tmp_path / "x.png", 16, 16, channels=3)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(convolve_media, "convolve_file", broken_disk)
+    monkeypatch.setattr(convolution, "convolve_file", broken_disk)
     monkeypatch.setattr(sys, "argv", ["cnnkit", "convolve", "x.png", "-k", "box"])
     monkeypatch.delenv("CNNKIT_DEBUG", raising=False)
     with pytest.raises(SystemExit) as info:

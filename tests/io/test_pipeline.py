@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cnnkit import convolve_media, ops
-from cnnkit.convolve_media import ConvolveOptions, convolve_file
+from cnnkit import ops
+from cnnkit.convolution import ConvolveOptions, convolve_file, outputs, videos
 from cnnkit.convolve_scale import auto_scale, result_to_pixels
 from cnnkit.errors import InputError
 from cnnkit.io import video as video_io
@@ -580,15 +580,15 @@ def test_an_error_mid_video_stops_every_stage_and_leaves_no_file(
 
         monkeypatch.setattr(video_io, "_frames", frames)
     elif where == "compute":
-        finish = convolve_media._FrameFinisher.frame
+        finish = videos._FrameFinisher.frame
 
         def frame(self, *args):
             fifth("compute")
             return finish(self, *args)
 
-        monkeypatch.setattr(convolve_media._FrameFinisher, "frame", frame)
+        monkeypatch.setattr(videos._FrameFinisher, "frame", frame)
     else:
-        cls = VideoWriter if ext == ".mp4" else convolve_media._NpyFrames
+        cls = VideoWriter if ext == ".mp4" else outputs._NpyFrames
         write = cls.write
 
         def failing_write(self, frame):
@@ -633,7 +633,7 @@ def slow_writers(monkeypatch) -> None:
     Without it the peak depends on which stage happened to be ahead when, and
     the measurement on how busy the machine is.
     """
-    write_video, write_npy = VideoWriter.write, convolve_media._NpyFrames.write
+    write_video, write_npy = VideoWriter.write, outputs._NpyFrames.write
 
     def slow_video(self, frame):
         time.sleep(0.002)
@@ -644,7 +644,7 @@ def slow_writers(monkeypatch) -> None:
         write_npy(self, frame)
 
     monkeypatch.setattr(VideoWriter, "write", slow_video)
-    monkeypatch.setattr(convolve_media._NpyFrames, "write", slow_npy)
+    monkeypatch.setattr(outputs._NpyFrames, "write", slow_npy)
 
 
 def _peak(video: Path, spec: str, out: Path) -> int:

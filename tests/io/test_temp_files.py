@@ -58,11 +58,11 @@ def test_a_long_name_still_fits_in_a_temporary_name(tmp_path) -> None:
 # Convolve a video into .npy with each frame's write slowed down, so that the run
 # is still writing its temporary file when it is killed.
 SLOW_NPY = (
-    "import sys, time; from cnnkit import cli, convolve_media\n"
-    "w = convolve_media._NpyFrames.write\n"
+    "import sys, time; from cnnkit import cli\nfrom cnnkit.convolution import outputs\n"
+    "w = outputs._NpyFrames.write\n"
     "def slow(self, f):\n"
     "    w(self, f); time.sleep(0.05)\n"
-    "convolve_media._NpyFrames.write = slow\n"
+    "outputs._NpyFrames.write = slow\n"
     "sys.argv = ['cnnkit', 'convolve', 'v.mp4', '-k', 'sobel', '-o', 'out.npy']\n"
     "cli.main()\n"
 )
