@@ -264,7 +264,8 @@ def memory_section(root: Path) -> dict:
 
 
 def codec_section(root: Path) -> dict:
-    from cnnkit.io.video import CODECS, VideoWriter, codecs_for
+    from cnnkit.io.video import CODECS, codecs_for
+    from cnnkit.io.video_writer import VideoWriter
 
     frames = textured_frames(1280, 720, 30)
     result = {}

@@ -194,7 +194,7 @@ def make_video_folder(
 # Python code that runs `cnnkit convolve` through the console-script entry with a slowed-down video
 # writer, so the run is still going when the signal arrives.
 SLOW_CONVOLVE = (
-    "import sys, time; from cnnkit import cli; from cnnkit.io import video\n"
+    "import sys, time; from cnnkit import cli; from cnnkit.io import video_writer as video\n"
     "w = video.VideoWriter.write\n"
     "def slow(self, f):\n"
     "    w(self, f); time.sleep(0.1)\n"

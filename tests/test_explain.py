@@ -323,7 +323,7 @@ def test_a_failed_video_names_no_file(motion, tmp_path, monkeypatch, capsys) -> 
     import errno
     import os
 
-    from cnnkit.io import video
+    from cnnkit.io import video_writer as video
     from tests.helpers import make_video
 
     make_video(tmp_path / "clip.mp4", frames=20, h=32, w=32)

@@ -13,7 +13,8 @@ from cnnkit.convolution.options import ConvolveOptions, _explain
 from cnnkit.convolution.outputs import _npy_frame_writer, _to_gray
 from cnnkit.convolve_scale import Stats, result_to_pixels
 from cnnkit.io.pipeline import AHEAD_BYTES, WriteBehind, compute_in_order, frames_ahead
-from cnnkit.io.video import VideoWriter, iter_frames, probe_video
+from cnnkit.io.video import iter_frames, probe_video
+from cnnkit.io.video_writer import VideoWriter
 from cnnkit.kernels import Kernel
 
 

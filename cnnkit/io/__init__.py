@@ -26,7 +26,7 @@ _LAZY = {
     "iter_frames": "cnnkit.io.video",
     "read_video": "cnnkit.io.video",
     "read_video_clip": "cnnkit.io.video",
-    "VideoWriter": "cnnkit.io.video",
+    "VideoWriter": "cnnkit.io.video_writer",
     "Source": "cnnkit.io.sources",
     "expand_sources": "cnnkit.io.sources",
 }

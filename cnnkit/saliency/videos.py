@@ -35,7 +35,8 @@ def explain_video(
 ) -> Iterator[dict[str, Any]]:
     """Write ``out`` (an MP4 of ``path`` with its maps); then yield one record per window/frame."""
     from cnnkit.io.pipeline import WriteBehind, decoder_threads, produce_ahead
-    from cnnkit.io.video import VideoWriter, probe_video
+    from cnnkit.io.video import probe_video
+    from cnnkit.io.video_writer import VideoWriter
 
     info = probe_video(path, check=False)  # its frame rate and size
     fps = info.fps if info.fps and info.fps > 0 else 25.0

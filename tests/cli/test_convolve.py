@@ -201,7 +201,7 @@ def test_bad_input_is_one_line_error(here, monkeypatch, capsys, args, words):
 
 def test_interrupted_video_leaves_no_output(here, monkeypatch):
     make_video(here / "v.mp4", frames=6, h=16, w=16)
-    from cnnkit.io import video
+    from cnnkit.io import video_writer as video
 
     real_write = video.VideoWriter.write
 

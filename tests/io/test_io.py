@@ -27,13 +27,13 @@ from cnnkit.io.image import (
 from cnnkit.io.sources import Source, expand_sources
 from cnnkit.io.video import (
     VIDEO_EXTENSIONS,
-    VideoWriter,
     is_video_path,
     iter_frames,
     probe_video,
     read_video,
     read_video_clip,
 )
+from cnnkit.io.video_writer import VideoWriter
 from tests.helpers import make_image, make_image_folder, make_video, smooth_frames, write_video
 
 

@@ -29,7 +29,8 @@ from cnnkit.io.pipeline import (
     compute_in_order,
     frames_ahead,
 )
-from cnnkit.io.video import VideoWriter, iter_frames
+from cnnkit.io.video import iter_frames
+from cnnkit.io.video_writer import VideoWriter
 from cnnkit.kernels import parse_kernel
 from cnnkit.ops import conv2d
 from tests.helpers import write_video
