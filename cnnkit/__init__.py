@@ -32,6 +32,7 @@ __all__ = [
     "Explanation",
     "Prediction",
     "TrainResult",
+    "TrainingInterrupted",
     "__version__",
     "convolve",
     "create_model",
@@ -54,6 +55,7 @@ _LAZY = {
     "explain": ("cnnkit.api", "explain"),
     "export": ("cnnkit.api", "export"),
     "TrainResult": ("cnnkit.api", "TrainResult"),
+    "TrainingInterrupted": ("cnnkit.training.fit", "TrainingInterrupted"),
     "train": ("cnnkit.api", "train"),
     "convolve": ("cnnkit.ops", "convolve"),
     "create_model": ("cnnkit.models.registry", "create_model"),
@@ -67,6 +69,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     from cnnkit.models.registry import create_model, list_models
     from cnnkit.ops import convolve
     from cnnkit.predict.classifier import Classifier, Prediction, load
+    from cnnkit.training.fit import TrainingInterrupted
 
 
 def __getattr__(name: str) -> Any:
@@ -81,4 +84,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})

@@ -8,8 +8,10 @@ the document ``cnnkit eval --json`` prints, ``train(...).summary`` the one of
 
 from __future__ import annotations
 
+import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,13 +63,74 @@ def train(**options: Any) -> TrainResult:
                 f"train() has no option {name!r}", hint=close_match_hint(name, known, "option")
             )
     values = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in options.items()}
+    for name, value in values.items():
+        _check_type(name, value, BY_NAME[name])
     cfg = TrainConfig(**values, command_line=["cnnkit.train", *options], explicit=list(options))
-    summary = fit(cfg)
+    with _process_state_kept():
+        summary = fit(cfg)
     if summary is None:  # a DDP worker rank: the rank that started training reports
         raise InputError("this process is a DDP worker; rank 0 returns the result")
     run_dir = Path(summary["run_dir"])
     best = summary.get("best_checkpoint")
     return TrainResult(run_dir, Path(best) if best else None, dict(summary["metrics"]), summary)
+
+
+def _check_type(name: str, value: Any, option: Any) -> None:
+    """InputError unless ``value`` has the type the option table declares (None: default)."""
+    if value is None:
+        return
+    kind = option.type
+    ok = {
+        int: isinstance(value, numbers.Integral) and not isinstance(value, bool),
+        float: isinstance(value, numbers.Real) and not isinstance(value, bool),
+        bool: isinstance(value, bool),
+        str: isinstance(value, str),
+        list: isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
+    }.get(kind, True)
+    if not ok:
+        raise InputError(
+            f"train() option {name}={value!r} is not a {getattr(kind, '__name__', kind)}",
+            hint=f"e.g. {name}={option.example or option.default!r}",
+        )
+
+
+@contextmanager
+def _process_state_kept() -> Iterator[None]:
+    """Give back what training sets for the whole process: seeds, determinism, warnings.
+
+    Lightning seeds torch, numpy and ``random`` (and says so in environment
+    variables), and training turns on torch's deterministic algorithms and
+    filters warnings; a library call leaves the caller's process as it was.
+    """
+    import random
+    import warnings
+
+    import numpy as np
+    import torch
+
+    names = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG")
+    env = {k: os.environ.get(k) for k in names}
+    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    threads = torch.get_num_threads()
+    with warnings.catch_warnings():
+        try:
+            yield
+        finally:
+            random.setstate(rng[0])
+            np.random.set_state(rng[1])
+            torch.set_rng_state(rng[2])
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+            torch.utils.deterministic.fill_uninitialized_memory = fill
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            for key, value in env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def evaluate(
@@ -93,14 +156,18 @@ def evaluate(
     (0.9875, 1.0)
     """
     from cnnkit.evaluation.measure import measure
+    from cnnkit.predict.classifier import _whole
 
-    for name, value, low in (
-        ("top_k", top_k, 1),
-        ("clips", clips, 1),
-        ("batch_size", batch_size, 1),
-    ):
-        if value < low:
-            raise InputError(f"{name} must be at least {low}, got {value}")
+    for name, value in (("top_k", top_k), ("clips", clips), ("batch_size", batch_size)):
+        _whole(name, value)
+    if limit is not None:
+        _whole("limit", limit)
+    for name, value in (("dataset", dataset), ("split", split), ("data_dir", data_dir)):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise InputError(f"{name} must be a name or a path, got {value!r}")
+    dataset = os.fspath(dataset) if dataset is not None else None
+    data_dir = os.fspath(data_dir) if data_dir is not None else None
+    ref = _reference(ref)
     report, _ = measure(
         ref, dataset, data_dir, split, limit, top_k, clips, batch_size, device, background
     )
@@ -132,7 +199,7 @@ def explain(
     from cnnkit.saliency.images import explain_images
     from cnnkit.saliency.methods import check_method
 
-    clf = model if isinstance(model, Classifier) else load(model)
+    clf = model if isinstance(model, Classifier) else load(_reference(model))
     predictor = clf.predictor
     check_method(method, clf.backend == "onnxruntime")
     if predictor.is_video_model:
@@ -141,7 +208,10 @@ def explain(
             hint="cnnkit explain MODEL clip.mp4",
         )
     name = None
-    if isinstance(target, int):
+    if isinstance(target, bool):
+        raise InputError(f"target must be a class name or index, got {target!r}")
+    if isinstance(target, numbers.Integral):
+        target = int(target)
         if not 0 <= target < len(predictor.classes):
             raise InputError(
                 f"target {target} is not a class index (0-{len(predictor.classes) - 1})"
@@ -155,6 +225,11 @@ def explain(
 
         (image,) = _images_of(x, single=True)
         path = None
+    elif not isinstance(x, (str, bytes, os.PathLike)):
+        raise InputError(
+            f"explain() takes one image: a path or an H×W×C uint8 array, not {type(x).__name__}",
+            hint="call it once per image",
+        )
     else:
         from cnnkit.io.image import read_image
 
@@ -162,6 +237,20 @@ def explain(
         image = read_image(path)
     (explanations,) = explain_images(predictor, [image], method, chosen_layer, index, None, [path])
     return explanations[0]
+
+
+def _reference(ref: Any) -> str:
+    """A model reference as text: a path, MODEL:DATA, or a Classifier's own source."""
+    from cnnkit.predict.classifier import Classifier
+
+    if isinstance(ref, Classifier):
+        ref = ref.reference
+    if not isinstance(ref, (str, bytes, os.PathLike)):
+        raise InputError(
+            f"a model is a path, MODEL:DATA or a Classifier, not {type(ref).__name__}",
+            hint='e.g. "runs/train/checkpoints/best.ckpt" or "resnet18:imagenet"',
+        )
+    return os.fsdecode(ref)
 
 
 def export(
@@ -181,11 +270,12 @@ def export(
     PosixPath('best.onnx')
     """
     from cnnkit.onnxexport import MAX_BATCH, default_output, export_onnx
+    from cnnkit.predict.classifier import _whole
 
-    if batch is not None and not 1 <= batch <= MAX_BATCH:
+    if batch is not None and _whole("batch", batch) > MAX_BATCH:
         raise InputError(f"batch must be from 1 to {MAX_BATCH}, got {batch}")
-    if not 18 <= opset <= 23:
+    if not 18 <= _whole("opset", opset) <= 23:
         raise InputError(f"opset must be from 18 to 23, got {opset}")
-    text = os.fspath(ref)
+    text = _reference(ref)
     out = Path(path) if path is not None else default_output(text)
     return export_onnx(text, out, opset=opset, batch=batch, verify=verify).path

@@ -281,3 +281,119 @@ def test_a_pretrained_reference_gives_the_clis_records(tmp_path, monkeypatch, ca
     api = [p.to_dict() for p in clf.predict("x.png", top_k=3)]
     assert_same(api, cli_records(monkeypatch, capsys, "resnet18:imagenet", "x.png", "--top-k",
                                  "3", "--device", "cpu"))  # fmt: skip
+
+
+def test_explain_and_predict_on_one_classifier_from_several_threads(media) -> None:
+    """Grad-CAM hooks the shared model: other threads' passes must neither break it nor
+    be broken by it."""
+    import threading
+
+    clf = cnnkit.load(media["ckpt"], device="cpu")
+    image = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    want_map = cnnkit.explain(clf, image).heatmap
+    want_score = clf.predict(image)[0].score
+    problems: list[str] = []
+
+    def explain() -> None:
+        for _ in range(6):
+            try:
+                if not np.allclose(cnnkit.explain(clf, image).heatmap, want_map, atol=1e-5):
+                    problems.append("another map")
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                problems.append(f"explain: {exc!r}")
+
+    def predict() -> None:
+        for _ in range(12):
+            try:
+                if abs(clf.predict(image)[0].score - want_score) > TOLERANCE:
+                    problems.append("another score")
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"predict: {exc!r}")
+
+    threads = [threading.Thread(target=f) for f in (explain, explain, predict, predict)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert problems == []
+
+
+def test_interleaved_video_iterators_leave_torch_threads_as_they_were(media) -> None:
+    clf = cnnkit.load(media["ckpt"], device="cpu")
+    threads = torch.get_num_threads()
+    a = clf.predict_video(media["root"] / "v.mp4")
+    b = clf.predict_video(media["root"] / "v.mp4")
+    next(a)
+    assert torch.get_num_threads() == threads  # the caller's code runs at full strength
+    next(b)
+    a.close()
+    b.close()
+    assert torch.get_num_threads() == threads
+
+
+def test_train_gives_back_the_seeds_determinism_and_warnings_it_sets(tmp_path) -> None:
+    import random
+    import warnings
+
+    np.random.seed(123)
+    random.seed(123)
+    torch.manual_seed(123)
+    expect = (np.random.rand(), random.random(), torch.rand(1).item())
+    np.random.seed(123)
+    random.seed(123)
+    torch.manual_seed(123)
+    filters = list(warnings.filters)
+    env = {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    cnnkit.train(dataset="shapes", model="lenet5", epochs=1, limit=24, img_size=16,
+                 batch_size=16, device="cpu", out=str(tmp_path / "runs"))  # fmt: skip
+    assert (np.random.rand(), random.random(), torch.rand(1).item()) == expect
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert warnings.filters == filters
+    assert {k: os.environ.get(k) for k in env} == env
+
+
+@pytest.mark.parametrize(
+    "call, phrase",
+    [
+        (lambda clf: clf.predict("x.png", top_k=0), "top_k must be a whole number of at least 1"),
+        (lambda clf: clf.predict("x.png", top_k=2.5), "top_k must be a whole number"),
+        (lambda clf: clf.predict("x.png", batch_size="2"), "batch_size must be a whole number"),
+        (lambda clf: clf.predict_video("nope.mp4"), "no such video file"),
+        (lambda clf: clf.predict_video("v.mp4", window=4), "window is for 3D models"),
+        (lambda clf: clf.predict_video("v.mp4", stride=0), "stride must be a whole number"),
+        (lambda clf: cnnkit.load(clf.reference, threads=True), "threads must be a whole number"),
+        (lambda clf: cnnkit.evaluate(clf, "pics", limit=-1), "limit must be a whole number"),
+        (lambda clf: cnnkit.evaluate(3), "a model is a path, MODEL:DATA or a Classifier"),
+        (lambda clf: cnnkit.export(clf, opset="18"), "opset must be a whole number"),
+        (lambda clf: cnnkit.explain(clf, ["x.png"]), "explain() takes one image"),
+        (lambda clf: cnnkit.train(dataset="shapes", epochs="1"), "epochs='1' is not a int"),
+        (lambda clf: cnnkit.train(dataset="shapes", device=["cpu"]), "is not a str"),
+    ],
+)
+def test_wrong_values_and_types_are_cnnkit_errors(media, monkeypatch, call, phrase) -> None:
+    monkeypatch.chdir(media["root"])
+    make_image(media["root"] / "x.png", 16, 16)
+    clf = cnnkit.load(media["ckpt"], device="cpu")
+    with pytest.raises(cnnkit.CnnkitError) as info:
+        call(clf)  # raised at the call, not at the first next()
+    assert phrase in info.value.message
+
+
+def test_targets_from_numpy_and_paths_as_bytes(media) -> None:
+    clf = cnnkit.load(media["ckpt"], device="cpu")
+    image = np.full((16, 16, 3), 120, np.uint8)
+    assert cnnkit.explain(clf, image, target=np.int64(2)).label == "c"
+    path = media["root"] / "pics" / "a" / "img_000.png"
+    assert clf.predict(os.fsencode(path))[0].score == clf.predict(path)[0].score
+    assert clf.reference == str(media["ckpt"])
+
+
+def test_training_interrupted_is_a_keyboard_interrupt() -> None:
+    stop = cnnkit.TrainingInterrupted(Path("last.ckpt"), 2, 30, "cnnkit train --resume last.ckpt")
+    assert isinstance(stop, KeyboardInterrupt) and not isinstance(stop, Exception)
+    assert "saved last.ckpt" in str(stop)
+
+
+def test_dir_shows_the_api_only() -> None:
+    names = [n for n in dir(cnnkit) if not n.startswith("__") or n == "__version__"]
+    assert sorted(names) == sorted(cnnkit.__all__)

@@ -275,12 +275,23 @@ def torch_threads_beside(workers: int) -> Iterator[None]:
     if torch is None or "OMP_NUM_THREADS" in os.environ:
         yield
         return
-    before = torch.get_num_threads()
-    wanted = cores_left(workers)
-    if wanted < before:
-        torch.set_num_threads(wanted)
+    # Blocks of several threads (or interleaved generators) overlap: the first
+    # to enter saves the count, the last to leave restores it.
+    with _THREADS_LOCK:
+        if _THREADS["inside"] == 0:
+            _THREADS["before"] = torch.get_num_threads()
+        _THREADS["inside"] += 1
+        wanted = cores_left(workers)
+        if wanted < torch.get_num_threads():
+            torch.set_num_threads(wanted)
     try:
         yield
     finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+        with _THREADS_LOCK:
+            _THREADS["inside"] -= 1
+            if _THREADS["inside"] == 0 and torch.get_num_threads() != _THREADS["before"]:
+                torch.set_num_threads(_THREADS["before"])
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS = {"inside": 0, "before": 0}

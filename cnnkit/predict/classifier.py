@@ -9,6 +9,7 @@ It prints nothing: notes go to the ``cnnkit`` logger.
 from __future__ import annotations
 
 import copy
+import numbers
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -64,10 +65,13 @@ class Classifier:
     '7'
     """
 
-    def __init__(self, predictor: Predictor, source: Any, workers: int = 2) -> None:
+    def __init__(
+        self, predictor: Predictor, source: Any, workers: int = 2, reference: str = ""
+    ) -> None:
         self._predictor = predictor
         self._source = source
         self._workers = workers
+        self.reference = reference  # what it was loaded from: a path or MODEL:DATA
 
     @property
     def classes(self) -> list[str]:
@@ -133,6 +137,9 @@ class Classifier:
         >>> [p.label for p in clf.predict(["a.png", "b.png"])]  # doctest: +SKIP
         ['cat', 'dog']
         """
+        _whole("top_k", top_k)
+        if workers is not None:
+            _whole("workers", workers)
         predictor = self._with_batch(batch_size)
         items = _inputs(x)
         return [Prediction.from_record(r) for r in self._run(predictor, items, top_k, workers)]
@@ -151,22 +158,44 @@ class Classifier:
         ``stride``: frames between window starts (default: the window) or
         between classified frames (2D, default 1). The last Prediction's
         ``to_dict()["window"]`` is "video": the mean of the others' scores.
+        The arguments and the file are checked now, before the first frame.
         """
+        _whole("top_k", top_k)
+        predictor = self._with_batch(batch_size)
+        if window is not None:
+            _whole("window", window)
+            if not predictor.is_video_model:
+                raise InputError(
+                    "window is for 3D models; this model classifies frames",
+                    hint="leave window out (stride chooses the frames)",
+                )
+            predictor.check_window(window)
+        if stride is not None:
+            _whole("stride", stride)
+        text = os.fsdecode(path)
+        if not Path(text).is_file():
+            raise InputError(f"{text}: no such video file", hint="give the path of a video")
+        return self._video(predictor, text, top_k, window, stride)
+
+    def _video(
+        self, predictor: Predictor, path: str, top_k: int, window: int | None, stride: int | None
+    ) -> Iterator[Prediction]:
         from cnnkit.io.pipeline import torch_threads_beside
         from cnnkit.predict.videos import predict_video
 
-        predictor = self._with_batch(batch_size)
-        if window is not None:
-            if window < 1:
-                raise InputError(f"window must be at least 1, got {window}")
-            predictor.check_window(window)
-        text = os.fspath(path)
-        if not Path(text).is_file():
-            raise InputError(f"{text}: no such video file", hint="give the path of a video")
-        with torch_threads_beside(1):
-            for records in predict_video(predictor, text, top_k, window, stride):
+        batches = predict_video(predictor, path, top_k, window, stride)
+        try:
+            while True:
+                # Torch's threads are lowered while a batch is computed, never while
+                # the caller holds a Prediction: between two of them its code runs.
+                with torch_threads_beside(1):
+                    records = next(batches, None)
+                if records is None:
+                    return
                 for record in records:
                     yield Prediction.from_record(record)
+        finally:
+            batches.close()
 
     def logits(self, batch: Any) -> np.ndarray:
         """Raw logits of a prepared uint8 batch (N×C×H×W, or N×C×T×H×W for clip models)."""
@@ -175,8 +204,7 @@ class Classifier:
     def _with_batch(self, batch_size: int | None) -> Predictor:
         if batch_size is None or batch_size == self._predictor.batch_size:
             return self._predictor
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        _whole("batch_size", batch_size)
         # A shallow copy shares the backend and the notes already given.
         predictor = copy.copy(self._predictor)
         predictor.batch_size = batch_size
@@ -188,8 +216,6 @@ class Classifier:
         from cnnkit.io.pipeline import torch_threads_beside
 
         workers = self._workers if workers is None else workers
-        if workers < 1:
-            raise InputError(f"workers must be at least 1, got {workers}")
         with torch_threads_beside(workers):
             results = predict_inputs(predictor, items, top_k, workers=workers, chunk=16)
             try:
@@ -199,13 +225,23 @@ class Classifier:
                 results.close()
 
 
+def _whole(name: str, value: Any, low: int = 1) -> int:
+    """``value`` if it is a whole number of at least ``low`` (not a bool), else an InputError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise InputError(
+            f"{name} must be a whole number of at least {low}, got {value!r}",
+            hint=f"e.g. {name}={max(low, 1)}",
+        )
+    return int(value)
+
+
 def _inputs(x: Any) -> list[PredictInput]:
     """What predict takes, as PredictInputs in order (paths expanded, arrays split)."""
     if isinstance(x, np.ndarray):
         return [PredictInput(None, image=image) for image in _images_of(x)]
-    if isinstance(x, (str, os.PathLike)):
+    if isinstance(x, (str, bytes, os.PathLike)):
         x = [x]
-    if not isinstance(x, Iterable):
+    if isinstance(x, dict) or not isinstance(x, Iterable):
         raise InputError(
             f"cannot classify a {type(x).__name__}",
             hint="give paths, folders, globs, or uint8 numpy arrays (H×W×C RGB)",
@@ -226,8 +262,8 @@ def _inputs(x: Any) -> list[PredictInput]:
             items.extend(
                 PredictInput(None, image=image) for image in _images_of(entry, single=True)
             )
-        elif isinstance(entry, (str, os.PathLike)):
-            paths.append(os.fspath(entry))
+        elif isinstance(entry, (str, bytes, os.PathLike)):
+            paths.append(os.fsdecode(entry))
         else:
             raise InputError(
                 f"cannot classify a {type(entry).__name__} in the list",
@@ -281,16 +317,16 @@ def load(
     >>> clf.backend, len(clf.classes)  # doctest: +SKIP
     ('torch', 1000)
     """
-    if threads is not None and threads < 1:
-        raise InputError(f"threads must be at least 1, got {threads}")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    if threads is not None:
+        _whole("threads", threads)
+    _whole("batch_size", batch_size)
+    _whole("workers", workers)
     predictor, source = open_predictor(ref, device, batch_size, decoders=workers, threads=threads)
     if threads is not None and predictor.backend.name == "torch":
         import torch
 
         torch.set_num_threads(threads)  # asked for: the process's torch changes
-    return Classifier(predictor, source, workers)
+    return Classifier(predictor, source, workers, os.fsdecode(ref))
 
 
 def open_predictor(

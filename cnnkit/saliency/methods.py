@@ -18,6 +18,7 @@ overlay is drawn at the input image's own resolution.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,8 +41,13 @@ def spatial_layers(model: Any, input_shape: Sequence[int]) -> list[tuple[str, tu
     order: list[str] = []
     ndim = len(input_shape) + 1
 
+    owner = threading.get_ident()
+
     def hook(name: str) -> Any:
         def record(_m: Any, _a: Any, out: Any) -> None:
+            # Only this call's pass: other threads may run the model meanwhile.
+            if threading.get_ident() != owner:
+                return
             if isinstance(out, torch.Tensor) and out.dim() == ndim:
                 outputs[name] = tuple(out.shape)
                 if name in order:
@@ -50,17 +56,18 @@ def spatial_layers(model: Any, input_shape: Sequence[int]) -> list[tuple[str, tu
 
         return record
 
-    handles = [
-        m.register_forward_hook(hook(n))
-        for n, m in model.named_modules()
-        if n and not any(True for _ in m.children())
-    ]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
-    finally:
-        for h in handles:
-            h.remove()
+    with _GRADIENTS:  # the hooks of a Grad-CAM pass must not see this pass, nor it theirs
+        handles = [
+            m.register_forward_hook(hook(n))
+            for n, m in model.named_modules()
+            if n and not any(True for _ in m.children())
+        ]
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, *input_shape))
+        finally:
+            for h in handles:
+                h.remove()
     return [(n, outputs[n]) for n in order]
 
 
@@ -113,19 +120,45 @@ def gradcam(
 
     ``targets``: the class explained for each input (None: the predicted one).
     """
-    import torch
-    import torch.nn.functional as F
 
     module = find_layer(model, layer)
     saved: dict[str, Any] = {}
     grads: dict[int, Any] = {}
 
+    owner = threading.get_ident()
+
     def keep(_m: Any, _a: Any, out: Any) -> None:
+        # Other threads may run the same model meanwhile (predict): their outputs
+        # are not this call's.
+        if threading.get_ident() != owner:
+            return
         # A module run more than once (a ResNet block's ReLU) keeps its last output, the
         # one the next layer sees, and each output its own gradient: backward reaches
         # the calls in reverse order, so "the last gradient seen" is the first call's.
         saved["a"] = out
         out.register_hook(lambda g, key=id(out): grads.__setitem__(key, g))
+
+    with _GRADIENTS:  # one gradient pass at a time: they share the weights' .grad
+        return _gradcam(model, x, layer, targets, plus, module, keep, saved, grads)
+
+
+# Held while a Grad-CAM pass runs (its hooks and the weights' gradients are shared).
+_GRADIENTS = threading.RLock()
+
+
+def _gradcam(
+    model: Any,
+    x: Any,
+    layer: str,
+    targets: Sequence[int] | None,
+    plus: bool,
+    module: Any,
+    keep: Any,
+    saved: dict[str, Any],
+    grads: dict[int, Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+    import torch.nn.functional as F
 
     handle = module.register_forward_hook(keep)
     model.eval()

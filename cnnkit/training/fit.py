@@ -52,11 +52,16 @@ from cnnkit.training.start import (
 DETERMINISM = {"deterministic": "warn", "seed_workers": True}
 
 
-class TrainingInterrupted(Exception):
-    """Ctrl-C or SIGTERM stopped training; ``checkpoint`` (or None) resumes it."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped training; ``checkpoint`` (or None) resumes it.
+
+    A KeyboardInterrupt, so that a caller's ``except Exception`` does not
+    swallow the user's Ctrl-C.
+    """
 
     def __init__(self, checkpoint: Path | None, epoch: int, step: int, command: str) -> None:
-        super().__init__(f"training interrupted at epoch {epoch} step {step}")
+        saved = f"; saved {checkpoint}" if checkpoint is not None else ""
+        super().__init__(f"training interrupted at epoch {epoch} step {step}{saved}")
         self.checkpoint = checkpoint
         self.epoch = epoch
         self.step = step
