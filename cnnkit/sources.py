@@ -65,15 +65,15 @@ def open_model(ref: str | Path, device: str = "auto", threads: int | None = None
 
         model = load_onnx(ref, device, threads=threads)
         return Opened(parsed, model, OnnxBackend(model), f"{device_text(model)} (ONNX Runtime)")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        from cnnkit.errors import InputError
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:  # not installed (one that fails to load
+        from cnnkit.errors import InputError  # raises its own error below)
 
         raise InputError(
             f"{parsed.text}: a torch model needs torch, which is not installed",
             hint="pip install torch torchvision, or export the model to .onnx where torch is",
-        ) from None
+        )
     from cnnkit.backends.torch import TorchBackend
     from cnnkit.checkpoint import build_model
     from cnnkit.device import resolve_device

@@ -17,34 +17,26 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shlex
 import shutil
 import time
 import warnings
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from cnnkit import __version__, console
-from cnnkit.errors import CheckpointError, DatasetError, InputError, ModelError, TrainingError
+from cnnkit.errors import CheckpointError, InputError, TrainingError
 from cnnkit.models.sizes import check_input_fits
 from cnnkit.training.options import (
-    MAX_DEVICES,
     TrainConfig,
-    apply_resume_defaults,
     recorded_options,
-    resolve_kind_defaults,
-    validate_config,
 )
+from cnnkit.training.plan import TrainPlan, plan
 from cnnkit.training.rundir import RUN_DIR_ENV, new_run_dir, write_config
 from cnnkit.training.start import (
     apply_normalisation,
-    check_start_options,
-    model_from_weights,
-    plan_start,
     start_decisions,
-    start_lr,
     start_model,
 )
 
@@ -66,127 +58,6 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.epoch = epoch
         self.step = step
         self.resume_command = command
-
-
-# ---------------------------------------------------------------------------
-# before any data is read
-# ---------------------------------------------------------------------------
-
-
-def _data_kind(dataset: str) -> str:
-    from cnnkit.data.registry import DatasetRequest, get_dataset_entry, load_dataset
-
-    entry = get_dataset_entry(dataset)
-    if entry is not None:
-        return entry.kind
-    if Path(dataset).expanduser().is_dir():
-        from cnnkit.data.folders import scan_folder
-
-        return scan_folder(dataset).kind
-    # Neither a name nor a folder: load_dataset raises the error with a close-match hint.
-    load_dataset(DatasetRequest(name=dataset))
-    raise DatasetError(f"unknown dataset '{dataset}'")  # load_dataset raised already
-
-
-def parse_devices(devices: str) -> Any:
-    """--devices as Lightning takes it: a count, a list of indices, "auto" or -1."""
-    text = str(devices).strip()
-    if text == "auto" or text == "-1":
-        return text if text == "auto" else -1
-    if re.fullmatch(r"\d+", text):
-        n = int(text)
-        if n < 1:
-            raise InputError("--devices must be at least 1", hint="e.g. --devices 2")
-        if n > MAX_DEVICES:  # on the CPU, a count of processes to start
-            raise InputError(
-                f"--devices {n} is too many (at most {MAX_DEVICES} on one machine)",
-                hint="give the devices of one machine; add machines with --num-nodes",
-            )
-        return n
-    if re.fullmatch(r"\d+(,\d+)*,?", text):
-        return [int(v) for v in text.split(",") if v]
-    raise InputError(
-        f"--devices {devices!r} is not a count or a list",
-        hint="e.g. --devices 2, --devices 0,1 or --devices auto",
-    )
-
-
-def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, Any, Any]:
-    """(cfg with the defaults filled in, kind, resumed, weights file).
-
-    ``resumed`` is the --resume checkpoint (loaded weights-only) or None;
-    ``weights file`` the --weights file read (cnnkit.models.transfer.WeightsFile)
-    or None. Everything here happens before any data is read: an unsafe or
-    damaged --resume or --weights file, a bad option and a resume with nothing
-    left to train are all refused first. A --weights checkpoint names the
-    model when --model is not given; starting from weights changes the
-    default peak learning rate (cnnkit.training.start.start_lr).
-    """
-    resumed = None
-    if cfg.resume:
-        from cnnkit.checkpoint import load_checkpoint
-
-        resumed = load_checkpoint(cfg.resume)
-        cfg = apply_resume_defaults(cfg, resumed.meta.recorded_options())
-    validate_config(cfg)
-    if "spawn" in str(cfg.strategy):
-        # The spawned processes train; the one that reports would see none of it.
-        raise InputError(
-            f"--strategy {cfg.strategy} is not supported: the run's summary comes from the "
-            "process that starts training",
-            hint="use --strategy ddp (one process per device, started from this command)",
-        )
-    if cfg.flip and not cfg.augment:
-        raise InputError(
-            "--flip is part of augmentation, which --no-augment turns off",
-            hint="drop --no-augment, or drop --flip",
-        )
-    check_start_options(cfg)
-    if resumed is not None and bool(cfg.freeze) != bool(resumed.meta.options.get("freeze")):
-        now = "frozen" if resumed.meta.options.get("freeze") else "not frozen"
-        raise InputError(
-            f"--resume {cfg.resume} continues a run that was {now}, and --freeze cannot change "
-            "that (the optimizer's saved state is for the parameters it trained)",
-            hint=f"start a new run from it instead: --weights {cfg.resume}"
-            + (" --freeze" if cfg.freeze else ""),
-        )
-    parse_devices(cfg.devices)
-    cfg, weights_file = model_from_weights(cfg)
-    kind = _data_kind(cfg.dataset)
-    lr_given = cfg.lr is not None
-    cfg = resolve_kind_defaults(cfg, kind)
-    if not lr_given and start_lr(cfg) is not None:
-        cfg = replace(cfg, lr=start_lr(cfg))
-    epochs_done = resumed.epochs_done if resumed is not None else None
-    if epochs_done is not None and cfg.epochs <= epochs_done:
-        raise InputError(
-            f"--resume {cfg.resume} has trained {epochs_done} epoch(s) already, and --epochs "
-            f"is the total to reach ({cfg.epochs}), so nothing is left to train",
-            hint=f"give --epochs above {epochs_done}, e.g. --epochs {epochs_done + cfg.epochs}",
-        )
-    return cfg, kind, resumed, weights_file
-
-
-def _check_model_kind(model: str, dims: int, kind: str) -> None:
-    if dims == 2 and kind == "video":
-        raise ModelError(
-            f"model '{model}' is 2D but the dataset holds video clips",
-            hint="use a 3D model such as c3d_small or framewise2d",
-        )
-    if dims == 3 and kind == "image":
-        raise ModelError(
-            f"model '{model}' is 3D but the dataset holds images",
-            hint="use a 2D model such as simplecnn or lenet5",
-        )
-
-
-def _planned_shape(spec: Any, cfg: TrainConfig) -> tuple[int, ...]:
-    """The input shape --img-size / --frames ask for, the model's defaults filling the rest."""
-    default = tuple(spec.default_input_size)
-    h, w = (cfg.img_size, cfg.img_size) if cfg.img_size else default[-2:]
-    if spec.dims == 3:
-        return (default[0], cfg.frames or default[1], h, w)
-    return (default[0], h, w)
 
 
 def _resume_command(checkpoint: Path, cfg: TrainConfig) -> str:
@@ -327,57 +198,27 @@ def _quiet_lightning() -> None:
 
 def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     """Train per ``cfg``; return the summary (rank 0) or None (other DDP ranks)."""
-    from cnnkit.data.preprocess import parse_colour
-    from cnnkit.data.registry import DatasetRequest, load_dataset, memory_budget_from_env
-    from cnnkit.device import resolve_device
-    from cnnkit.models.registry import get_model_spec
-    from cnnkit.spec import WHITE
-
     _quiet_lightning()
-    child_run_dir = os.environ.get(RUN_DIR_ENV)
-    is_child = bool(child_run_dir) and os.environ.get("LOCAL_RANK", "0") != "0"
+    return run(plan(cfg))
 
-    cfg, kind, resumed_ckpt, weights_file = resolve(cfg)
-    background = parse_colour(cfg.background) if cfg.background else WHITE
-    device = resolve_device(cfg.device)
-    spec = get_model_spec(cfg.model)
-    _check_model_kind(cfg.model, spec.dims, kind)
-    if not is_child:
-        console.info(f"device: {device.accelerator} ({device.reason})")
-    if cfg.img_size or cfg.frames:
-        # Sizes given on the command line are checked before any data is read.
-        check_input_fits(cfg.model, _planned_shape(spec, cfg))
-    # Reads --weights / fetches --pretrained now: a missing file is said before data loads.
-    start = plan_start(cfg, kind, weights_file, resumed_ckpt)
 
-    data = load_dataset(
-        DatasetRequest(
-            name=cfg.dataset,
-            data_dir=cfg.data_dir,
-            img_size=cfg.img_size or start.img_size,
-            frames=cfg.frames or start.frames,
-            val_split=cfg.val_split,
-            seed=cfg.seed,
-            limit=cfg.limit,
-            # Weights (and a resumed run's model) take their channels: decode to those.
-            channels=start.channels,
-            background=background,
-            default_size=tuple(spec.default_input_size[-2:]),
-            default_frames=spec.default_input_size[1] if spec.dims == 3 else 8,
-            memory_budget=memory_budget_from_env(),
-        )
-    )
+def run(p: TrainPlan) -> dict[str, Any] | None:
+    """Load the data, build the model and its starting weights, train, measure."""
+    from cnnkit.data.registry import load_dataset
+
+    cfg, start = p.cfg, p.start
+    data = load_dataset(p.request)
     check_input_fits(cfg.model, data.input.shape())
     apply_normalisation(start, data)
     has_val = "val" in data.splits
-    if not has_val and cfg.patience:
+    if not has_val and cfg.patience:  # a dataset that held no validation split after all
         raise InputError(
             "--patience stops on validation accuracy, and --val-split 0 leaves no validation split",
             hint="drop --patience, or keep a validation split (e.g. --val-split 0.1)",
         )
     decisions = _decisions(cfg, data, has_val, start)
     hflip = bool(cfg.augment and (data.hflip if cfg.flip is None else cfg.flip))
-    if not is_child:
+    if not p.is_child:
         sizes = ", ".join(f"{k} {v}" for k, v in data.sizes().items())
         where = "in memory" if data.in_memory else "decoded from files"
         console.info(f"data: {data.name}, {len(data.classes)} classes, {sizes} ({where})")
@@ -385,30 +226,30 @@ def fit(cfg: TrainConfig) -> dict[str, Any] | None:
             console.info(note)
 
     model = _build_model(cfg, data)
-    resumed = _check_resume(resumed_ckpt, cfg.model, data) if resumed_ckpt else None
-    start_record = start_model(model, start, list(data.classes), cfg.freeze, not is_child,
+    resumed = _check_resume(p.resumed, cfg.model, data) if p.resumed else None
+    start_record = start_model(model, start, list(data.classes), cfg.freeze, not p.is_child,
                                cfg.model)  # fmt: skip
     meta = _meta(cfg, data, hflip, decisions, start_record)
-    if is_child:
-        run_dir = Path(child_run_dir)
+    if p.child_run_dir is not None:
+        run_dir = Path(p.child_run_dir)
     else:
         run_dir = new_run_dir(cfg.out, cfg.name)
-        write_config(run_dir, _config_yaml(cfg, meta, data, device, resumed))
+        write_config(run_dir, _config_yaml(cfg, meta, data, p.device, resumed))
         console.info(f"run folder: {run_dir}")
 
-    trainer, module, datamodule = _assemble(cfg, data, model, meta, hflip, has_val, device, run_dir,
-                                            is_child, start_record.get("frozen", []))  # fmt: skip
+    trainer, module, datamodule = _assemble(p, data, model, meta, hflip, has_val, run_dir,
+                                            start_record.get("frozen", []))  # fmt: skip
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP ranks started from here share the folder
     try:
-        start = time.perf_counter()
+        began = time.perf_counter()
         _run_fit(trainer, module, datamodule, cfg)
-        train_seconds = time.perf_counter() - start
+        train_seconds = time.perf_counter() - began
     finally:
-        if not is_child:
+        if not p.is_child:
             os.environ.pop(RUN_DIR_ENV, None)
     if not trainer.is_global_zero:
         return None
-    return _finish(trainer, module, data, run_dir, device, cfg.batch_size, train_seconds)
+    return _finish(trainer, module, data, run_dir, p.device, cfg.batch_size, train_seconds)
 
 
 def _build_model(cfg: TrainConfig, data: Any) -> Any:
@@ -426,7 +267,7 @@ def _build_model(cfg: TrainConfig, data: Any) -> Any:
     )
 
 
-def _assemble(cfg, data, model, meta, hflip, has_val, device, run_dir, is_child, frozen):
+def _assemble(p, data, model, meta, hflip, has_val, run_dir, frozen):
     """The LightningModule, the datamodule and the Trainer for this run."""
     from cnnkit.data.augment import BatchAugment
     from cnnkit.data.datamodule import ClassifierDataModule
@@ -434,7 +275,7 @@ def _assemble(cfg, data, model, meta, hflip, has_val, device, run_dir, is_child,
     from cnnkit.training.module import ClassifierModule
     from cnnkit.training.trainer import TrainerOptions, build_trainer
 
-    devices = parse_devices(cfg.devices)
+    cfg, device, is_child, devices = p.cfg, p.device, p.is_child, p.devices
     if device.index is not None:
         devices = [device.index]
     group = steps_per_batch(data, cfg.batch_size, devices, cfg.num_nodes)

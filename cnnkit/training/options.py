@@ -194,7 +194,8 @@ BY_NAME = {o.name: o for o in OPTIONS}
 def _field(option: Option) -> tuple[str, Any, Any]:
     if option.type is list:
         return option.name, list[str] | None, field(default=None)
-    return option.name, Any, field(default=option.default)
+    # Typed as the table says; None where the value comes from the data or the model.
+    return option.name, option.type | None, field(default=option.default)
 
 
 TrainConfig = make_dataclass(

@@ -198,7 +198,7 @@ def test_convolve_refuses_a_huge_axis_value_by_name(option, tmp_path, monkeypatc
 def test_train_refuses_more_devices_than_a_machine_has() -> None:
     # On the CPU a count of devices is a count of processes to start.
     from cnnkit.errors import InputError
-    from cnnkit.training.fit import parse_devices
+    from cnnkit.training.plan import parse_devices
 
     assert parse_devices("256") == 256
     with pytest.raises(InputError, match="--devices 100000000 is too many"):
