@@ -52,7 +52,6 @@ def train(**options: Any) -> TrainResult:
     ``last.ckpt`` and raises ``cnnkit.training.fit.TrainingInterrupted``.
     """
     from cnnkit.errors import close_match_hint
-    from cnnkit.training.fit import fit
     from cnnkit.training.options import BY_NAME, TrainConfig
 
     for name in options:
@@ -67,6 +66,9 @@ def train(**options: Any) -> TrainResult:
         _check_type(name, value, BY_NAME[name])
     cfg = TrainConfig(**values, command_line=["cnnkit.train", *options], explicit=list(options))
     with _process_state_kept():
+        # Imported here: Lightning's imports add warning filters of their own.
+        from cnnkit.training.fit import fit
+
         summary = fit(cfg)
     if summary is None:  # a DDP worker rank: the rank that started training reports
         raise InputError("this process is a DDP worker; rank 0 returns the result")
@@ -105,17 +107,18 @@ def _process_state_kept() -> Iterator[None]:
     import random
     import warnings
 
-    import numpy as np
-    import torch
+    with warnings.catch_warnings():  # first: importing torch's parts adds filters too
+        import numpy as np
+        import torch
+        import torch.utils.deterministic
 
-    names = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG")
-    env = {k: os.environ.get(k) for k in names}
-    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    fill = torch.utils.deterministic.fill_uninitialized_memory
-    threads = torch.get_num_threads()
-    with warnings.catch_warnings():
+        names = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG")
+        env = {k: os.environ.get(k) for k in names}
+        rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        fill = torch.utils.deterministic.fill_uninitialized_memory
+        threads = torch.get_num_threads()
         try:
             yield
         finally:
