@@ -42,7 +42,19 @@ _OPENCV_VARIABLE = "OPENCV_IO_MAX_IMAGE_PIXELS"
 
 def max_image_pixels() -> int:
     """The decode limit in pixels: ``$CNNKIT_MAX_IMAGE_PIXELS``, else 180 MP (InputError if bad)."""
-    text = os.environ.get(PIXELS_VARIABLE, "").strip()
+    raw = os.environ.get(PIXELS_VARIABLE, "")
+    if raw == _PIXELS_SEEN[0]:  # read for every image: parsed once per value
+        return _PIXELS_SEEN[1]
+    value = _parse_pixels(raw)
+    _PIXELS_SEEN[:] = [raw, value]
+    return value
+
+
+_PIXELS_SEEN: list = [None, 0]
+
+
+def _parse_pixels(raw: str) -> int:
+    text = raw.strip()
     if not text:
         return DEFAULT_MAX_IMAGE_PIXELS
     try:

@@ -96,8 +96,8 @@ def read_image(path: str | Path, rgb: bool = True) -> np.ndarray:
     an image whose header declares more pixels than the limit is refused
     before it is decoded.
     """
-    path = Path(path)
-    return _decode(np.frombuffer(read_image_file(path), dtype=np.uint8), str(path), rgb)
+    name = os.fspath(path)
+    return _decode(np.frombuffer(read_image_file(name), dtype=np.uint8), name, rgb)
 
 
 def _open_without_waiting(path: str, flags: int) -> int:
@@ -123,40 +123,44 @@ def read_image_file(path: str | Path) -> bytes | bytearray:
     The file is checked once opened (fstat), so a name swapped for a FIFO or
     a symlink to /dev/zero between a folder walk and the read is refused too.
     """
-    path = Path(path)
-    # Python's read + imdecode rather than imread: it reads any file name the OS
-    # accepts (imread mangles non-ASCII names on Windows), and the open call's own
-    # errors say what is wrong, without a stat of the path first (about 40% of
-    # the time to read a small PNG went to np.fromfile and two stats).
+    name = os.fspath(path)
+    # os.open + os.read rather than imread: it reads any file name the OS accepts
+    # (imread mangles non-ASCII names on Windows), the open call's own errors say
+    # what is wrong without a stat of the path first, and one unbuffered read of
+    # the known size is the least Python per image (decode threads share the GIL).
     try:
-        file = open(path, "rb", opener=_open_without_waiting)
+        fd = _open_without_waiting(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise InputError(f"no such file: {path}", hint="check the path and its spelling") from None
+        raise InputError(f"no such file: {name}", hint="check the path and its spelling") from None
     except (IsADirectoryError, PermissionError) as exc:
-        if path.is_dir():
+        if os.path.isdir(name):
             raise InputError(
-                f"{path} is a folder, not an image", hint="give an image file"
+                f"{name} is a folder, not an image", hint="give an image file"
             ) from None
-        raise ReadError(f"cannot read {path}: {exc.strerror}") from None
+        raise ReadError(f"cannot read {name}: {exc.strerror}") from None
     except OSError as exc:
-        raise ReadError(f"cannot read {path}: {exc.strerror}") from None
-    with file:
-        try:
-            info = os.fstat(file.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ReadError(
-                    f"{path} is {_file_kind(info.st_mode)}, not an image file",
-                    hint="only regular files are read as images",
-                )
-            if info.st_size > max_image_bytes():
-                raise too_large(str(path))
-            # One byte more than the size: a file that grew since (or a /proc
-            # file, which states 0) is read on, still bounded.
-            data = file.read(info.st_size + 1)
-            if len(data) > info.st_size:
-                data = read_at_most(file, str(path), data)
-        except OSError as exc:
-            raise ReadError(f"cannot read {path}: {exc.strerror}") from None
+        raise ReadError(f"cannot read {name}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(f"{name} is a folder, not an image", hint="give an image file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ReadError(
+                f"{name} is {_file_kind(info.st_mode)}, not an image file",
+                hint="only regular files are read as images",
+            )
+        if info.st_size > max_image_bytes():
+            raise too_large(name)
+        # One byte more than the size: a file that grew since (or a /proc file,
+        # which states 0) is read on, still bounded.
+        data = os.read(fd, info.st_size + 1)
+        if len(data) > info.st_size or (0 < len(data) < info.st_size):
+            with os.fdopen(os.dup(fd), "rb") as rest:
+                data = read_at_most(rest, name, data)
+    except OSError as exc:
+        raise ReadError(f"cannot read {name}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     return data
 
 
