@@ -8,6 +8,7 @@ installed: folder datasets are then decoded into ``ArraySplit`` instead of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,13 +34,16 @@ class ArraySplit:
         return int(self.y.shape[0])
 
 
-def array_channel_stats(x: np.ndarray, max_samples: int = 4096) -> tuple[list[float], list[float]]:
-    """``cnnkit.data.memory.channel_stats`` for a uint8 numpy array (N, C, ...).
+def channel_stats(x: Any, max_samples: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units of uint8 images/clips (N, C, ...).
 
-    The same evenly spaced samples, mean and sample std (n - 1), rounded to 4
-    places; sums run in float64, so the last place may differ from torch's
-    float32 ones when a value lies on a rounding boundary.
+    The one computation for every split, numpy or torch (a CPU tensor is read
+    without a copy), so that training and a torch-free evaluation give the
+    same numbers. On at most ``max_samples`` evenly spaced samples (it only
+    sets the normalisation, so a subset is plenty); sample std (n - 1), sums in
+    float64, rounded to 4 places.
     """
+    x = x.numpy() if hasattr(x, "numpy") and not isinstance(x, np.ndarray) else np.asarray(x)
     n = x.shape[0]
     step = max(1, n // max_samples)
     sample = x[::step].astype(np.float32) / np.float32(255.0)

@@ -83,7 +83,8 @@ def in_memory_dataset(
     """
     import torch
 
-    from cnnkit.data.memory import TensorSplit, channel_stats, split_off
+    from cnnkit.data.arrays import channel_stats
+    from cnnkit.data.memory import TensorSplit, split_off
 
     splits = {}
     for split, (x, y) in arrays.items():

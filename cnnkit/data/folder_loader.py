@@ -217,12 +217,8 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
                 f"no readable {split} samples in {scan.root}",
                 hint="check the files with `cnnkit inspect FOLDER`",
             )
-    if in_memory and request.numpy:
-        from cnnkit.data.arrays import array_channel_stats
-
-        mean, std = array_channel_stats(splits["all" if "all" in splits else "train"].x)
-    elif in_memory:
-        from cnnkit.data.memory import channel_stats
+    if in_memory:  # numpy (a torch-free eval) or torch: one computation, the same numbers
+        from cnnkit.data.arrays import channel_stats
 
         mean, std = channel_stats(splits["all" if "all" in splits else "train"].x)
     else:

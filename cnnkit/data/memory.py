@@ -67,21 +67,6 @@ class TensorSplit:
         return clips.permute(0, 2, 1, 3, 4).contiguous(), y
 
 
-def channel_stats(x: torch.Tensor, max_samples: int = 4096) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in [0, 1] units of uint8 images/clips (N, C, ...).
-
-    Computed on at most ``max_samples`` evenly spaced samples: it only sets the
-    normalisation, so a subset is plenty.
-    """
-    n = x.shape[0]
-    step = max(1, n // max_samples)
-    sample = x[::step].float().div_(255.0)
-    sample = sample.transpose(0, 1).reshape(x.shape[1], -1)
-    mean = sample.mean(dim=1)
-    std = sample.std(dim=1).clamp(min=1e-3)
-    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
-
-
 def split_off(split: TensorSplit, fraction: float, seed: int) -> tuple[TensorSplit, TensorSplit]:
     """Split ``split`` into (rest, held-out ``fraction``) with a seeded permutation."""
     n = len(split)
