@@ -132,7 +132,7 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
     )
     from cnnkit.data.preprocess import alpha_note
 
-    scan = scan_folder(request.name)
+    scan = request.scan if request.scan is not None else scan_folder(request.name)
     warnings = [f"ignored hidden folder {p}" for p in scan.hidden]
     warnings += [f"skipping unreadable folder {p}: {why}" for p, why in scan.unreadable_folders]
     if scan.ignored:

@@ -7,7 +7,8 @@ register here without importing the registry that imports them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from cnnkit.data.dataset import LoadedDataset
 from cnnkit.spec import WHITE
@@ -42,6 +43,9 @@ class DatasetRequest:
     numpy: bool = False
     # What images drawn only in their alpha channel are composited over (folders).
     background: tuple[int, int, int] = WHITE
+    # A folder's scan (cnnkit.data.folders.FolderScan) already made: training's
+    # plan scans the folder for its kind, and the loader takes that scan.
+    scan: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -56,16 +56,18 @@ class TrainPlan:
         return self.child_run_dir is not None
 
 
-def _data_kind(dataset: str) -> str:
+def _data_kind(dataset: str) -> tuple[str, Any]:
+    """("image" or "video", the folder's scan or None): a folder is scanned once, here."""
     from cnnkit.data.registry import DatasetRequest, get_dataset_entry, load_dataset
 
     entry = get_dataset_entry(dataset)
     if entry is not None:
-        return entry.kind
+        return entry.kind, None
     if Path(dataset).expanduser().is_dir():
         from cnnkit.data.folders import scan_folder
 
-        return scan_folder(dataset).kind
+        scan = scan_folder(dataset)
+        return scan.kind, scan
     # Neither a name nor a folder: load_dataset raises the error with a close-match hint.
     load_dataset(DatasetRequest(name=dataset))
     raise DatasetError(f"unknown dataset '{dataset}'")  # load_dataset raised already
@@ -94,8 +96,8 @@ def parse_devices(devices: str) -> Any:
     )
 
 
-def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, Any, Any]:
-    """(cfg with the defaults filled in, kind, resumed, weights file).
+def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, Any, Any, Any]:
+    """(cfg with the defaults filled in, kind, resumed, weights file, folder scan).
 
     ``resumed`` is the --resume checkpoint (loaded weights-only) or None;
     ``weights file`` the --weights file read (cnnkit.models.transfer.WeightsFile)
@@ -134,7 +136,7 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, Any, Any]:
             + (" --freeze" if cfg.freeze else ""),
         )
     cfg, weights_file = model_from_weights(cfg)
-    kind = _data_kind(cfg.dataset)
+    kind, scan = _data_kind(cfg.dataset)
     lr_given = cfg.lr is not None
     cfg = resolve_kind_defaults(cfg, kind)
     lr = None if lr_given else start_lr(cfg)
@@ -147,7 +149,7 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, Any, Any]:
             f"is the total to reach ({cfg.epochs}), so nothing is left to train",
             hint=f"give --epochs above {epochs_done}, e.g. --epochs {epochs_done + cfg.epochs}",
         )
-    return cfg, kind, resumed, weights_file
+    return cfg, kind, resumed, weights_file, scan
 
 
 def _check_model_kind(model: str, dims: int, kind: str) -> None:
@@ -182,7 +184,7 @@ def plan(cfg: TrainConfig) -> TrainPlan:
 
     child_run_dir = os.environ.get(RUN_DIR_ENV)
     is_child = bool(child_run_dir) and os.environ.get("LOCAL_RANK", "0") != "0"
-    cfg, kind, resumed, weights_file = resolve(cfg)
+    cfg, kind, resumed, weights_file, scan = resolve(cfg)
     devices = parse_devices(cfg.devices)
     background = parse_colour(cfg.background) if cfg.background else WHITE
     device = resolve_device(cfg.device)
@@ -214,6 +216,7 @@ def plan(cfg: TrainConfig) -> TrainPlan:
         default_size=tuple(spec.default_input_size[-2:]),
         default_frames=spec.default_input_size[1] if spec.dims == 3 else 8,
         memory_budget=memory_budget_from_env(),
+        scan=scan,
     )
     child = child_run_dir if is_child else None
     return TrainPlan(cfg, kind, resumed, start, device, devices, spec, request, child)

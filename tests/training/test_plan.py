@@ -39,3 +39,20 @@ def test_the_plan_holds_every_choice(tmp_path) -> None:
     p = plan(tiny_config(tmp_path, devices="1"))
     assert p.kind == "image" and p.devices == 1 and p.device.accelerator == "cpu"
     assert p.cfg.lr is not None and p.request.name == "shapes" and not p.is_child
+
+
+def test_a_dataset_folder_is_scanned_once(tmp_path, monkeypatch) -> None:
+    import cnnkit.data.folders as folders
+    from cnnkit.training.fit import fit
+
+    make_image_folder(tmp_path / "ds", ["a", "b"], 4, 16, 16)
+    scans: list[str] = []
+    real = folders.scan_folder
+
+    def counted(root):
+        scans.append(str(root))
+        return real(root)
+
+    monkeypatch.setattr(folders, "scan_folder", counted)
+    summary = fit(tiny_config(tmp_path, dataset=str(tmp_path / "ds"), limit=None))
+    assert summary is not None and len(scans) == 1, scans
