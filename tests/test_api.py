@@ -403,3 +403,17 @@ def test_training_interrupted_is_a_keyboard_interrupt() -> None:
 def test_dir_shows_the_api_only() -> None:
     names = [n for n in dir(cnnkit) if not n.startswith("__") or n == "__version__"]
     assert sorted(names) == sorted(cnnkit.__all__)
+
+
+@pytest.mark.parametrize("kind", ["ckpt", "onnx"])
+def test_a_classifier_pickles_as_its_reference(media, kind) -> None:
+    """Ray, Spark and multiprocessing send a Classifier to other processes."""
+    import pickle
+
+    clf = cnnkit.load(media[kind], device="cpu", batch_size=7)
+    clf.predictor.set_background((0, 0, 0))
+    copy = pickle.loads(pickle.dumps(clf))
+    assert copy.reference == clf.reference and copy.predictor.batch_size == 7
+    assert copy.input.background == (0, 0, 0) and copy.backend == clf.backend
+    image = np.random.default_rng(3).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    assert copy.predict(image)[0].score == clf.predict(image)[0].score

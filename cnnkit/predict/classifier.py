@@ -72,6 +72,22 @@ class Classifier:
         self._source = source
         self._workers = workers
         self.reference = reference  # what it was loaded from: a path or MODEL:DATA
+        # How it was loaded (device as asked, threads), so that a copy loads the same way.
+        self._loaded_with: dict[str, Any] = {"device": "auto", "threads": None}
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as its reference, loaded again where it is unpickled (Ray, Spark,
+        multiprocessing): the model file must be readable there too."""
+        if not self.reference:
+            raise TypeError("a Classifier built by hand (no reference) cannot be pickled")
+        options = (
+            self._loaded_with["device"],
+            self._predictor.batch_size,
+            self._workers,
+            self._loaded_with["threads"],
+            self._predictor.input.background,
+        )
+        return (_reloaded, (self.reference, *options))
 
     @property
     def classes(self) -> list[str]:
@@ -326,7 +342,19 @@ def load(
         import torch
 
         torch.set_num_threads(threads)  # asked for: the process's torch changes
-    return Classifier(predictor, source, workers, os.fsdecode(ref))
+    clf = Classifier(predictor, source, workers, os.fsdecode(ref))
+    clf._loaded_with = {"device": device, "threads": threads}
+    return clf
+
+
+def _reloaded(
+    ref: str, device: str, batch_size: int, workers: int, threads: int | None, background: Any
+) -> Classifier:
+    """A pickled Classifier, loaded again (see Classifier.__reduce__)."""
+    clf = load(ref, device, batch_size, workers, threads)
+    if tuple(background) != tuple(clf.input.background):
+        clf.predictor.set_background(background)
+    return clf
 
 
 def open_predictor(
