@@ -20,6 +20,7 @@ import re
 import sys
 
 from cnnkit.errors import CnnkitError
+from cnnkit.procmem import process_limits, status_bytes
 
 # The commands that load torch (and, for train, Lightning); convolve never does.
 _TORCH_COMMANDS = frozenset({"train", "eval", "predict", "inspect", "export", "explain"})
@@ -29,26 +30,6 @@ _TORCH_COMMANDS = frozenset({"train", "eval", "predict", "inspect", "export", "e
 # load_native_libraries), plus a training step of a small model: measured
 # 0.30 GB and 0.1 GB with Lightning 2.6 and torch 2.14 (x86-64).
 _TRAINING_BYTES = 450 * 10**6
-
-
-def process_limits() -> list[tuple[int, str]]:
-    """This process's memory limits that are set, as (bytes, the shell option that sets it)."""
-    try:
-        import resource
-    except ImportError:  # not on this platform
-        return []
-    found = []
-    for name, shell in (("RLIMIT_AS", "ulimit -v"), ("RLIMIT_DATA", "ulimit -d")):
-        which = getattr(resource, name, None)
-        if which is None:
-            continue
-        try:
-            soft, _ = resource.getrlimit(which)
-        except (OSError, ValueError):
-            continue
-        if soft != resource.RLIM_INFINITY and soft >= 0:
-            found.append((soft, shell))
-    return found
 
 
 def load_native_libraries(args: list[str]) -> None:
@@ -96,7 +77,7 @@ def check_room_for_training(limit: int) -> None:
     """
     import torch  # noqa: F401  (train loads it next anyway)
 
-    used = _proc_status_bytes("VmSize:")
+    used = status_bytes("VmSize:")
     if used is not None and limit - used < _TRAINING_BYTES:
         need = used + _TRAINING_BYTES
         raise CnnkitError(
@@ -104,18 +85,6 @@ def check_room_for_training(limit: int) -> None:
             f"more than this process's limit of {_size(limit)} (ulimit -v)",
             hint=f"raise the limit to {need // 1024 + 1} or more (ulimit -v takes KB)",
         )
-
-
-def _proc_status_bytes(key: str) -> int | None:
-    """A size from /proc/self/status (``VmSize:``, ``VmPeak:``) in bytes; None where unknown."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
-            for line in status:
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _one_malloc_arena() -> None:
@@ -171,7 +140,7 @@ def allocation_failure(exc: BaseException) -> BaseException | None:
 def reached_address_space_limit() -> bool:
     """Whether this process's mappings came within 64 MB of its ``ulimit -v`` at some point."""
     limit = [n for n, shell in process_limits() if shell == "ulimit -v"]
-    peak = _proc_status_bytes("VmPeak:") if limit else None
+    peak = status_bytes("VmPeak:") if limit else None
     return peak is not None and peak >= limit[0] - 64 * 2**20
 
 

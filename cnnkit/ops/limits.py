@@ -23,50 +23,19 @@ from cnnkit.ops.geometry import AxisGeometry, padded_shape
 _MEMORY_CHECK_BYTES = 256 * 2**20
 
 
-def _proc_status() -> dict[str, int]:
-    """This process's VmSize and VmData from /proc/self/status, in bytes (empty elsewhere)."""
-    sizes: dict[str, int] = {}
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(("VmSize:", "VmData:")):
-                key, value = line.split(":", 1)
-                sizes[key] = int(value.split()[0]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return sizes
-
-
 def _rlimit_rooms() -> list[tuple[int, str]]:
     """Room left under this process's address-space and data limits (``ulimit -v``, ``-d``).
 
-    RLIMIT_AS caps every mapping (VmSize, reserved or not); RLIMIT_DATA the
-    private writable ones (VmData), where malloc and numpy get their memory.
     A request past either fails however much the machine has free: OpenCV's
     "Insufficient memory", numpy's MemoryError.
     """
-    try:
-        import resource
-    except ImportError:  # not on this platform
-        return []
+    from cnnkit.procmem import process_limits, status_bytes
+
     rooms = []
-    status = None
-    for name, key, shell in (
-        ("RLIMIT_AS", "VmSize", "ulimit -v"),
-        ("RLIMIT_DATA", "VmData", "ulimit -d"),
-    ):
-        which = getattr(resource, name, None)
-        if which is None:
-            continue
-        try:
-            soft, _ = resource.getrlimit(which)
-        except (OSError, ValueError):
-            continue
-        if soft == resource.RLIM_INFINITY or soft < 0:
-            continue
-        if status is None:
-            status = _proc_status()
-        if key in status:
-            rooms.append((max(0, soft - status[key]), shell))
+    for soft, shell in process_limits():
+        used = status_bytes("VmSize:" if shell == "ulimit -v" else "VmData:")
+        if used is not None:
+            rooms.append((max(0, soft - used), shell))
     return rooms
 
 

@@ -235,12 +235,3 @@ def _has_val_folder(dataset: str) -> bool:
         )
     except OSError:
         return False
-
-
-def _planned_shape(spec: Any, cfg: TrainConfig) -> tuple[int, ...]:
-    """The input shape --img-size / --frames ask for, the model's defaults filling the rest."""
-    default = tuple(spec.default_input_size)
-    h, w = (cfg.img_size, cfg.img_size) if cfg.img_size else default[-2:]
-    if spec.dims == 3:
-        return (default[0], cfg.frames or default[1], h, w)
-    return (default[0], h, w)
