@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -132,11 +133,25 @@ def in_process(img_ckpt: Path, v2d_ckpt: Path, paths: list[Path], video: Path, r
 
     "pipeline" is the engine ``cnnkit predict`` runs (cnnkit.predict.predict_images
     with torch on the cores its 2 decoders leave); "api" is ``Classifier.predict``
-    on the same paths, which must keep up with it.
+    on the same paths, which must keep up with it: once as loaded by default
+    (torch's thread count left as the process has it) and once with
+    ``threads=`` the cores the decoders leave, as the README advises.
     """
+    import torch
+
     import cnnkit
-    from cnnkit.io.pipeline import torch_threads_beside
+    from cnnkit.io.pipeline import cores_left
     from cnnkit.predict import predict_images, predict_video
+
+    default_threads = torch.get_num_threads()
+
+    @contextmanager
+    def torch_threads(n: int):
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(default_threads)
 
     names = [str(p) for p in paths]
     clf = cnnkit.load(img_ckpt, device="cpu", batch_size=64)
@@ -152,12 +167,16 @@ def in_process(img_ckpt: Path, v2d_ckpt: Path, paths: list[Path], video: Path, r
             pass
 
     def pipeline() -> None:
-        with torch_threads_beside(2):  # as `cnnkit predict` does with its default --workers 2
+        with torch_threads(cores_left(2)):  # as `cnnkit predict` does with --workers 2
             for _ in predict_images(pred, names, top_k=5, chunk=16):
                 pass
 
     def api() -> None:
         clf.predict(names, top_k=5)
+
+    def api_threads() -> None:
+        with torch_threads(cores_left(2)):  # what load(..., threads=N) sets
+            clf.predict(names, top_k=5)
 
     def vdecode() -> None:
         cap = cv2.VideoCapture(str(video))
@@ -168,17 +187,18 @@ def in_process(img_ckpt: Path, v2d_ckpt: Path, paths: list[Path], video: Path, r
     vpred = cnnkit.load(v2d_ckpt, device="cpu", batch_size=64).predictor
 
     def vpipeline() -> None:
-        with torch_threads_beside(2):
+        with torch_threads(cores_left(2)):
             for _ in predict_video(vpred, str(video), top_k=5):
                 pass
 
     pipeline()  # warm-up: first-call allocations and thread start-up
     n = len(names)
-    t_dec, t_model, t_pipe, t_api = (
+    t_dec, t_model, t_pipe, t_api, t_api_threads = (
         best_of(decode, runs),
         best_of(model_only, runs),
         best_of(pipeline, runs),
         best_of(api, runs),
+        best_of(api_threads, runs),
     )
     t_vdec, t_vpipe = best_of(vdecode, runs), best_of(vpipeline, runs)
     frames = int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT))
@@ -188,6 +208,7 @@ def in_process(img_ckpt: Path, v2d_ckpt: Path, paths: list[Path], video: Path, r
         "images_predict_per_s": round(n / t_pipe, 1),
         "images_api_per_s": round(n / t_api, 1),
         "api_throughput_vs_pipeline": round(t_pipe / t_api, 3),
+        "api_with_threads_vs_pipeline": round(t_pipe / t_api_threads, 3),
         "images_ratio_vs_decode": round(t_pipe / t_dec, 2),
         "images_ratio_vs_decode_plus_model": round(t_pipe / (t_dec + t_model), 2),
         "video_decode_fps": round(frames / t_vdec, 1),

@@ -318,6 +318,23 @@ def test_explain_and_predict_on_one_classifier_from_several_threads(media) -> No
     assert problems == []
 
 
+def test_calls_neither_move_the_shared_model_nor_set_torchs_threads(media, monkeypatch) -> None:
+    """Other threads may be running the same model or torch: moving the model
+    (``.cpu()``/``.to()``) or resizing torch's pools under them crashed the process."""
+    clf = cnnkit.load(media["ckpt"], device="cpu")
+    calls: list[str] = []
+    model = clf.predictor.model
+    monkeypatch.setattr(model, "cpu", lambda *a, **k: calls.append("cpu") or model)
+    monkeypatch.setattr(model, "to", lambda *a, **k: calls.append("to") or model)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(f"threads={n}"))
+    image = np.random.default_rng(1).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    cnnkit.explain(clf, image)
+    cnnkit.explain(clf, image, layer="features.0")
+    clf.predict([image, image], top_k=2)
+    list(clf.predict_video(media["root"] / "v.mp4"))
+    assert calls == []
+
+
 def test_interleaved_video_iterators_leave_torch_threads_as_they_were(media) -> None:
     clf = cnnkit.load(media["ckpt"], device="cpu")
     threads = torch.get_num_threads()

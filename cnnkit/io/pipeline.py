@@ -30,7 +30,6 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -208,7 +207,6 @@ __all__ = [
     "decoder_threads",
     "produce_ahead",
     "share_cpu_with_decoders",
-    "torch_threads_beside",
 ]
 
 
@@ -248,8 +246,8 @@ def share_cpu_with_decoders(workers: int) -> int:
     core as well oversubscribes the CPU; OpenMP threads then spin waiting for
     each other and small models run several times slower. An explicit
     OMP_NUM_THREADS is left alone. Returns the thread count torch uses. This
-    changes the process's torch; :func:`torch_threads_beside` does it for a
-    block only.
+    changes the process's torch: a command calls it once, before any thread
+    computes (changing the count while another thread runs torch is a race).
     """
     import torch
 
@@ -259,39 +257,3 @@ def share_cpu_with_decoders(workers: int) -> int:
     if threads < torch.get_num_threads():
         torch.set_num_threads(threads)
     return torch.get_num_threads()
-
-
-@contextmanager
-def torch_threads_beside(workers: int) -> Iterator[None]:
-    """Inside the block, torch computes on the cores ``workers`` decode threads leave.
-
-    The thread count torch had is restored when the block ends: a library call
-    leaves the process's torch as it found it. Nothing is changed where torch
-    is not loaded (an .onnx run), or where OMP_NUM_THREADS is set.
-    """
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is None or "OMP_NUM_THREADS" in os.environ:
-        yield
-        return
-    # Blocks of several threads (or interleaved generators) overlap: the first
-    # to enter saves the count, the last to leave restores it.
-    with _THREADS_LOCK:
-        if _THREADS["inside"] == 0:
-            _THREADS["before"] = torch.get_num_threads()
-        _THREADS["inside"] += 1
-        wanted = cores_left(workers)
-        if wanted < torch.get_num_threads():
-            torch.set_num_threads(wanted)
-    try:
-        yield
-    finally:
-        with _THREADS_LOCK:
-            _THREADS["inside"] -= 1
-            if _THREADS["inside"] == 0 and torch.get_num_threads() != _THREADS["before"]:
-                torch.set_num_threads(_THREADS["before"])
-
-
-_THREADS_LOCK = threading.Lock()
-_THREADS = {"inside": 0, "before": 0}

@@ -196,18 +196,11 @@ class Classifier:
     def _video(
         self, predictor: Predictor, path: str, top_k: int, window: int | None, stride: int | None
     ) -> Iterator[Prediction]:
-        from cnnkit.io.pipeline import torch_threads_beside
         from cnnkit.predict.videos import predict_video
 
         batches = predict_video(predictor, path, top_k, window, stride)
         try:
-            while True:
-                # Torch's threads are lowered while a batch is computed, never while
-                # the caller holds a Prediction: between two of them its code runs.
-                with torch_threads_beside(1):
-                    records = next(batches, None)
-                if records is None:
-                    return
+            for records in batches:
                 for record in records:
                     yield Prediction.from_record(record)
         finally:
@@ -229,16 +222,13 @@ class Classifier:
     def _run(
         self, predictor: Predictor, items: list[PredictInput], top_k: int, workers: int | None
     ) -> Iterator[dict[str, Any]]:
-        from cnnkit.io.pipeline import torch_threads_beside
-
         workers = self._workers if workers is None else workers
-        with torch_threads_beside(workers):
-            results = predict_inputs(predictor, items, top_k, workers=workers, chunk=16)
-            try:
-                for records in results:
-                    yield from records
-            finally:
-                results.close()
+        results = predict_inputs(predictor, items, top_k, workers=workers, chunk=16)
+        try:
+            for records in results:
+                yield from records
+        finally:
+            results.close()
 
 
 def _whole(name: str, value: Any, low: int = 1) -> int:
@@ -323,10 +313,13 @@ def load(
 
     ``device``: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps (an
     ``.onnx``: auto, cpu or cuda). ``workers``: threads decoding images ahead
-    of the model. ``threads``: the CPU threads the model computes with; None
-    leaves the process's torch as it is (during a call, torch computes on
-    the cores the decode threads leave, and gets its count back after). An
-    ``.onnx`` loads where torch is not installed.
+    of the model. ``threads``: the CPU threads the model computes with (for
+    a ``.ckpt`` this sets torch's count for the whole process, as
+    ``torch.set_num_threads`` does); None leaves torch as it is: a library
+    never changes it behind its caller, whose other threads may be computing.
+    On a small machine, ``threads=os.cpu_count() - workers`` keeps the model
+    from competing with its decoders. An ``.onnx`` loads where torch is not
+    installed.
 
     >>> import cnnkit
     >>> clf = cnnkit.load("resnet18:imagenet")  # doctest: +SKIP

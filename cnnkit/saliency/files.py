@@ -67,14 +67,11 @@ def check_request(
     shape = predictor.input.shape()
     if layer is not None and not layer.strip():
         raise InputError("--layer '' names no layer", hint="leave --layer out for the default")
-    model = predictor.model.cpu()
-    try:
-        if layer is None:
-            layer = default_layer(model, shape)
-        else:
-            check_map_layer(model, shape, layer)
-    finally:
-        model.to(predictor.device)
+    # The model is not moved: other threads may be running it (a shared Classifier).
+    if layer is None:
+        layer = default_layer(predictor.model, shape)
+    else:
+        check_map_layer(predictor.model, shape, layer)
     return target, layer
 
 

@@ -63,8 +63,11 @@ def spatial_layers(model: Any, input_shape: Sequence[int]) -> list[tuple[str, tu
             if n and not any(True for _ in m.children())
         ]
         try:
+            # On the model's own device: moving a model that other threads run is a race.
+            first = next(iter(model.parameters()), None)
+            device = first.device if first is not None else "cpu"
             with torch.no_grad():
-                model(torch.zeros(1, *input_shape))
+                model(torch.zeros(1, *input_shape, device=device))
         finally:
             for h in handles:
                 h.remove()
