@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import InputError
+from cnnkit.errors import CnnkitError, InputError, python_names
 from cnnkit.evaluation.metrics import EvalReport
 from cnnkit.saliency.images import Explanation
 
@@ -64,12 +64,21 @@ def train(**options: Any) -> TrainResult:
     values = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in options.items()}
     for name, value in values.items():
         _check_type(name, value, BY_NAME[name])
-    cfg = TrainConfig(**values, command_line=["cnnkit.train", *options], explicit=list(options))
-    with _process_state_kept():
-        # Imported here: Lightning's imports add warning filters of their own.
-        from cnnkit.training.fit import fit
+    # Messages name options as the command line spells them (--img-size): here, img_size.
+    names = {o.flag.lstrip("-"): n for n, o in BY_NAME.items() if o.cli}
+    names.update({n.replace("_", "-"): n for n in names.values()})
+    try:
+        cfg = TrainConfig(**values, command_line=["cnnkit.train", *options], explicit=list(options))
+        with _process_state_kept():
+            # Imported here: Lightning's imports add warning filters of their own.
+            from cnnkit.training.fit import fit
 
-        summary = fit(cfg)
+            summary = fit(cfg)
+    except CnnkitError as exc:
+        renamed = exc.spelled_for_python(names)
+        if renamed is exc:
+            raise
+        raise renamed.with_traceback(exc.__traceback__) from None
     if summary is None:  # a DDP worker rank: the rank that started training reports
         raise InputError("this process is a DDP worker; rank 0 returns the result")
     run_dir = Path(summary["run_dir"])
@@ -92,7 +101,7 @@ def _check_type(name: str, value: Any, option: Any) -> None:
     if not ok:
         raise InputError(
             f"train() option {name}={value!r} is not a {getattr(kind, '__name__', kind)}",
-            hint=f"e.g. {name}={option.example or option.default!r}",
+            hint=f"e.g. {name}={option.example or repr(option.default)}",
         )
 
 
@@ -136,6 +145,7 @@ def _process_state_kept() -> Iterator[None]:
                     os.environ[key] = value
 
 
+@python_names()
 def evaluate(
     ref: str | os.PathLike[str],
     dataset: str | None = None,
@@ -177,6 +187,7 @@ def evaluate(
     return report
 
 
+@python_names({"class": "target"})
 def explain(
     model: Any,
     x: Any,
@@ -256,6 +267,7 @@ def _reference(ref: Any) -> str:
     return os.fsdecode(ref)
 
 
+@python_names()
 def export(
     ref: str | os.PathLike[str],
     path: str | os.PathLike[str] | None = None,

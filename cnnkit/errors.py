@@ -8,7 +8,11 @@ the hint says what to do about it.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import functools
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 
 class CnnkitError(Exception):
@@ -23,6 +27,62 @@ class CnnkitError(Exception):
         if self.hint:
             return f"{self.message} (hint: {self.hint})"
         return self.message
+
+    def spelled_for_python(self, names: Mapping[str, str]) -> CnnkitError:
+        """This error with its command-line options (``--top-k``) named as in Python (``top_k``).
+
+        ``names``: option (without dashes) -> the Python parameter; options not
+        in it, and anything between backticks (a command to run), stay as they are.
+        """
+
+        def rename(text: str | None) -> str | None:
+            if text is None:
+                return None
+            parts = text.split("`")  # odd parts are quoted commands
+            for i in range(0, len(parts), 2):
+                parts[i] = _OPTION.sub(lambda m: names.get(m[1], m[0]), parts[i])
+            return "`".join(parts)
+
+        message, hint = rename(self.message), rename(self.hint)
+        if (message, hint) == (self.message, self.hint):
+            return self
+        renamed = self.__class__.__new__(self.__class__)
+        renamed.__dict__.update(self.__dict__)
+        CnnkitError.__init__(renamed, message or "", hint)
+        return renamed
+
+
+_OPTION = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def python_names(aliases: Mapping[str, str] | None = None) -> Callable[[F], F]:
+    """Decorate a library function so that its errors name its parameters, not CLI options.
+
+    The core's messages speak of ``--top-k`` (the command line is their first
+    reader); a caller of ``predict(top_k=0)`` reads ``top_k``. Each parameter
+    ``p_q`` answers to ``--p-q``; ``aliases`` adds options spelled otherwise
+    (``{"class": "target"}``).
+    """
+
+    def decorate(fn: F) -> F:
+        names = {p.replace("_", "-"): p for p in inspect.signature(fn).parameters}
+        names.update(aliases or {})
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except CnnkitError as exc:
+                renamed = exc.spelled_for_python(names)
+                if renamed is exc:
+                    raise
+                raise renamed.with_traceback(exc.__traceback__) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 class InputError(CnnkitError):

@@ -220,7 +220,7 @@ def test_train_takes_the_options_by_name_and_checks_them(tmp_path) -> None:
     assert res.to_dict()["run_dir"] == str(res.run_dir)
     with pytest.raises(cnnkit.CnnkitError, match="no option 'epoch'"):
         cnnkit.train(dataset="shapes", epoch=3)
-    with pytest.raises(cnnkit.CnnkitError, match="--epochs 0 must be"):
+    with pytest.raises(cnnkit.CnnkitError, match="^epochs 0 must be"):
         cnnkit.train(dataset="shapes", epochs=0, out=str(tmp_path / "runs"))
 
 
@@ -434,3 +434,29 @@ def test_a_classifier_pickles_as_its_reference(media, kind) -> None:
     assert copy.input.background == (0, 0, 0) and copy.backend == clf.backend
     image = np.random.default_rng(3).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     assert copy.predict(image)[0].score == clf.predict(image)[0].score
+
+
+def test_errors_name_the_python_parameters_not_the_cli_options(media) -> None:
+    clf = cnnkit.load(media["ckpt"], device="cpu")
+    image = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(cnnkit.CnnkitError) as info:
+        cnnkit.explain(clf, image, target="zebra")
+    assert str(info.value).startswith("target 'zebra' is not one of the model's classes")
+    with pytest.raises(cnnkit.CnnkitError) as info:
+        cnnkit.explain(clf, image, layer="nope")
+    assert str(info.value).startswith("layer 'nope' is not a layer")
+    assert "`cnnkit inspect CHECKPOINT`" in str(info.value)  # a command stays a command
+    with pytest.raises(cnnkit.CnnkitError) as info:
+        cnnkit.train(dataset="shapes", patience=2, val_split=0.0)
+    text = str(info.value)
+    assert "patience" in text and "val_split 0" in text and "--" not in text
+
+
+def test_a_command_run_in_process_gives_the_logger_back(media, monkeypatch, capsys) -> None:
+    import logging
+
+    log = logging.getLogger("cnnkit")
+    handlers, propagate, level = list(log.handlers), log.propagate, log.level
+    code, _, _ = cnnkit_in_process(monkeypatch, capsys, "inspect", str(media["ckpt"]))
+    assert code == 0
+    assert (list(log.handlers), log.propagate, log.level) == (handlers, propagate, level)

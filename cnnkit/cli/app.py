@@ -307,6 +307,12 @@ def main() -> None:
         if isinstance(exc, Stopped):
             _exit_stopped(exc)
         raise
+    finally:
+        # A command run inside a Python process (a test, a notebook's
+        # cnnkit.cli.main()) leaves the library's logger as it found it.
+        output = sys.modules.get("cnnkit.cli.output")
+        if output is not None:
+            output.stop_showing_messages()
 
 
 def _pipeline_running() -> bool:

@@ -45,6 +45,17 @@ def show_messages(quiet: bool = False) -> None:
     console.set_progress(None if quiet or not _is_terminal() else _rich_track)
 
 
+def stop_showing_messages() -> None:
+    """Give the ``cnnkit`` logger back as a library leaves it (after a command run in-process)."""
+    log = console.logger
+    if _state["handler"] is not None:
+        log.removeHandler(_state["handler"])
+        _state["handler"] = None
+    log.propagate = True
+    log.setLevel(logging.NOTSET)
+    console.set_progress(None)
+
+
 def _is_terminal() -> bool:
     try:
         return sys.stderr is not None and sys.stderr.isatty()

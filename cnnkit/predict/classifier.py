@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.errors import InputError
+from cnnkit.errors import InputError, python_names
 from cnnkit.predict.images import PredictInput, predict_inputs
 from cnnkit.predict.predictor import Predictor
 from cnnkit.spec import InputSpec
@@ -31,7 +31,8 @@ class Prediction:
     ``path`` is the input's path (None for an array); ``error`` says why an
     input could not be classified (then ``label`` and ``score`` are None).
     Video records (``Classifier.predict_video``) carry their frames and times
-    in ``to_dict()``.
+    in ``to_dict()``. Scores are rounded to 6 decimal places, as in the
+    command line's records, so that the two agree exactly.
     """
 
     label: str | None
@@ -134,6 +135,7 @@ class Classifier:
             f"backend={self.backend!r}, device={self.device!r})"
         )
 
+    @python_names()
     def predict(
         self,
         x: Any,
@@ -160,6 +162,7 @@ class Classifier:
         items = _inputs(x)
         return [Prediction.from_record(r) for r in self._run(predictor, items, top_k, workers)]
 
+    @python_names()
     def predict_video(
         self,
         path: str | os.PathLike[str],
@@ -302,6 +305,7 @@ def _checked(image: np.ndarray) -> np.ndarray:
     )
 
 
+@python_names()
 def load(
     ref: str | os.PathLike[str],
     device: str = "auto",
