@@ -124,6 +124,64 @@ def _decisions(cfg: TrainConfig, data: Any, has_val: bool, start: Any) -> dict[s
     return decisions
 
 
+# Images this many times larger than the input size they are shrunk to (on their
+# shorter side) lose what a model would need: said as a warning.
+_SHRINK_WARNING = 4
+
+
+def _input_size_decisions(
+    cfg: TrainConfig, data: Any, request: Any, start: Any
+) -> tuple[dict[str, str], bool]:
+    """The input size (and clip length) cnnkit chose, in words; and whether images shrink a lot.
+
+    Given options (--img-size, --frames) and sizes the starting weights asked
+    for (said by start_decisions) are not decisions of cnnkit's. Images
+    ``_SHRINK_WARNING`` times larger than the size chosen make the note a warning.
+    """
+    notes: dict[str, str] = {}
+    shrunk = False
+    h, w = data.input.size
+    folder = request.scan is not None
+    if not cfg.img_size and not start.img_size:
+        whose = f"{cfg.model}'s default input size" if folder else "the dataset's own size"
+        note = f"input size {h}×{w}: {whose} (--img-size to change)"
+        typical = _typical_image_size(request.scan) if folder and data.kind == "image" else None
+        if typical is not None and min(typical) >= _SHRINK_WARNING * max(h, w):
+            shrunk = True
+            note += (
+                f"; the images are about {typical[0]}×{typical[1]} (median of a sample), "
+                f"so fine detail is lost: --img-size {min(224, min(typical))} keeps more"
+            )
+        notes["img_size"] = note
+    if data.input.frames and not cfg.frames and not start.frames:
+        whose = f"{cfg.model}'s default clip length" if folder else "the dataset's own length"
+        notes["frames"] = f"clips of {data.input.frames} frames: {whose} (--frames to change)"
+    return notes, shrunk
+
+
+def _typical_image_size(scan: Any, sample: int = 32) -> tuple[int, int] | None:
+    """(height, width): the median of up to ``sample`` image headers of a folder, spread over it."""
+    from cnnkit.io.headers import image_size
+
+    items = [path for files in scan.files.values() for path, _ in files]
+    if not items:
+        return None
+    step = max(1, len(items) // sample)
+    sizes = []
+    for path in items[::step][:sample]:
+        try:
+            with open(path, "rb") as f:
+                size = image_size(f.read(1 << 18))  # a JPEG's size may follow its EXIF block
+        except OSError:
+            continue
+        if size is not None:
+            sizes.append(size)
+    if not sizes:
+        return None
+    widths, heights = sorted(s[0] for s in sizes), sorted(s[1] for s in sizes)
+    return heights[len(heights) // 2], widths[len(widths) // 2]
+
+
 def _meta(
     cfg: TrainConfig, data: Any, hflip: bool, decisions: dict[str, str], start: dict[str, Any]
 ) -> Any:
@@ -217,13 +275,17 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
             hint="drop --patience, or keep a validation split (e.g. --val-split 0.1)",
         )
     decisions = _decisions(cfg, data, has_val, start)
+    shrunk = False
+    if not p.resumed:
+        sizes, shrunk = _input_size_decisions(cfg, data, p.request, start)
+        decisions.update(sizes)
     hflip = bool(cfg.augment and (data.hflip if cfg.flip is None else cfg.flip))
     if not p.is_child:
         sizes = ", ".join(f"{k} {v}" for k, v in data.sizes().items())
         where = "in memory" if data.in_memory else "decoded from files"
         console.info(f"data: {data.name}, {len(data.classes)} classes, {sizes} ({where})")
-        for note in decisions.values():
-            console.info(note)
+        for key, note in decisions.items():
+            (console.warn if shrunk and key == "img_size" else console.info)(note)
 
     model = _build_model(cfg, data)
     resumed = _check_resume(p.resumed, cfg.model, data) if p.resumed else None

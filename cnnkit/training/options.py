@@ -139,9 +139,12 @@ OPTIONS: tuple[Option, ...] = (
            "white, black, gray, #RRGGBB or R,G,B. Default: white. Other images with alpha "
            "have it dropped. Kept in the checkpoint: eval and predict composite the same way.",
            resume=True, example="black"),
-    Option("img_size", int, None, "Resize inputs to N×N (default: the data's own size, or "
-           "the model's).", low=4, high=MAX_IMG_SIZE, resume=True, example="64"),
-    Option("frames", int, None, "Frames per video clip (default: the model's, or 8).", low=1,
+    Option("img_size", int, None, "Resize inputs to N×N (default: a built-in dataset's own "
+           "size; a folder's images go to the model's default input size, e.g. 28 for lenet5, "
+           "or the pretrained weights' size; said on stderr).", low=4, high=MAX_IMG_SIZE,
+           resume=True, example="64"),
+    Option("frames", int, None, "Frames per video clip (default: the model's, or 8; said on "
+           "stderr).", low=1,
            high=MAX_FRAMES, resume=True, example="8"),
     Option("val_split", float, 0.1, "Fraction of each class held out for validation when the "
            "data has no val split. 0: no validation (train on everything; best.ckpt is the "

@@ -338,3 +338,24 @@ def test_limit_zero_lifts_a_resumed_runs_limit(tmp_path, two_epochs):
     summary = fit(cfg)
     config = yaml.safe_load((Path(summary["run_dir"]) / "config.yaml").read_text())
     assert config["data"]["sizes"]["train"] == 6000  # shapes in full, not the 24 of the first run
+
+
+def test_the_input_size_is_said_and_recorded_and_a_big_shrink_is_a_warning(tmp_path, capsys):
+    show_messages(False)
+    make_image_folder(tmp_path / "photos", ["a", "b"], 3, 160, 144)
+    summary = fit(tiny_config(tmp_path, dataset=str(tmp_path / "photos"), img_size=None,
+                              limit=None, val_split=0.0))  # fmt: skip
+    err = capsys.readouterr().err
+    note = yaml.safe_load((Path(summary["run_dir"]) / "config.yaml").read_text())["decisions"]
+    assert note["img_size"].startswith("input size 28×28: lenet5's default input size")
+    assert "about 160×144" in note["img_size"]
+    assert f"warning: {note['img_size']}" in err.splitlines()
+
+    builtin = fit(tiny_config(tmp_path, img_size=None, name="builtin"))
+    note = yaml.safe_load((Path(builtin["run_dir"]) / "config.yaml").read_text())["decisions"]
+    assert note["img_size"] == "input size 32×32: the dataset's own size (--img-size to change)"
+    assert "warning" not in capsys.readouterr().err
+
+    given = fit(tiny_config(tmp_path, name="given"))  # --img-size 16: the user's, not ours
+    note = yaml.safe_load((Path(given["run_dir"]) / "config.yaml").read_text())["decisions"]
+    assert "img_size" not in note
