@@ -1,7 +1,12 @@
-"""Run folders: ``<out>/train``, ``<out>/train-2``, ...; never reused, never overwritten."""
+"""Run folders: ``<out>/train``, ``<out>/train-2``, ...; never reused, never overwritten.
+
+``<out>/latest`` is a symbolic link to the run folder made last, so that
+``runs/latest/checkpoints/best.ckpt`` is the model just trained.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +15,7 @@ from cnnkit.errors import InputError
 # Under --strategy ddp on one machine Lightning starts the other ranks by
 # running the same command line again; they find rank 0's run folder here.
 RUN_DIR_ENV = "CNNKIT_RUN_DIR"
+LATEST = "latest"
 
 
 def _unwritable(out: Path, exc: OSError) -> InputError:
@@ -40,6 +46,11 @@ def new_run_dir(out: str | Path, name: str | None) -> Path:
     if name is not None:
         if not name or "/" in name or name in (".", ".."):
             raise InputError(f"--name {name!r} is not a folder name", hint="e.g. --name digits")
+        if name == LATEST:
+            raise InputError(
+                f"--name {LATEST} is the link to the newest run folder",
+                hint="choose another name, e.g. --name digits",
+            )
         path = out / name
         try:
             path.mkdir()
@@ -51,17 +62,40 @@ def new_run_dir(out: str | Path, name: str | None) -> Path:
             ) from None
         except OSError as exc:
             raise _unwritable(out, exc) from None
+        _point_latest_at(path)
         return path
     for i in range(1, 100000):
         path = out / ("train" if i == 1 else f"train-{i}")
         try:
             path.mkdir()  # atomic: two runs started together get different folders
+            _point_latest_at(path)
             return path
         except FileExistsError:
             continue
         except OSError as exc:
             raise _unwritable(out, exc) from None
     raise InputError(f"too many runs in {out}", hint="clean up old runs or use --out")
+
+
+def _point_latest_at(run_dir: Path) -> None:
+    """Make ``latest`` beside ``run_dir`` link to it (relative, replaced atomically).
+
+    Where links cannot be made, or ``latest`` is a real folder, nothing happens:
+    the link is a convenience, the run folder is what matters.
+    """
+    link = run_dir.parent / LATEST
+    if link.exists() and not link.is_symlink():
+        return
+    temp = run_dir.parent / f".{LATEST}-{os.getpid()}.tmp"
+    try:
+        temp.unlink(missing_ok=True)
+        temp.symlink_to(run_dir.name, target_is_directory=True)
+        os.replace(temp, link)  # two runs started together: the last replace wins
+    except OSError:
+        try:
+            temp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def write_config(run_dir: Path, resolved: dict[str, Any]) -> None:

@@ -239,7 +239,8 @@ def test_ddp_on_two_cpu_processes_validates_each_sample_once(tmp_path):
     assert "sync_dist" not in result.stderr
     summary = json.loads(result.stdout)  # exactly one JSON document: only rank 0 reports
     assert summary["run_dir"] == str(Path("runs") / "train")
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["train"]
+    # One run folder (rank 1 made none), and the link to it.
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["latest", "train"]
     report = assert_val_metrics_count_each_sample_once(tmp_path, summary, expected=5)
     # The summary's final numbers are the whole split's too, not one rank's share.
     assert summary["metrics"]["val_acc"] == pytest.approx(report.accuracy, abs=1e-6)
@@ -359,3 +360,19 @@ def test_the_input_size_is_said_and_recorded_and_a_big_shrink_is_a_warning(tmp_p
     given = fit(tiny_config(tmp_path, name="given"))  # --img-size 16: the user's, not ours
     note = yaml.safe_load((Path(given["run_dir"]) / "config.yaml").read_text())["decisions"]
     assert "img_size" not in note
+
+
+def test_latest_links_to_the_newest_run_folder(tmp_path):
+    from cnnkit.training.rundir import new_run_dir
+
+    first = new_run_dir(tmp_path / "runs", None)
+    assert (tmp_path / "runs" / "latest").resolve() == first.resolve()
+    named = new_run_dir(tmp_path / "runs", "digits")
+    assert os.readlink(tmp_path / "runs" / "latest") == "digits"  # relative: runs/ can move
+    assert (tmp_path / "runs" / "latest").resolve() == named.resolve()
+    with pytest.raises(InputError, match="--name latest is the link"):
+        new_run_dir(tmp_path / "runs", "latest")
+    (tmp_path / "old" / "latest").mkdir(parents=True)  # a folder of the user's: left alone
+    new_run_dir(tmp_path / "old", None)
+    assert (tmp_path / "old" / "latest").is_dir() and not (tmp_path / "old" / "latest").is_symlink()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["digits", "latest", "train"]
