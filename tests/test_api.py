@@ -255,9 +255,9 @@ def test_import_cnnkit_imports_no_torch_and_changes_no_environment() -> None:
 
 
 def test_the_readmes_python_examples_run(tmp_path, monkeypatch, silent_library) -> None:
-    """Every ```python block of the README's "Python API" section, in order, in one namespace."""
+    """Every ```python block of the README's "Python" section, in order, in one namespace."""
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("\n## Python\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert blocks, "the README has no Python examples"
     monkeypatch.chdir(tmp_path)

@@ -13,14 +13,12 @@ import importlib.util
 import json
 import re
 import shlex
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from cnnkit.cli import main, output
+from tests.helpers import write_tiny_mnist
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -41,20 +39,6 @@ COMMANDS = make_tour.parse_tour(TOUR)
 def shrink(line: str) -> str:
     """The tour's command at test size: one epoch on at most 48 samples per split."""
     return re.sub(r"--epochs \d+", "--epochs 1 --limit 48 --batch-size 16", line)
-
-
-def write_tiny_mnist(root: Path, train: int = 60, test: int = 30) -> None:
-    """Random 28×28 'digits' in torchvision's raw MNIST IDX layout (labels cycle 0-9)."""
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", train), ("t10k", test)):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-            header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
-            header += struct.pack(">" + "I" * array.ndim, *array.shape)
-            (raw / f"{prefix}-{kind}-ubyte").write_bytes(header + array.tobytes())
 
 
 def run_cnnkit(line: str, capsys, monkeypatch) -> tuple[int, str, str]:
@@ -154,3 +138,14 @@ def test_every_tour_command_runs(tmp_path, capsys, monkeypatch):
             done = subprocess.run(["bash", "-c", line], capture_output=True, text=True)
             assert done.returncode == 0, f"{line}\n{done.stderr}"
             assert done.stdout.strip(), line
+
+
+def test_the_tours_setup_makes_its_inputs(tmp_path):
+    """The set-up's `make_tour.py --inputs .` line, as the tour gives it (no cnnkit, no network)."""
+    setup = re.search(r"\*\*Set up\.\*\*.*?```bash\n(.*?)```", TOUR, re.S).group(1)
+    line = next(s for s in setup.splitlines() if "make_tour.py --inputs" in s)
+    command = shlex.split(line.split("#", 1)[0].replace("../docs/", str(DOCS) + "/"))
+    done = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    for name in ("photo.png", "digit.png", "moving.mp4"):
+        assert (tmp_path / name).stat().st_size > 0, name
