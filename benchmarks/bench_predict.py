@@ -128,6 +128,17 @@ def best_of(fn, runs: int) -> float:
     return min(times)
 
 
+def interleaved_bests(fns: list, runs: int) -> list[float]:
+    """The best time of each function over ``runs`` rounds that run each once, in turn."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, seen in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            seen.append(time.perf_counter() - start)
+    return [min(seen) for seen in times]
+
+
 def in_process(img_ckpt: Path, v2d_ckpt: Path, paths: list[Path], video: Path, runs: int) -> dict:
     """Throughput without process startup: decode only, model only, the pipeline, the API.
 
@@ -193,12 +204,9 @@ def in_process(img_ckpt: Path, v2d_ckpt: Path, paths: list[Path], video: Path, r
 
     pipeline()  # warm-up: first-call allocations and thread start-up
     n = len(names)
-    t_dec, t_model, t_pipe, t_api, t_api_threads = (
-        best_of(decode, runs),
-        best_of(model_only, runs),
-        best_of(pipeline, runs),
-        best_of(api, runs),
-        best_of(api_threads, runs),
+    # Interleaved rounds: a machine whose speed drifts meets each variant alike.
+    t_dec, t_model, t_pipe, t_api, t_api_threads = interleaved_bests(
+        [decode, model_only, pipeline, api, api_threads], runs
     )
     t_vdec, t_vpipe = best_of(vdecode, runs), best_of(vpipeline, runs)
     frames = int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT))

@@ -460,3 +460,36 @@ def test_a_command_run_in_process_gives_the_logger_back(media, monkeypatch, caps
     code, _, _ = cnnkit_in_process(monkeypatch, capsys, "inspect", str(media["ckpt"]))
     assert code == 0
     assert (list(log.handlers), log.propagate, log.level) == (handlers, propagate, level)
+
+
+def test_a_call_lowers_torchs_threads_in_its_own_thread_only(media, monkeypatch) -> None:
+    """Decoders and the model share the cores during a call: torch computes on the ones the
+    decode threads leave, in the calling thread alone; a thread that starts computing
+    meanwhile, and the caller afterwards, get the counts they would have had."""
+    import threading
+
+    from cnnkit.io.pipeline import cores_left
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    clf = cnnkit.load(media["ckpt"], device="cpu")
+
+    def fresh_threads_count() -> int:
+        counts: list[int] = []
+        t = threading.Thread(target=lambda: counts.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        return counts[0]
+
+    before, fresh_before = torch.get_num_threads(), fresh_threads_count()
+    seen: dict[str, int] = {}
+    real = clf.predictor.logits
+
+    def logits(batch):
+        seen.setdefault("call", torch.get_num_threads())
+        seen.setdefault("fresh", fresh_threads_count())  # a thread torch first meets now
+        return real(batch)
+
+    monkeypatch.setattr(clf.predictor, "logits", logits)
+    clf.predict(np.zeros((16, 16, 3), np.uint8), workers=2)
+    assert seen["call"] == min(before, cores_left(2))
+    assert seen["fresh"] == fresh_before and torch.get_num_threads() == before

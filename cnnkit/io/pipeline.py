@@ -30,6 +30,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -207,6 +208,7 @@ __all__ = [
     "decoder_threads",
     "produce_ahead",
     "share_cpu_with_decoders",
+    "torch_threads_here",
 ]
 
 
@@ -257,3 +259,69 @@ def share_cpu_with_decoders(workers: int) -> int:
     if threads < torch.get_num_threads():
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+@contextmanager
+def torch_threads_here(workers: int) -> Iterator[None]:
+    """Inside the block, torch computes in this thread on the cores ``workers`` decoders leave.
+
+    OpenMP keeps its thread count per thread: it is lowered for the calling
+    thread alone and given back when the block ends, so the caller's other
+    threads, computing meanwhile, keep theirs (``torch.set_num_threads`` would
+    change the whole process and resize pools other threads may be using).
+    Nothing changes where torch is not loaded, OMP_NUM_THREADS is set, or
+    torch's OpenMP runtime cannot be found.
+    """
+    import sys
+
+    torch = sys.modules.get("torch")
+    omp = _openmp() if torch is not None and "OMP_NUM_THREADS" not in os.environ else None
+    if omp is None:
+        yield
+        return
+    torch.get_num_threads()  # torch sets a thread's count on its first call there: first
+    before = omp.omp_get_max_threads()
+    wanted = cores_left(workers)
+    if wanted >= before:
+        yield
+        return
+    omp.omp_set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        omp.omp_set_num_threads(before)
+
+
+_OPENMP: dict[str, Any] = {}
+
+
+def _openmp() -> Any:
+    """The OpenMP runtime torch runs on (libgomp, libomp or libiomp5), already loaded; or None."""
+    if "lib" not in _OPENMP:
+        _OPENMP["lib"] = _find_openmp()
+    return _OPENMP["lib"]
+
+
+def _find_openmp() -> Any:
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as maps:  # Linux: the libraries this process has loaded
+            paths = {line.split()[-1] for line in maps if "/lib" in line}
+    except OSError:
+        return None
+    names = ("libgomp", "libomp", "libiomp5")
+    found = sorted(p for p in paths if os.path.basename(p).startswith(names))
+    # torch's own copy first: a second runtime's setting would not reach torch.
+    found.sort(key=lambda p: "torch" not in p)
+    for path in found:
+        try:
+            lib = ctypes.CDLL(path)
+            lib.omp_get_max_threads.restype = ctypes.c_int
+            lib.omp_get_max_threads.argtypes = []
+            lib.omp_set_num_threads.restype = None
+            lib.omp_set_num_threads.argtypes = [ctypes.c_int]
+        except (OSError, AttributeError):
+            continue
+        return lib
+    return None

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import InputError, python_names
+from cnnkit.io.pipeline import torch_threads_here
 from cnnkit.predict.images import PredictInput, predict_inputs
 from cnnkit.predict.predictor import Predictor
 from cnnkit.spec import InputSpec
@@ -160,7 +161,10 @@ class Classifier:
             _whole("workers", workers)
         predictor = self._with_batch(batch_size)
         items = _inputs(x)
-        return [Prediction.from_record(r) for r in self._run(predictor, items, top_k, workers)]
+        workers = self._workers if workers is None else workers
+        with torch_threads_here(workers):  # this thread only: the caller's others keep theirs
+            records = list(self._run(predictor, items, top_k, workers))
+        return [Prediction.from_record(r) for r in records]
 
     @python_names()
     def predict_video(
@@ -203,7 +207,13 @@ class Classifier:
 
         batches = predict_video(predictor, path, top_k, window, stride)
         try:
-            for records in batches:
+            while True:
+                # Lowered while a batch is computed, in the thread that asks for it;
+                # between two Predictions the caller's code runs at full strength.
+                with torch_threads_here(1):
+                    records = next(batches, None)
+                if records is None:
+                    return
                 for record in records:
                     yield Prediction.from_record(record)
         finally:
@@ -223,9 +233,8 @@ class Classifier:
         return predictor
 
     def _run(
-        self, predictor: Predictor, items: list[PredictInput], top_k: int, workers: int | None
+        self, predictor: Predictor, items: list[PredictInput], top_k: int, workers: int
     ) -> Iterator[dict[str, Any]]:
-        workers = self._workers if workers is None else workers
         results = predict_inputs(predictor, items, top_k, workers=workers, chunk=16)
         try:
             for records in results:
@@ -319,10 +328,9 @@ def load(
     ``.onnx``: auto, cpu or cuda). ``workers``: threads decoding images ahead
     of the model. ``threads``: the CPU threads the model computes with (for
     a ``.ckpt`` this sets torch's count for the whole process, as
-    ``torch.set_num_threads`` does); None leaves torch as it is: a library
-    never changes it behind its caller, whose other threads may be computing.
-    On a small machine, ``threads=os.cpu_count() - workers`` keeps the model
-    from competing with its decoders. An ``.onnx`` loads where torch is not
+    ``torch.set_num_threads`` does); None leaves the process's count as it
+    is, and lowers it during a call for the calling thread alone, to the
+    cores the decode threads leave. An ``.onnx`` loads where torch is not
     installed.
 
     >>> import cnnkit
