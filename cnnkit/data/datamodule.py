@@ -13,7 +13,6 @@ reduced over ranks, count every sample once.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import lightning as L
@@ -97,7 +96,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 def default_workers() -> int:
     """Decoding workers for file-backed data: all cores but one, at most 8."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    from cnnkit.io.cpu import cpu_budget
+
+    return max(1, min(8, cpu_budget().cores - 1))
 
 
 class ClassifierDataModule(L.LightningDataModule):

@@ -17,7 +17,6 @@ skipped in both cases, never crashing an epoch.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -431,6 +430,10 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], threads: int | 
         except CnnkitError as exc:
             return None, exc
 
-    threads = threads or min(16, (os.cpu_count() or 2) + 2)
+    if not threads:
+        from cnnkit.io.cpu import cpu_budget
+
+        # Decoding waits on files too: a couple more threads than cores keep them busy.
+        threads = min(16, cpu_budget().cores + 2)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         return list(pool.map(safe, items))

@@ -56,11 +56,10 @@ def frames_ahead(frame_bytes: int, budget: int = AHEAD_BYTES) -> int:
 
 
 def cpu_cores() -> int:
-    """The CPU cores this process may use (its affinity on Linux)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    """The CPU cores this process may keep busy: its budget (see cnnkit.io.cpu)."""
+    from cnnkit.io.cpu import cpu_budget
+
+    return cpu_budget().cores
 
 
 def pipeline_workers() -> int:

@@ -1,0 +1,140 @@
+"""The CPU budget of this process: how many cores it may keep busy, and why.
+
+Every pool cnnkit sizes (torch's threads, decode threads, DataLoader workers,
+ONNX Runtime's threads) is sized from one number, taken from, in order:
+
+1. ``CNNKIT_THREADS`` (cnnkit's own setting);
+2. ``OMP_NUM_THREADS`` (what batch jobs set to share a machine);
+3. the cores the process may run on (its CPU affinity: ``taskset``, Slurm,
+   ``docker --cpuset-cpus``), capped by its cgroup's CPU quota (``docker
+   --cpus``, Kubernetes limits: ``cpu.max`` in cgroup v2,
+   ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` in v1), rounded up.
+
+``os.cpu_count()`` is none of these: in a container limited to 2 CPUs on a
+64-core host it says 64. A leaf module: imports nothing of cnnkit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+# Larger values of the variables are refused: no machine has more cores.
+MAX_THREADS = 4096
+
+
+@dataclass(frozen=True)
+class CpuBudget:
+    """``cores``: how many threads may compute at once; ``reason``: where it came from."""
+
+    cores: int
+    reason: str
+
+
+def cpu_budget(environ: dict[str, str] | None = None) -> CpuBudget:
+    """This process's CPU budget (see the module's docstring); read afresh at each call."""
+    env = os.environ if environ is None else environ
+    for name in ("CNNKIT_THREADS", "OMP_NUM_THREADS"):
+        value = _whole(env.get(name))
+        if value is not None:
+            return CpuBudget(value, f"{name}={value}")
+    cores, where = affinity_cores()
+    quota = cgroup_cpu_quota()
+    if quota is not None and math.ceil(quota) < cores:
+        return CpuBudget(max(1, math.ceil(quota)), f"cgroup CPU quota {quota:g} ({where})")
+    return CpuBudget(cores, where)
+
+
+def _whole(text: str | None) -> int | None:
+    """A positive whole number of threads, or None (unset, empty, or not one: ignored)."""
+    if text is None:
+        return None
+    # OMP_NUM_THREADS may be a list ("4,2": nested levels); the first is the one that counts.
+    first = text.split(",", 1)[0].strip()
+    if not first.isdigit():
+        return None
+    value = int(first)
+    return min(value, MAX_THREADS) if value > 0 else None
+
+
+def affinity_cores() -> tuple[int, str]:
+    """(cores this process may run on, in words)."""
+    total = os.cpu_count() or 1
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return total, f"{total} cores"
+    if allowed < total:
+        return allowed, f"CPU affinity: {allowed} of {total} cores"
+    return allowed, f"{allowed} cores"
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float | None:
+    """The CPUs this process's cgroup (or one above it) may use per period, or None.
+
+    cgroup v2: ``cpu.max`` ("max 100000" or "150000 100000") of the process's
+    group and each group above it; v1: ``cpu.cfs_quota_us`` (-1: none) over
+    ``cpu.cfs_period_us`` in the cpu controller's hierarchy. The smallest
+    quota on the way to the root applies. Files that cannot be read count as
+    no quota.
+    """
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":  # v2: "0::/path"
+            for group in _groups(root, path):
+                quotas.append(_v2_quota(group / "cpu.max"))
+        elif "cpu" in controllers.split(","):
+            mounts = [root / controllers, root / "cpu,cpuacct", root / "cpu"]
+            mount = next((m for m in mounts if m.is_dir()), mounts[0])
+            for group in _groups(mount, path):
+                quotas.append(_v1_quota(group))
+    found = [q for q in quotas if q is not None]
+    return min(found) if found else None
+
+
+def _groups(mount: Path, path: str) -> list[Path]:
+    """The group folder of ``path`` under ``mount`` and every folder above it, to the mount.
+
+    In a container the process's own group is usually the namespace's root:
+    ``path`` is "/" and the limits are in ``mount`` itself; where ``path`` names
+    folders that are not there (a host path seen from a container), the mount's
+    own files are read.
+    """
+    parts = [p for p in path.strip("/").split("/") if p and p not in (".", "..")]
+    groups = [mount.joinpath(*parts[:i]) for i in range(len(parts), -1, -1)]
+    return [g for g in groups if g.is_dir()] or [mount]
+
+
+def _v2_quota(cpu_max: Path) -> float | None:
+    try:
+        fields = cpu_max.read_text().split()
+    except OSError:
+        return None
+    if len(fields) != 2 or fields[0] == "max":
+        return None
+    try:
+        quota, period = int(fields[0]), int(fields[1])
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def _v1_quota(group: Path) -> float | None:
+    try:
+        quota = int((group / "cpu.cfs_quota_us").read_text().strip())
+        period = int((group / "cpu.cfs_period_us").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
