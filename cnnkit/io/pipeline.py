@@ -207,6 +207,7 @@ __all__ = [
     "decoder_threads",
     "produce_ahead",
     "share_cpu_with_decoders",
+    "torch_threads_at_most",
     "torch_threads_here",
 ]
 
@@ -264,6 +265,16 @@ def share_cpu_with_decoders(workers: int) -> int:
 def torch_threads_here(workers: int) -> Iterator[None]:
     """Inside the block, torch computes in this thread on the cores ``workers`` decoders leave.
 
+    See :func:`torch_threads_at_most`: the calling thread alone is lowered.
+    """
+    with torch_threads_at_most(cores_left(workers)):
+        yield
+
+
+@contextmanager
+def torch_threads_at_most(threads: int) -> Iterator[None]:
+    """Inside the block, torch computes in this thread on at most ``threads`` threads.
+
     OpenMP keeps its thread count per thread: it is lowered for the calling
     thread alone and given back when the block ends, so the caller's other
     threads, computing meanwhile, keep theirs (``torch.set_num_threads`` would
@@ -280,7 +291,7 @@ def torch_threads_here(workers: int) -> Iterator[None]:
         return
     torch.get_num_threads()  # torch sets a thread's count on its first call there: first
     before = omp.omp_get_max_threads()
-    wanted = cores_left(workers)
+    wanted = max(1, threads)
     if wanted >= before:
         yield
         return

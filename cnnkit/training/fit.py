@@ -256,8 +256,16 @@ def _quiet_lightning() -> None:
 
 def fit(cfg: TrainConfig) -> dict[str, Any] | None:
     """Train per ``cfg``; return the summary (rank 0) or None (other DDP ranks)."""
+    import torch  # noqa: F401  (loaded before its thread count is capped)
+
+    from cnnkit.io.cpu import cpu_budget
+    from cnnkit.io.pipeline import torch_threads_at_most
+
     _quiet_lightning()
-    return run(plan(cfg))
+    # torch's default is every core of the machine, a container's quota or a
+    # job's affinity notwithstanding: this thread computes on the budget.
+    with torch_threads_at_most(cpu_budget().cores):
+        return run(plan(cfg))
 
 
 def run(p: TrainPlan) -> dict[str, Any] | None:

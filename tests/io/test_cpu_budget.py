@@ -93,3 +93,30 @@ def test_cpu_affinity_bounds_the_budget_and_every_pool_sized_from_it():
     assert (cores, pipeline, workers) == ("1", "1", "1")
     if (os.cpu_count() or 1) > 1:
         assert reason.startswith("CPU affinity: 1 of ")
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2, reason="needs 2 cores"
+)
+def test_training_computes_on_the_budget_not_on_every_core_of_the_machine(tmp_path):
+    code = f"""
+import os, torch
+os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}})  # as taskset or Slurm would
+import cnnkit
+from cnnkit.training.module import ClassifierModule
+seen = set()
+step = ClassifierModule.training_step
+def counting(self, *args):
+    seen.add(torch.get_num_threads())
+    return step(self, *args)
+ClassifierModule.training_step = counting
+cnnkit.train(dataset="shapes", model="lenet5", epochs=1, limit=16, img_size=16,
+             batch_size=16, device="cpu", out={str(tmp_path / "runs")!r})
+print(sorted(seen), torch.get_num_threads())  # the caller's count, given back
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "CNNKIT_THREADS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = done.stdout.strip().rsplit(" ", 1)[0]
+    assert steps == "[1]"  # every step on the one core the job may use
