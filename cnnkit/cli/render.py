@@ -166,8 +166,38 @@ def render_inspect(result: dict[str, Any]) -> None:
         "video": _render_facts,
         "dataset": _render_dataset,
         "onnx": _render_onnx,
+        "catalog": _render_catalog,
     }
     renderers[result["kind"]](result)
+
+
+def _render_catalog(s: dict[str, Any]) -> None:
+    """The registered models and the built-in datasets, with what to do with them."""
+    from cnnkit.tables import print_table, stdout_console
+
+    out = stdout_console()
+    models = _listing("models (train --model NAME; cnnkit inspect NAME shows its layers)")
+    for column in ("name", "kind", "input", "pretrained"):
+        models.add_column(column, no_wrap=True)
+    models.add_column("description")  # folds
+    for m in s["models"]:
+        kind = f"{m['dims']}D " + ("clips" if m["dims"] == 3 else "images")
+        models.add_row(
+            m["name"], kind, shape_text(m["input_size"]), m["pretrained"] or "-", m["description"]
+        )
+    print_table(out, models)
+    out.print(
+        "pretrained: MODEL:DATA (resnet18:imagenet) predicts with torchvision's weights as they "
+        "are; train --pretrained starts from them."
+    )
+    out.print()
+    datasets = _listing("datasets (train --dataset NAME, or a folder with one subfolder per class)")
+    datasets.add_column("name", no_wrap=True)
+    datasets.add_column("kind", no_wrap=True)
+    datasets.add_column("description")  # folds
+    for d in s["datasets"]:
+        datasets.add_row(d["name"], d["kind"], d["description"])
+    print_table(out, datasets)
 
 
 def _render_onnx(s: dict[str, Any]) -> None:
