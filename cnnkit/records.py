@@ -94,9 +94,10 @@ class TableWriter:
         self.records.extend(records)
 
     def close(self) -> None:
-        from rich.console import Console
         from rich.table import Table
         from rich.text import Text
+
+        from cnnkit.tables import print_table, stdout_console
 
         table = Table(show_edge=False, header_style="bold")
         has_time = any("start_frame" in r or "frame" in r for r in self.records)
@@ -118,8 +119,7 @@ class TableWriter:
                 topk = ", ".join(f"{shown(t['label'])} {t['score']:.3f}" for t in r["topk"][1:])
                 row += [shown(r["label"]), f"{r['score']:.3f}", topk]
             table.add_row(*row)
-        # markup=False: a file named "x[/b].png" is a name, not rich markup.
-        Console(file=self.stream, highlight=False, markup=False).print(table)
+        print_table(stdout_console(file=self.stream), table)
 
 
 def _time_cells(r: Record) -> list[str]:

@@ -26,13 +26,17 @@ from cnnkit.errors import CnnkitError
 from cnnkit.textout import ERRORS, shown
 from cnnkit.training.options import MAX_TOP_K
 
+# The "Commands" panel lists every registered command with what it does; the
+# description does not repeat them, so there is no second list to fall behind.
 app = typer.Typer(
     name="cnnkit",
-    help="Image and video classification with convolutional networks: "
-    "convolve, train, eval, predict, inspect, export, explain.",
+    help="Image and video classification with convolutional networks. "
+    "`cnnkit COMMAND --help` shows a command's options and examples; "
+    "`cnnkit inspect` alone lists the models and datasets cnnkit knows by name.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts are rich markup: a literal '[' is written '\\[' ('cnnkit\\[onnx]').
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -114,7 +114,12 @@ def convolve(
         ),
     ] = False,
     explain: Annotated[
-        bool, typer.Option("--explain", help="Show the kernel, shapes and output-size formula.")
+        bool,
+        typer.Option(
+            "--explain",
+            help="Print the kernel, the shapes and the output-size formula on stdout. Alone it "
+            "writes no file; with -o FILE it writes the result too.",
+        ),
     ] = False,
     list_kernels: Annotated[
         bool, typer.Option("--list-kernels", help="List the named kernels as matrices and exit.")
@@ -188,5 +193,7 @@ def convolve(
         return
     if explain:
         typer.echo(explain_text(report.explanation, report))
+        if output is None:
+            console.info("no file written: --explain alone only describes (add -o FILE to write)")
     if report.output not in (None, "-"):
         console.info(f"wrote {report.output} ({shape_text(report.explanation.output_shape)})")

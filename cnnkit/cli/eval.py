@@ -13,7 +13,6 @@ from cnnkit.cli.app import (
     BackgroundOpt,
     CheckpointArg,
     DeviceOpt,
-    JsonOpt,
     QuietOpt,
     app,
     print_json,
@@ -21,6 +20,11 @@ from cnnkit.cli.app import (
 from cnnkit.cli.output import show_messages
 from cnnkit.cli.render import print_eval
 from cnnkit.training.options import MAX_BATCH_SIZE, MAX_CLIPS, MAX_LIMIT, MAX_TOP_K
+
+
+class EvalFormat(str, Enum):
+    text = "text"
+    json = "json"
 
 
 class EvalSplit(str, Enum):
@@ -88,7 +92,18 @@ def eval_(
     ] = 256,
     background: BackgroundOpt = None,
     device: DeviceOpt = "auto",
-    json_: JsonOpt = False,
+    format: Annotated[
+        EvalFormat | None,
+        typer.Option(
+            "--format",
+            help="text (default): a summary and tables for people; json: one JSON document "
+            "on stdout, as --json prints.",
+            show_default=False,
+        ),
+    ] = None,
+    json_: Annotated[
+        bool, typer.Option("--json", help="The same as --format json: one JSON document.")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Measure a trained checkpoint on a dataset split.
@@ -97,6 +112,14 @@ def eval_(
     and the confusion matrix (rows: true classes, columns: predictions).
     """
     show_messages(quiet)
+    if json_ and format is EvalFormat.text:
+        from cnnkit.errors import InputError
+
+        raise InputError(
+            "--json and --format text ask for different formats",
+            hint="--json means --format json; give only one of the two",
+        )
+    as_json = json_ or format is EvalFormat.json
     for path, allowed in ((confusion, (".png", ".csv")), (misclassified, (".csv",))):
         if path is not None and path.suffix.lower() not in allowed:
             raise typer.BadParameter(f"{path}: use a file name ending in {' or '.join(allowed)}")
@@ -124,7 +147,7 @@ def eval_(
         )  # fmt: skip
         console.info(f"wrote {misclassified} ({wrong} wrong)")
     result = report.to_dict()
-    if json_:
+    if as_json:
         print_json(result)
     else:
         print_eval(result)

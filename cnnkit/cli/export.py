@@ -64,7 +64,7 @@ def export(
     The file's metadata carries the classes, the input spec, the model name,
     the cnnkit version and the checkpoint's SHA-256, so `cnnkit predict`,
     `eval` and `inspect` use it like the checkpoint, with ONNX Runtime and
-    without torch. Needs the onnx extra: pip install 'cnnkit[onnx]'.
+    without torch. Needs the onnx extra: pip install 'cnnkit\\[onnx]'.
     """
     show_messages(quiet)
     from cnnkit.onnxexport import default_output, export_onnx

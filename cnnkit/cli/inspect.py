@@ -16,6 +16,7 @@ from cnnkit.training.options import MAX_CLASSES
 
 @app.command(
     epilog="Examples:\n\n"
+    "  cnnkit inspect  # the models and datasets cnnkit knows by name\n\n"
     "  cnnkit inspect lenet5\n\n"
     "  cnnkit inspect resnet18 --input-size 1x64x64 --num-classes 2 --json\n\n"
     "  cnnkit inspect c3d_small --input-size 3x16x112x112\n\n"
@@ -26,12 +27,14 @@ from cnnkit.training.options import MAX_CLASSES
 )
 def inspect(
     target: Annotated[
-        str,
+        str | None,
         typer.Argument(
             help="A model name, a .ckpt checkpoint, an exported .onnx, a pretrained model as "
-            "MODEL:DATA (resnet18:imagenet), an image, a video, a dataset name or folder."
+            "MODEL:DATA (resnet18:imagenet), an image, a video, a dataset name or folder. "
+            "Left out: list the registered models and the built-in datasets.",
+            show_default=False,
         ),
-    ],
+    ] = None,
     input_size: Annotated[
         str | None,
         typer.Option(
@@ -67,16 +70,16 @@ def inspect(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Show what is inside an image, video, dataset, model or checkpoint.
+    """Show what is in an image, video, dataset, model or checkpoint; alone, list the models.
 
     Models show a layer table with output shapes, parameters, MACs
     (multiply-accumulates) and receptive fields; images show their numbers.
+    With no target: the models and datasets cnnkit knows by name.
     """
     show_messages(quiet)
     from cnnkit import summary as core  # torch is imported only for models and checkpoints
     from cnnkit.errors import InputError
 
-    kind = core.detect_target(target)
     model_options = {
         "--input-size": input_size,
         "--num-classes": num_classes,
@@ -84,6 +87,24 @@ def inspect(
         "--feature-maps": feature_maps,
         "--kernels": kernels,
     }
+    if target is None:
+        options = {**model_options, "--data-dir": data_dir}
+        given = [flag for flag, value in options.items() if value is not None]
+        if given:
+            raise InputError(
+                f"{given[0]} needs a TARGET",
+                hint="e.g. cnnkit inspect lenet5 " + given[0] + " ...; "
+                "cnnkit inspect alone lists the models and datasets",
+            )
+        from cnnkit.summary.catalog import catalog
+
+        listing = catalog()
+        if json_:
+            print_json(listing)
+        else:
+            render_inspect(listing)
+        return
+    kind = core.detect_target(target)
     if kind != "model" and num_classes is not None:
         raise InputError(
             f"--num-classes applies to a model name, not to {kind} {target}",

@@ -43,8 +43,20 @@ def predict(
     top_k: TopKOpt = 5,
     format: Annotated[
         PredictFormat | None,
-        typer.Option("--format", help="Output format. Default: table on a terminal, else jsonl."),
+        typer.Option(
+            "--format",
+            help="Output format. Default: table on a terminal, else jsonl (JSON Lines: one "
+            "record per input, frame or window).",
+        ),
     ] = None,
+    json_: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="The same as --format jsonl: JSON as the other commands' --json prints, one "
+            "document per line so that results stream.",
+        ),
+    ] = False,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help="Images per batch.")
     ] = 32,
@@ -84,6 +96,14 @@ def predict(
     show_messages(quiet)
     from cnnkit.data.preprocess import parse_colour
     from cnnkit.errors import InputError
+
+    if json_:
+        if format not in (None, PredictFormat.jsonl):
+            raise InputError(
+                f"--json and --format {format.value} ask for different formats",
+                hint="--json means --format jsonl; give only one of the two",
+            )
+        format = PredictFormat.jsonl
     from cnnkit.io.sources import expand_sources, iter_sources
     from cnnkit.predict import PredictInput, open_predictor, predict_inputs
     from cnnkit.records import CsvWriter, JsonLinesWriter, TableWriter, csv_columns

@@ -6,7 +6,7 @@ rich is imported inside each renderer: it costs about 40 ms, which
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Sequence
 from typing import Any
 
 from cnnkit.cli.app import print_json
@@ -66,9 +66,10 @@ def show_kernel_bank(as_json: bool) -> None:
             ]
         )
         return
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+
+    from cnnkit.tables import print_table, stdout_console
 
     table = Table(title="cnnkit kernels (defaults shown; parameters after ':')", show_lines=True)
     # The description sits under the name: a column of its own is squeezed to
@@ -82,14 +83,16 @@ def show_kernel_bank(as_json: bool) -> None:
             usage += " (" + ",".join(f"{d:g}" for d in kdef.defaults) + ")"
         usage += f"\n[dim]{escape(kdef.description)}[/dim]"
         table.add_row(usage, shape_text(k.shape), format_kernel(k))
-    Console(highlight=False).print(table)
+    print_table(stdout_console(markup=True), table)
 
 
 def print_eval(result: dict[str, Any]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    out = _stdout_console(wide_when_piped=False)
+    from cnnkit.tables import print_table, stdout_console
+
+    out = stdout_console()
     top = result["top_k_accuracy"]
     out.print(f"checkpoint  {shown(result['checkpoint'])}")
     out.print(f"dataset     {shown(result['dataset'])} ({result['split']}, n={result['n']})")
@@ -114,7 +117,7 @@ def print_eval(result: dict[str, Any]) -> None:
             shown(name), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
             str(m["support"]),
         )  # fmt: skip
-    out.print(table)
+    print_table(out, table)
     classes = result["classes"]
     if len(classes) > 20:
         from cnnkit.evaluation.files import MAX_HEATMAP_CLASSES
@@ -131,17 +134,7 @@ def print_eval(result: dict[str, Any]) -> None:
     for i, (name, row) in enumerate(zip(classes, result["confusion_matrix"], strict=True)):
         cells = [Text(str(v), style="bold" if j == i else "") for j, v in enumerate(row)]
         cm.add_row(shown(name), *cells)
-    out.print(cm)
-
-
-def _stdout_console(wide_when_piped: bool = True) -> Any:
-    """A rich Console on stdout that takes no markup: names and paths print as they are
-    (a file named "x[/b].png" is a name, not a closing tag)."""
-    from rich.console import Console
-
-    # Wide when piped, so that layer tables are not squeezed into 80 columns.
-    width = None if sys.stdout.isatty() or not wide_when_piped else 160
-    return Console(highlight=False, markup=False, width=width)
+    print_table(out, cm)
 
 
 def shape_text(values: Any) -> str:
@@ -173,8 +166,38 @@ def render_inspect(result: dict[str, Any]) -> None:
         "video": _render_facts,
         "dataset": _render_dataset,
         "onnx": _render_onnx,
+        "catalog": _render_catalog,
     }
     renderers[result["kind"]](result)
+
+
+def _render_catalog(s: dict[str, Any]) -> None:
+    """The registered models and the built-in datasets, with what to do with them."""
+    from cnnkit.tables import print_table, stdout_console
+
+    out = stdout_console()
+    models = _listing("models (train --model NAME; cnnkit inspect NAME shows its layers)")
+    for column in ("name", "kind", "input", "pretrained"):
+        models.add_column(column, no_wrap=True)
+    models.add_column("description")  # folds
+    for m in s["models"]:
+        kind = f"{m['dims']}D " + ("clips" if m["dims"] == 3 else "images")
+        models.add_row(
+            m["name"], kind, shape_text(m["input_size"]), m["pretrained"] or "-", m["description"]
+        )
+    print_table(out, models)
+    out.print(
+        "pretrained: MODEL:DATA (resnet18:imagenet) predicts with torchvision's weights as they "
+        "are; train --pretrained starts from them."
+    )
+    out.print()
+    datasets = _listing("datasets (train --dataset NAME, or a folder with one subfolder per class)")
+    datasets.add_column("name", no_wrap=True)
+    datasets.add_column("kind", no_wrap=True)
+    datasets.add_column("description")  # folds
+    for d in s["datasets"]:
+        datasets.add_row(d["name"], d["kind"], d["description"])
+    print_table(out, datasets)
 
 
 def _render_onnx(s: dict[str, Any]) -> None:
@@ -210,35 +233,89 @@ def _render_onnx(s: dict[str, Any]) -> None:
     )
 
 
-def _render_model(s: dict[str, Any]) -> None:
+# A layer table's columns, each with whether it is right-aligned. Every cell is a
+# name or a number, and none is ever cut (cnnkit.tables).
+_LAYER_COLUMNS = {
+    "#": False,
+    "layer": False,
+    "type": False,
+    "kernel": False,
+    "stride": False,
+    "padding": False,
+    "output": False,
+    "params": True,
+    "MACs": True,
+    "receptive field": True,
+}
+# Where the whole table is wider than the terminal, it is shown as two: what each
+# layer is and makes, then what it costs and sees. Both are keyed by the layer name
+# (what explain --layer takes), so the row number is left out to save width.
+_SHAPE_COLUMNS = ("layer", "type", "kernel", "stride", "padding", "output")
+_COST_COLUMNS = ("layer", "params", "MACs", "receptive field")
+
+
+def _listing(title: str, show_footer: bool = False) -> Any:
+    """A table of many rows and columns (layers, models): rules under the header and
+    above a footer only, two spaces between columns. The widest of cnnkit's tables
+    read best with the least ink between their columns, and fit more terminals."""
+    from rich import box
     from rich.table import Table
 
-    out = _stdout_console()
-    table = Table(title=f"{s['name']} on input {shape_text(s['input_size'])} (batch of 1)")
-    for column in ("#", "layer", "type", "kernel", "stride", "padding", "output"):
-        table.add_column(column)
-    for column in ("params", "MACs", "receptive field"):
-        table.add_column(column, justify="right")
-    for i, layer in enumerate(s["layers"], 1):
-        rf = layer["receptive_field"]
-        table.add_row(
-            str(i),
-            layer["name"],
-            layer["type"],
-            shape_text(layer["kernel_size"]),
-            shape_text(layer["stride"]),
-            shape_text(layer["padding"]),
-            shape_text(layer["output_shape"]),
-            f"{layer['params']:,}",
-            f"{layer['macs']:,}",
-            _rf_text(rf),
+    return Table(
+        title=title,
+        box=box.SIMPLE,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+        header_style="bold",
+        show_footer=show_footer,
+    )
+
+
+def _layer_table(s: dict[str, Any], columns: Sequence[str], title: str) -> Any:
+    totals = {
+        "layer": "total",
+        "params": f"{s['params']:,}",
+        "MACs": f"{s['macs']:,}",
+        "receptive field": _rf_text(s["receptive_field"]),
+    }
+    table = _listing(title, show_footer="params" in columns)
+    for column in columns:
+        table.add_column(
+            column,
+            footer=totals.get(column, ""),
+            justify="right" if _LAYER_COLUMNS[column] else "left",
+            no_wrap=True,
         )
-    table.add_section()
-    table.add_row(
-        "", "total", "", "", "", "", "", f"{s['params']:,}", f"{s['macs']:,}",
-        _rf_text(s["receptive_field"]),
-    )  # fmt: skip
-    out.print(table)
+    for i, layer in enumerate(s["layers"], 1):
+        cells = {
+            "#": str(i),
+            "layer": layer["name"],
+            "type": layer["type"],
+            "kernel": shape_text(layer["kernel_size"]),
+            "stride": shape_text(layer["stride"]),
+            "padding": shape_text(layer["padding"]),
+            "output": shape_text(layer["output_shape"]),
+            "params": f"{layer['params']:,}",
+            "MACs": f"{layer['macs']:,}",
+            "receptive field": _rf_text(layer["receptive_field"]),
+        }
+        table.add_row(*(cells[c] for c in columns))
+    return table
+
+
+def _render_model(s: dict[str, Any]) -> None:
+    from cnnkit.tables import fits, print_table, stdout_console
+
+    out = stdout_console()
+    title = f"{s['name']} on input {shape_text(s['input_size'])} (batch of 1)"
+    whole = _layer_table(s, tuple(_LAYER_COLUMNS), title)
+    if fits(out, whole):
+        print_table(out, whole)
+    else:
+        print_table(out, _layer_table(s, _SHAPE_COLUMNS, title))
+        out.print()
+        print_table(out, _layer_table(s, _COST_COLUMNS, "parameters, MACs and receptive fields"))
     out.print(
         f"params {s['params']:,} (trainable {s['trainable_params']:,})  ·  "
         f"MACs {s['macs']:,} ({s['macs'] / 1e6:,.2f} M multiply-accumulates per input)  ·  "
@@ -295,9 +372,11 @@ def _start_facts(start: dict[str, Any]) -> dict[str, Any]:
 def _render_facts(facts: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from cnnkit.tables import print_table, stdout_console
+
     table = Table(show_header=False)
-    table.add_column("", style="bold")
-    table.add_column("")
+    table.add_column("", style="bold", no_wrap=True)
+    table.add_column("")  # paths, class lists: these fold, and never lose a character
     for key, value in facts.items():
         if key in ("kind", "pixels"):
             continue
@@ -306,11 +385,13 @@ def _render_facts(facts: dict[str, Any]) -> None:
         elif isinstance(value, list):
             value = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)
         table.add_row(key, "-" if value is None else shown(value))
-    _stdout_console().print(table)
+    print_table(stdout_console(), table)
 
 
 def _render_image(s: dict[str, Any]) -> None:
     from rich.table import Table
+
+    from cnnkit.tables import print_table, stdout_console
 
     _render_facts(s)
     block = s["pixels"]
@@ -318,34 +399,40 @@ def _render_image(s: dict[str, Any]) -> None:
     names = {"gray": ["gray"], "gray+alpha": ["gray", "alpha"], "RGB": list("RGB")}
     names = names.get(s["channel_order"], list("RGBA"))
     for c, channel in enumerate(names[: s["channels"]]):
+        # A grid of numbers, like numpy prints one: no rules, so that 8 values of
+        # 65535 fit a 60-column terminal.
         table = Table(
             title=f"{channel} values, rows y={block['y']}.., columns x={block['x']}..",
             show_header=False,
+            box=None,
+            pad_edge=False,
         )
         for _ in values[0]:
-            table.add_column(justify="right")
+            table.add_column(justify="right", no_wrap=True)
         for row in values:
             table.add_row(*(str(v[c] if isinstance(v, list) else v) for v in row))
-        _stdout_console().print(table)
+        print_table(stdout_console(), table)
 
 
 def _render_dataset(s: dict[str, Any]) -> None:
     from rich.table import Table
 
-    out = _stdout_console()
+    from cnnkit.tables import print_table, stdout_console
+
+    out = stdout_console()
     splits = list(s.get("splits", {}))
     table = Table(title=f"{len(s['classes'])} classes")
-    table.add_column("class")
+    table.add_column("class")  # folds
     for split in splits:
-        table.add_column(split, justify="right")
-    table.add_column("total", justify="right")
+        table.add_column(split, justify="right", no_wrap=True)
+    table.add_column("total", justify="right", no_wrap=True)
     for name in s["classes"]:
         per_split = [f"{s['splits'][split].get(name, 0):,}" for split in splits]
         table.add_row(shown(name), *per_split, f"{s['counts'].get(name, 0):,}")
     table.add_section()
     totals = [f"{sum(s['splits'][split].values()):,}" for split in splits]
     table.add_row("total", *totals, f"{sum(s['counts'].values()):,}")
-    out.print(table)
+    print_table(out, table)
     unreadable = s.get("unreadable", [])
     if unreadable:
         out.print(f"{len(unreadable)} unreadable file(s):")

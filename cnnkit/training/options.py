@@ -105,7 +105,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("dataset", str, "shapes", "Built-in name (shapes, moving-shapes, mnist, fashion-mnist, "
            "kmnist, cifar10, cifar100, svhn) or a folder with one subfolder per class (optional "
            "train/ val/ test/).", resume=True),
-    Option("model", str, None, "Registered model (see `cnnkit inspect`).",
+    Option("model", str, None, "Registered model: `cnnkit inspect` with no target lists them.",
            by_kind={"image": "simplecnn", "video": "c3d_small"}, resume=True),
     Option("epochs", int, None, "Epochs in all. With --resume: the total to reach, counting "
            "the epochs already trained, so it must be more than those.",
