@@ -125,3 +125,11 @@ def test_convolve_explain_alone_says_it_writes_nothing(tmp_path, monkeypatch, ca
     assert "output  H×W = 12×12" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digit.png"]
     assert "no file written" in err and "-o FILE" in err
+
+
+def test_train_datasets_help_names_every_built_in_dataset():
+    from cnnkit.data.registry import list_datasets
+    from cnnkit.training.options import BY_NAME
+
+    text = BY_NAME["dataset"].help
+    assert all(name in text for name in list_datasets()), text
