@@ -28,6 +28,9 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model: Any, spec: InputSpec, device: str = "cpu", model_name: str = ""):
+        from cnnkit.io.cpu import torch_follows_budget
+
+        torch_follows_budget()  # the command line's process computes on its CPU budget
         self.model = model.to(device).eval()
         self.spec = spec
         self.device = device

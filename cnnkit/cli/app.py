@@ -300,6 +300,9 @@ def main() -> None:
     closed stdout pipe exits 0 quietly; a stdout that cannot be written
     (full disk) is one ``error:`` line and exit 1.
     """
+    from cnnkit.io.cpu import process_follows_budget
+
+    process_follows_budget()  # this process is the command's: torch computes on its budget
     try:
         _run_app()
     except SystemExit as exc:
@@ -317,6 +320,7 @@ def main() -> None:
         output = sys.modules.get("cnnkit.cli.output")
         if output is not None:
             output.stop_showing_messages()
+        process_follows_budget(False)
 
 
 def _pipeline_running() -> bool:

@@ -138,3 +138,30 @@ def _v1_quota(group: Path) -> float | None:
     except (OSError, ValueError):
         return None
     return quota / period if quota > 0 and period > 0 else None
+
+
+# Set by the command line, which owns its process: then torch's process-wide
+# thread count follows the budget. A library caller's process is left alone.
+_PROCESS = {"follows_budget": False}
+
+
+def process_follows_budget(on: bool = True) -> None:
+    """Let (or stop) cnnkit size torch's process-wide thread count from the budget."""
+    _PROCESS["follows_budget"] = on
+
+
+def torch_follows_budget() -> None:
+    """Lower torch's thread count to the budget, where the process asked for it.
+
+    Called where a model is loaded: torch's default is one thread per core of
+    the machine, a container's quota or a job's affinity notwithstanding. An
+    explicit OMP_NUM_THREADS is torch's own setting already.
+    """
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not _PROCESS["follows_budget"] or "OMP_NUM_THREADS" in os.environ:
+        return
+    cores = cpu_budget().cores
+    if cores < torch.get_num_threads():
+        torch.set_num_threads(cores)

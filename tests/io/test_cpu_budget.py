@@ -120,3 +120,33 @@ print(sorted(seen), torch.get_num_threads())  # the caller's count, given back
     assert done.returncode == 0, done.stderr[-2000:]
     steps = done.stdout.strip().rsplit(" ", 1)[0]
     assert steps == "[1]"  # every step on the one core the job may use
+
+
+def test_a_command_sizes_torch_from_the_budget_and_a_library_caller_is_left_alone(tmp_path):
+    from tests.helpers import make_checkpoint, make_image, make_image_folder
+
+    ckpt = make_checkpoint(tmp_path / "m.ckpt", "lenet5", ["a", "b"], 3, (16, 16))
+    make_image(tmp_path / "x.png", 16, 16)
+    make_image_folder(tmp_path / "pics", ["a", "b"], 2, 16, 16)
+    code = f"""
+import sys, torch
+import cnnkit
+before = torch.get_num_threads()
+cnnkit.load({str(ckpt)!r}).predict({str(tmp_path / "x.png")!r})
+library = torch.get_num_threads()
+sys.argv = ["cnnkit", "eval", {str(ckpt)!r}, "--dataset", {str(tmp_path / "pics")!r}]
+from cnnkit.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print(before, library, torch.get_num_threads(), file=sys.stderr)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["CNNKIT_THREADS"] = "1"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, library, command = done.stderr.split()[-3:]
+    assert library == before  # a library call leaves the process's count alone
+    assert command == "1"  # the command's process computes on its budget
