@@ -208,12 +208,20 @@ def _meta(
     )
 
 
+def _cpu_budget_record() -> dict[str, Any]:
+    from cnnkit.io.cpu import cpu_budget
+
+    budget = cpu_budget()
+    return {"cores": budget.cores, "reason": budget.reason}
+
+
 def _config_yaml(cfg: TrainConfig, meta: Any, data: Any, device: Any, resumed: Any) -> dict:
     return {
         **{k: v for k, v in asdict(cfg).items() if k not in ("explicit", "command_line")},
         "determinism": dict(DETERMINISM),
         "device_resolved": device.torch_device,
         "device_reason": device.reason,
+        "cpu_budget": _cpu_budget_record(),
         "data": {
             "name": data.name,
             "kind": data.kind,

@@ -192,6 +192,7 @@ def plan(cfg: TrainConfig) -> TrainPlan:
     _check_model_kind(cfg.model, spec.dims, kind)
     if not is_child:
         console.info(f"device: {device.accelerator} ({device.reason})")
+        _say_cpu_budget()
     if cfg.img_size or cfg.frames:
         # Sizes given on the command line are checked before any data is read.
         check_input_fits(cfg.model, _planned_shape(spec, cfg))
@@ -220,6 +221,15 @@ def plan(cfg: TrainConfig) -> TrainPlan:
     )
     child = child_run_dir if is_child else None
     return TrainPlan(cfg, kind, resumed, start, device, devices, spec, request, child)
+
+
+def _say_cpu_budget() -> None:
+    """Say the CPU budget where it is not simply every core (a quota, affinity, a variable)."""
+    from cnnkit.io.cpu import cpu_budget
+
+    budget = cpu_budget()
+    if budget.cores < (os.cpu_count() or 1):
+        console.info(f"CPU: {budget.cores} of {os.cpu_count()} cores ({budget.reason})")
 
 
 def _has_val_folder(dataset: str) -> bool:

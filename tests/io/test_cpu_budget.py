@@ -120,6 +120,11 @@ print(sorted(seen), torch.get_num_threads())  # the caller's count, given back
     assert done.returncode == 0, done.stderr[-2000:]
     steps = done.stdout.strip().rsplit(" ", 1)[0]
     assert steps == "[1]"  # every step on the one core the job may use
+    import yaml
+
+    config = yaml.safe_load((tmp_path / "runs" / "latest" / "config.yaml").read_text())
+    assert config["cpu_budget"]["cores"] == 1
+    assert config["cpu_budget"]["reason"].startswith("CPU affinity: 1 of ")
 
 
 def test_a_command_sizes_torch_from_the_budget_and_a_library_caller_is_left_alone(tmp_path):
