@@ -11,13 +11,15 @@ upright.
 from __future__ import annotations
 
 import json
+import logging
 
 import cv2
 import numpy as np
 import pytest
 
+from cnnkit.evaluation.files import most_confused, render_confusion, write_confusion
 from cnnkit.saliency import Explanation, overlay
-from tests.helpers import cnnkit_in_process, make_checkpoint, write_array
+from tests.helpers import cnnkit_in_process, make_checkpoint, make_image_folder, write_array
 
 LONG_NAME = "a_very_long_class_name_from_a_taxonomy_that_never_ends_x_60c"
 assert len(LONG_NAME) == 60
@@ -119,3 +121,90 @@ def test_explain_writes_a_28_pixel_digit_at_224_with_its_label_above(
     assert drawn.shape[1] == 224 and band > 0
     assert np.array_equal(drawn[band:], _as_rgb(np.kron(digit, np.ones((8, 8), np.uint8))))
     assert _ink_columns(drawn[:band]).max() < 222  # the long name is not cut at the edge
+
+
+# --- the confusion matrix --------------------------------------------------------------
+
+ABOUT = {"checkpoint": "runs/x/best.ckpt", "dataset": "digits", "split": "test", "n": 1000,
+         "accuracy": 0.965}  # fmt: skip
+
+
+def test_the_confusion_title_says_what_was_measured() -> None:
+    cm = np.array([[8, 2], [1, 9]])
+    titled = render_confusion(cm, ["cat", "dog"], about=ABOUT)
+    plain = render_confusion(cm, ["cat", "dog"])
+    extra = titled.shape[0] - plain.shape[0]
+    assert extra > 20  # at least one more line of text
+    assert (titled[:extra].min(axis=2) < 128).any()  # written, not a blank band
+    other = render_confusion(cm, ["cat", "dog"], about={**ABOUT, "accuracy": 0.5})
+    assert not np.array_equal(titled[:extra], other[:extra])  # the accuracy is drawn
+
+
+def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a.astype(int) - b.astype(int)).sum(axis=2) > 60
+
+
+def _mode(pixels: np.ndarray) -> np.ndarray:
+    colours, counts = np.unique(pixels.reshape(-1, 3), axis=0, return_counts=True)
+    return colours[counts.argmax()]
+
+
+def test_one_mistake_in_hundreds_is_coloured_and_an_empty_cell_is_background() -> None:
+    classes = ["0", "1", "2"]
+    one = np.array([[499, 1, 0], [0, 500, 0], [0, 0, 500]])
+    none = np.array([[500, 0, 0], [0, 500, 0], [0, 0, 500]])
+    with_mistake, without = render_confusion(one, classes), render_confusion(none, classes)
+    changed = _changed(with_mistake, without)
+    # A whole cell changes colour, not just its number's few pixels.
+    assert changed.sum() > 400
+    mistake, empty = _mode(with_mistake[changed]), _mode(without[changed])
+    assert np.array_equal(empty, without[-1, -1])  # 0: the picture's background
+    assert np.abs(mistake.astype(int) - empty.astype(int)).sum() > 150  # clearly visible
+
+
+def _blobs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(height, width) of each connected group of pixels."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return [
+        (int(stats[i, cv2.CC_STAT_HEIGHT]), int(stats[i, cv2.CC_STAT_WIDTH])) for i in range(1, n)
+    ]
+
+
+def test_short_class_names_are_written_upright() -> None:
+    cm = np.array([[5, 1], [0, 6]])
+    # "I" is a vertical stroke: its row name and its column name are the only changes.
+    named, unnamed = render_confusion(cm, ["I", "b"]), render_confusion(cm, ["", "b"])
+    blobs = _blobs(_changed(named, unnamed))
+    assert len(blobs) == 2
+    assert all(h > 2 * w for h, w in blobs), blobs  # both upright, none turned on its side
+
+
+def test_the_title_says_when_only_the_most_confused_classes_are_drawn(tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="cnnkit")
+    k = 1000
+    cm = np.diag(np.random.default_rng(0).integers(5, 20, k))
+    cm[7, 900] = 30
+    classes = [f"class-{i}" for i in range(k)]
+    write_confusion(tmp_path / "cm.png", cm, classes, about=ABOUT)
+    [note] = [r.getMessage() for r in caplog.records if "50 of 1000 classes" in r.getMessage()]
+    subset = note.split(" shows ", 1)[1]
+    keep = most_confused(cm)
+    part, names, totals = cm[np.ix_(keep, keep)], [classes[i] for i in keep], cm.sum(axis=1)[keep]
+    expected = render_confusion(part, names, row_totals=totals, note=subset, about=ABOUT)
+    assert np.array_equal(cv2.imread(str(tmp_path / "cm.png")), expected)
+    untold = render_confusion(part, names, row_totals=totals, about=ABOUT)
+    assert expected.shape[0] > untold.shape[0]  # the note is a line of the title
+
+
+def test_eval_titles_its_confusion_png_with_what_it_measured(tmp_path, monkeypatch, capsys) -> None:
+    classes = ("a", "b", "c")
+    ckpt = make_checkpoint(tmp_path / "m.ckpt", classes=classes, channels=3)
+    make_image_folder(tmp_path / "pics", classes, 3)
+    code, out, err = cnnkit_in_process(
+        monkeypatch, capsys, "eval", str(ckpt), "--dataset", str(tmp_path / "pics"),
+        "--confusion", str(tmp_path / "cm.png"), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    expected = render_confusion(np.array(doc["confusion_matrix"]), doc["classes"], about=doc)
+    assert np.array_equal(cv2.imread(str(tmp_path / "cm.png")), expected)
