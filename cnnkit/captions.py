@@ -8,8 +8,10 @@ cnnkit.textout.shown gives them.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -19,9 +21,10 @@ MIN_SCALE = 0.4
 # A name longer than this many lines is a mistake in the data, not a label to read:
 # its last line ends in "..." rather than the picture growing without bound.
 MAX_LINES = 8
-# Only this many characters are measured: 8 lines never hold more at any width
-# a picture is drawn at, and measuring a huge name would cost time for nothing.
-_MAX_CHARS = 2000
+# A band for many texts (a video model's classes) lays out at most this many of
+# those too wide for one line, the longest: a model of 100,000 long names would
+# otherwise cost seconds before the first frame.
+_MAX_LAID_OUT = 64
 
 
 def thickness(scale: float) -> int:
@@ -79,18 +82,17 @@ def fit_caption(
     text: str, width: int, scale: float, min_scale: float = MIN_SCALE, max_lines: int = MAX_LINES
 ) -> Caption:
     """``text`` laid out within ``width`` pixels: at ``scale`` if it fits on one line,
-    else smaller (not below ``min_scale``), else wrapped over up to ``max_lines`` lines.
+    else smaller (not below ``min_scale``), else wrapped over up to ``max_lines`` lines
+    (the last one ending in "..." when even they cannot hold it).
     """
     from cnnkit.textout import shown
 
-    text = shown(text)
-    if len(text) > _MAX_CHARS:
-        text = text[:_MAX_CHARS]
     width = max(1, width)
+    text = _measurable(shown(text), width, max_lines)
     scale = max(scale, min_scale)
-    while text_width(text, scale) > width and scale > min_scale:
+    while scale > min_scale and text_width(text, scale) > width:
         scale = max(min_scale, round(scale * 0.9, 3))
-    lines = _wrap(text, width, scale)
+    lines = _wrap(text, width, scale, max_lines)
     if len(lines) > max_lines:
         last = lines[max_lines - 1]
         while last and text_width(last + "...", scale) > width:
@@ -100,18 +102,49 @@ def fit_caption(
 
 
 def fit_captions(texts: Sequence[str], width: int, scale: float) -> int:
-    """The height that holds any of ``texts`` laid out by :func:`fit_caption` (a fixed band)."""
+    """The height that holds ``texts`` laid out by :func:`fit_caption` (a band for them all).
+
+    Only the ``_MAX_LAID_OUT`` longest of the texts too wide for one line are
+    laid out; one that needs more lines than they did is cut to them ("...").
+    """
     from cnnkit.textout import shown
 
-    tallest = line_height(scale) if texts else 0
-    for text in texts:  # only the names too wide for one line are laid out in full
-        if text_width(shown(text)[:_MAX_CHARS], scale) > width:
-            tallest = max(tallest, fit_caption(text, width, scale).height)
-    return tallest
+    if not texts:
+        return 0
+    wide = []
+    for text in texts:
+        text = _measurable(shown(text), width, MAX_LINES)
+        if _width_bound(text, scale) > width:  # a cheap bound first: most names are short
+            wide.append(text)
+    tallest = [
+        fit_caption(t, width, scale).height for t in heapq.nlargest(_MAX_LAID_OUT, wide, key=len)
+    ]
+    return max([line_height(scale), *tallest])
 
 
-def _wrap(text: str, width: int, scale: float) -> list[str]:
-    """Greedy lines of at most ``width`` pixels: break at spaces, a too-long word anywhere."""
+def _measurable(text: str, width: int, max_lines: int) -> str:
+    """``text`` cut to what ``max_lines`` lines of ``width`` pixels could ever hold."""
+    return text[: max_lines * (max(1, width) // 4 + 1)]  # no glyph is under 4 pixels wide
+
+
+@lru_cache(maxsize=32)
+def _advances(scale: float) -> dict[str, int]:
+    """Each ASCII character's width drawn alone at ``scale``."""
+    return {chr(c): text_width(chr(c), scale) for c in range(32, 127)}
+
+
+def _width_bound(text: str, scale: float) -> int:
+    """At least ``text_width(text, scale)``: its characters' widths drawn alone, added up."""
+    advances = _advances(scale)
+    widest = max(advances.values())  # other characters are drawn as "?" or wider escapes
+    return sum(advances.get(c, widest) for c in text)
+
+
+def _wrap(text: str, width: int, scale: float, max_lines: int = MAX_LINES) -> list[str]:
+    """Greedy lines of at most ``width`` pixels: break at spaces, a too-long word anywhere.
+
+    Stops once there are more than ``max_lines`` lines.
+    """
     lines: list[str] = []
     line = ""
     for word in text.split(" "):
@@ -121,11 +154,24 @@ def _wrap(text: str, width: int, scale: float) -> list[str]:
             continue
         if line:
             lines.append(line)
-        line = ""
-        for char in word:  # a word wider than the line: cut it between characters
-            if line and text_width(line + char, scale) > width:
-                lines.append(line)
-                line = ""
-            line += char
+        line = word
+        while len(line) > 1 and len(lines) <= max_lines and text_width(line, scale) > width:
+            cut = _longest_prefix(line, width, scale)  # a word wider than the line: cut it
+            lines.append(line[:cut])
+            line = line[cut:]
+        if len(lines) > max_lines:
+            return lines
     lines.append(line)
     return lines
+
+
+def _longest_prefix(text: str, width: int, scale: float) -> int:
+    """The most leading characters of ``text`` that fit ``width`` (at least 1)."""
+    lo, hi = 1, len(text)
+    while lo < hi:  # binary search: a measure costs as much as the characters measured
+        mid = (lo + hi + 1) // 2
+        if text_width(text[:mid], scale) <= width:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -82,6 +82,15 @@ def test_a_60_character_class_name_is_written_whole_inside_the_picture() -> None
     assert long_band.shape[0] > half_band.shape[0]  # wrapped: a taller band
 
 
+def test_a_fixed_band_keeps_its_height_and_the_text_stays_out_of_the_image() -> None:
+    # A video's frames share one band; a text too long for it is cut to its lines.
+    image = _gray(28, 28)
+    drawn = overlay(image, _heat(), 0.0, LONG_NAME * 3, band=30)
+    assert drawn.shape == (30 + 224, 224, 3)
+    assert np.array_equal(drawn[30:], _as_rgb(np.kron(image, np.ones((8, 8), np.uint8))))
+    assert _ink_columns(drawn[:30]).max() < 222
+
+
 def test_captions_wrap_long_names_without_losing_a_character() -> None:
     from cnnkit.captions import fit_caption, text_width
 
@@ -160,6 +169,12 @@ def test_one_mistake_in_hundreds_is_coloured_and_an_empty_cell_is_background() -
     mistake, empty = _mode(with_mistake[changed]), _mode(without[changed])
     assert np.array_equal(empty, without[-1, -1])  # 0: the picture's background
     assert np.abs(mistake.astype(int) - empty.astype(int)).sum() > 150  # clearly visible
+
+
+def test_a_huge_class_name_does_not_make_a_huge_picture() -> None:
+    # Names come from checkpoints and folders: 5,000 characters drew a 40,000-pixel-wide PNG.
+    drawn = render_confusion(np.eye(2, dtype=int), ["x" * 5000, "b"])
+    assert drawn.shape[1] < 1000
 
 
 def _blobs(mask: np.ndarray) -> list[tuple[int, int]]:

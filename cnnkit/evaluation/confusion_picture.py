@@ -31,6 +31,8 @@ _INK = (0, 0, 0)
 _FAINT = (170, 170, 170)  # zeros and grid lines: there, but quiet
 # Column names longer than this are written vertically; shorter ones stay upright.
 UPRIGHT_NAME_CHARS = 3
+# Longer names are shortened with "..." (the CSV has them whole).
+_NAME_CHARS = 40
 # Narrower than this, the title would wrap into many lines.
 _MIN_WIDTH = 360
 
@@ -88,7 +90,7 @@ def render_confusion(
     """
     cm = np.asarray(cm)
     k = len(classes)
-    names = [shown(c) for c in classes]  # Hershey fonts draw ASCII only: escape the rest
+    names = [_name(c) for c in classes]
     line = line_height(_SCALE)
     name_w = max((text_width(c, _SCALE) for c in names), default=0)
     count_w = text_width(str(int(cm.max()) if cm.size else 0), _SCALE)
@@ -129,6 +131,16 @@ def render_confusion(
     _column_names(img, names, left, top, head, cell, upright)
     _colour_scale(img, 4, y_grid + k * cell + 10)
     return img
+
+
+def _name(name: str) -> str:
+    """A class's name as drawn: escaped (the Hershey font draws ASCII), a long one shortened.
+
+    A name of thousands of characters would make the picture that many times
+    wider; the CSV form keeps every name whole.
+    """
+    name = shown(name)
+    return name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 3] + "..."
 
 
 def _title(about: Mapping[str, Any] | None, note: str, width: int) -> Caption:

@@ -349,7 +349,7 @@ def overlay(
     MIN_SIDE pixels); ``band``: the band's height when it must not vary (a
     video's frames), else the text's own.
     """
-    from cnnkit.captions import fit_caption
+    from cnnkit.captions import fit_caption, line_height
 
     k = enlargement(*image.shape[:2])
     picture = blend(image, heat, alpha, background, k)
@@ -358,7 +358,11 @@ def overlay(
     pad = _band_pad(scale)
     width = max(w, MIN_SIDE)  # a picture too thin for a label gets a wider band
     caption = fit_caption(text, width - 2 * pad, scale)
-    band = caption.height + 2 * pad if band is None else band
+    if band is None:
+        band = caption.height + 2 * pad
+    elif caption.height > band - 2 * pad:  # a fixed band's lines are all this text gets
+        lines = max(1, (band - 2 * pad) // line_height(caption.scale))
+        caption = fit_caption(text, width - 2 * pad, scale, max_lines=lines)
     out = np.full((band + h, width, 3), 255, np.uint8)
     out[band:, :w] = picture
     out[band - 1, :] = 200  # a grey rule: the band stays apart from an image with a white edge
