@@ -143,14 +143,17 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 
 def _panel(image: np.ndarray, side: int, label: str) -> np.ndarray:
-    """image scaled to side×side with a caption strip below.
+    """image scaled to side pixels wide (its shape kept) with a caption strip below.
 
     Enlarging uses nearest neighbours so pixels stay visible; shrinking averages
     (INTER_AREA), which also keeps the PNG small.
     """
-    shrink = image.shape[1] > side
+    h, w = image.shape[:2]
+    shrink = w > side
     scaled = cv2.resize(
-        image, (side, side), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_NEAREST
+        image,
+        (side, max(1, round(h * side / w))),
+        interpolation=cv2.INTER_AREA if shrink else cv2.INTER_NEAREST,
     )
     caption = np.full((18, side, 3), 255, np.uint8)
     cv2.putText(caption, label, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
@@ -245,7 +248,7 @@ def make_pictures(workdir: Path) -> None:
     maps = sorted((w / "maps").glob("*.png"))
     for index, path in enumerate(maps[:2], start=1):
         write_png(PICTURES / f"feature-maps-{index}.png", _upscale(_read_rgb(path), 480))
-    write_png(PICTURES / "confusion.png", _upscale(_read_rgb(w / "confusion.png"), 420, 480))
+    write_png(PICTURES / "confusion.png", confusion_picture(w))
     frames = [0, 7, 15, 22]
     strip = np.vstack(
         [
@@ -255,27 +258,53 @@ def make_pictures(workdir: Path) -> None:
         ]
     )
     write_png(PICTURES / "video-strip.png", strip)
-    # The digit and its Grad-CAM, then the video's Grad-CAM over time (frames as above).
-    explained = montage(
+    write_png(PICTURES / "explain.png", explain_picture(w, frames))
+
+
+def confusion_picture(workdir: Path) -> np.ndarray:
+    """The confusion matrix eval wrote, as it is (narrow ones enlarged, wide ones shrunk)."""
+    return _upscale(_read_rgb(workdir / "confusion.png"), 420, 480)
+
+
+def _drawn_as(source: Path, picture: np.ndarray) -> str:
+    """How much explain enlarged an input: "NAME (WxH): Nx larger"."""
+    h, w = _read_rgb(source).shape[:2]
+    return f"{source.name} ({w}x{h}): {picture.shape[1] // w}x larger"
+
+
+def explain_picture(workdir: Path, frames: list[int]) -> np.ndarray:
+    """explain's own pictures of the digit and the photo, then frames of its video's MP4.
+
+    The digit's picture is shown as written; the photo's at the same height, so
+    both fit one row; the video's frames at 160 pixels wide, where its label
+    is still readable.
+    """
+    explained = workdir / "explained"
+    digit = _read_rgb(explained / "digit-gradcam.png")
+    photo = _read_rgb(explained / "photo-gradcam.png")
+    h = digit.shape[0]
+    captions = [_drawn_as(workdir / "digit.png", digit), _drawn_as(workdir / "photo.png", photo)]
+    photo = cv2.resize(
+        photo, (photo.shape[1] * h // photo.shape[0], h), interpolation=cv2.INTER_AREA
+    )
+    top = np.hstack(
         [
-            (w / "digit.png", "digit"),
-            (w / "explained" / "digit-gradcam.png", "lenet5 Grad-CAM"),
-            (w / "photo.png", "photo"),
-            (w / "explained" / "photo-gradcam.png", "lenet5 Grad-CAM"),
-        ],
-        side=96,
-        columns=4,
+            _panel(digit, digit.shape[1], captions[0]),
+            np.full((h + 18, 8, 3), 255, np.uint8),
+            _panel(photo, photo.shape[1], captions[1]),
+        ]
     )
-    write_png(
-        PICTURES / "explain.png",
-        np.vstack(
-            [
-                explained,
-                np.full((4, explained.shape[1], 3), 255, np.uint8),
-                video_strip(w / "explained" / "moving-gradcam.mp4", frames, 96),
-            ]
-        ),
-    )
+    bottom = video_strip(explained / "moving-gradcam.mp4", frames, 160)
+    width = max(top.shape[1], bottom.shape[1])
+    rows = []
+    for row in (top, bottom):  # centred
+        left = (width - row.shape[1]) // 2
+        margins = ((0, 0), (left, width - row.shape[1] - left), (0, 0))
+        rows.append(np.pad(row, margins, constant_values=255))
+    # 32 levels a channel barely show (the video frames were MP4-compressed already)
+    # and keep the file under the tour's 100 KB a picture; rounded, so white stays white.
+    picture = np.vstack([rows[0], np.full((8, width, 3), 255, np.uint8), rows[1]])
+    return np.minimum(255, (picture.astype(np.uint16) + 4) >> 3 << 3).astype(np.uint8)
 
 
 def _upscale(image: np.ndarray, min_width: int, max_width: int | None = None) -> np.ndarray:

@@ -192,7 +192,10 @@ def test_explain_gives_a_map_at_the_images_size(media) -> None:
     assert ex.heatmap.shape == (20, 24) and ex.heatmap.dtype == np.float32
     assert 0 <= ex.heatmap.min() and ex.heatmap.max() <= 1
     assert ex.label == clf.predict(image)[0].label
-    assert ex.overlay().shape == (20, 24, 3) and ex.overlay().dtype == np.uint8
+    plain = ex.overlay(annotate=False)  # pixel for pixel with the heat map
+    assert plain.shape == (20, 24, 3) and plain.dtype == np.uint8
+    # The picture explain writes: 12 times larger (224 pixels at least), the label above.
+    assert ex.overlay().shape[1:] == (288, 3) and ex.overlay().shape[0] > 240
     x, y = ex.peak
     assert 0 <= x < 24 and 0 <= y < 20
     chosen = cnnkit.explain(media["ckpt"], image, target="c", method="occlusion")

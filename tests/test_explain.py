@@ -120,8 +120,8 @@ def test_maps_of_randomised_weights_differ(trained) -> None:
     assert other < 0.5, f"rank correlation with a randomised model: {other:.2f}"
 
 
-def test_overlay_is_at_the_input_resolution_with_the_class_on_it(trained, tmp_path, monkeypatch,
-                                                                 capsys) -> None:  # fmt: skip
+def test_overlay_is_enlarged_with_the_class_above_it(trained, tmp_path, monkeypatch,
+                                                     capsys) -> None:  # fmt: skip
     from cnnkit.io.image import read_image
 
     big = np.kron(read_image(sorted(trained["boxes"])[0]), np.ones((3, 5), np.uint8))
@@ -129,9 +129,13 @@ def test_overlay_is_at_the_input_resolution_with_the_class_on_it(trained, tmp_pa
     [record] = _records(monkeypatch, capsys, trained["ckpt"], str(tmp_path / "big.png"), "-o",
                         str(tmp_path / "maps"), "--class", "square")  # fmt: skip
     overlay = read_image(record["output"])
-    assert overlay.shape == (96, 160, 3)
-    assert record["label"] == "square" and 0 <= record["peak"][0] < 160
-    assert not np.array_equal(overlay[:20, :60], np.repeat(big[:20, :60, None], 3, axis=2))
+    # 96×160 is enlarged 3 times (the shorter side reaches 224); the band is above it.
+    band = overlay.shape[0] - 288
+    assert overlay.shape[1:] == (480, 3) and band > 0
+    assert record["label"] == "square" and 0 <= record["peak"][0] < 160  # the input's pixels
+    enlarged = np.repeat(np.repeat(big, 3, axis=0), 3, axis=1)
+    assert not np.array_equal(overlay[band:, :, 0], enlarged)  # the heat map is over it
+    assert overlay[:band].min() < 100  # the class is written in the band
 
 
 @pytest.mark.parametrize(
@@ -272,7 +276,9 @@ def test_videos_get_an_mp4_of_maps_and_a_record_per_window(motion, tmp_path, mon
         assert 0 <= r["peak"][0] < 64 and 0 <= r["peak"][1] < 64
     video = cv2.VideoCapture(records[0]["output"])
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 20
-    assert (video.get(cv2.CAP_PROP_FRAME_WIDTH), video.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (64, 64)
+    # Drawn as an image's overlay: 4 times larger (224 pixels at least), the label above.
+    assert video.get(cv2.CAP_PROP_FRAME_WIDTH) == 256
+    assert video.get(cv2.CAP_PROP_FRAME_HEIGHT) > 256
     assert video.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
 
 
@@ -376,7 +382,8 @@ def test_alpha_sets_the_opacity_of_the_map(trained, tmp_path, monkeypatch, capsy
                        "--alpha", "0")  # fmt: skip
     [opaque] = _records(monkeypatch, capsys, trained["ckpt"], image, "-o", str(tmp_path / "b"),
                         "--alpha", "1")  # fmt: skip
-    gray = np.repeat(read_image(image)[:, :, None], 3, axis=2)
-    below_text = slice(16, None)  # the label is written in the top rows
-    assert np.array_equal(read_image(clear["output"])[below_text], gray[below_text])
-    assert not np.array_equal(read_image(opaque["output"])[below_text], gray[below_text])
+    # The 32×32 image is drawn 7 times larger (nearest neighbours) under the label's band.
+    gray = np.kron(read_image(image), np.ones((7, 7), np.uint8))[:, :, None].repeat(3, axis=2)
+    below_band = slice(read_image(clear["output"]).shape[0] - 224, None)
+    assert np.array_equal(read_image(clear["output"])[below_band], gray)
+    assert not np.array_equal(read_image(opaque["output"])[below_band], gray)

@@ -138,7 +138,13 @@ def eval_(
     )
     if confusion is not None:
         shown_classes, matrix = report.visible()
-        write_confusion(confusion, matrix, shown_classes)
+        # The picture's title: what was measured, and which classes when not all are drawn.
+        about = {**report.about, "n": report.n, "accuracy": report.accuracy}
+        note = "" if len(shown_classes) == len(report.classes) else (
+            f"{len(shown_classes)} of {len(report.classes)} classes: those in the data or "
+            "predicted (the others are all 0)"
+        )  # fmt: skip
+        write_confusion(confusion, matrix, shown_classes, about, note)
         console.info(f"wrote {confusion}")
     if misclassified is not None:
         wrong = write_misclassified(

@@ -89,11 +89,13 @@ def explain(
 ) -> None:
     """Draw where the network looked: a heat map over each input, for a class.
 
-    One overlay PNG per image, at the image's own resolution, with the class and
-    its score written on it (a map of the same name from an earlier run is
-    replaced); a video gives one MP4. With --json, one JSON line per image or
-    video window on stdout: path, label, score, method, layer, output, and the
-    peak as x and y pixels.
+    One overlay PNG per image (a map of the same name from an earlier run is
+    replaced), the class and its score in a band above the image; an image
+    under 224 pixels on its shorter side is enlarged by a whole factor (its
+    pixels stay sharp), a larger one keeps its size. A video gives one MP4,
+    drawn the same way. With --json, one JSON line per image or video window on
+    stdout: path, label, score, method, layer, output, and the peak as x and y
+    in the input's pixels.
     """
     show_messages(quiet)
     from cnnkit.data.preprocess import parse_colour

@@ -14,7 +14,7 @@ import numpy as np
 
 from cnnkit.evaluation.metrics import softmax
 from cnnkit.predict.predictor import Predictor
-from cnnkit.saliency.methods import gradcam, occlusion, overlay, peak
+from cnnkit.saliency.methods import blend, gradcam, occlusion, overlay, peak
 
 
 @dataclass
@@ -38,10 +38,22 @@ class Explanation:
     image: np.ndarray | None = field(default=None, repr=False)
     background: tuple[int, int, int] = (255, 255, 255)
 
-    def overlay(self, alpha: float = 0.5, text: str | None = None) -> np.ndarray:
-        """The heat map over the image (uint8 RGB, the image's size), the class written on it."""
+    def overlay(
+        self, alpha: float = 0.5, text: str | None = None, annotate: bool = True
+    ) -> np.ndarray:
+        """The heat map over the image, uint8 RGB: the picture ``cnnkit explain`` writes.
+
+        With ``annotate`` (the default), an image under 224 pixels on its shorter
+        side is enlarged by a whole factor (nearest neighbours: its pixels stay
+        visible; the heat map bilinear) and ``text`` (default: "LABEL SCORE") is
+        written in a band above it, outside the image's pixels; the picture is
+        then larger than the image. ``annotate=False``: the plain overlay at the
+        image's own size, no text, pixel for pixel with ``heatmap`` and ``peak``.
+        """
         if self.image is None:
             raise ValueError("this explanation holds no image to draw on")
+        if not annotate:
+            return blend(self.image, self.heatmap, alpha, self.background)
         words = f"{self.label} {self.score:.2f}" if text is None else text
         return overlay(self.image, self.heatmap, alpha, words, self.background)
 

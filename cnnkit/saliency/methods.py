@@ -13,7 +13,8 @@
   so it works for every model, exported ``.onnx`` ones included.
 
 Maps come out at the model's input size, scaled to 0-1 per input; the
-overlay is drawn at the input image's own resolution.
+overlay is drawn at the input image's resolution, enlarged by a whole factor
+when it is small (:func:`overlay`).
 """
 
 from __future__ import annotations
@@ -255,17 +256,36 @@ def _unit(maps: np.ndarray) -> np.ndarray:
     return maps / top.reshape(-1, *([1] * (maps.ndim - 1)))
 
 
-def overlay(
+# The shorter side an explain picture is drawn at, at least: a 28×28 digit is
+# enlarged 8 times, so its pixels and the label can be seen.
+MIN_SIDE = 224
+# ... but not past this on the longer side: a thin strip (1×5000) is not worth
+# a picture of a billion pixels.
+MAX_SIDE = 4096
+
+
+def enlargement(height: int, width: int) -> int:
+    """The whole factor an image of ``height``×``width`` is drawn at (1: as it is)."""
+    short, long = max(1, min(height, width)), max(1, height, width)
+    wanted = -(-MIN_SIDE // short)  # ceil: the shorter side reaches MIN_SIDE
+    return max(1, min(wanted, MAX_SIDE // long))
+
+
+def blend(
     image: np.ndarray,
     heat: np.ndarray,
     alpha: float,
-    text: str,
     background: tuple[int, int, int] = (255, 255, 255),
+    factor: int = 1,
 ) -> np.ndarray:
-    """The heat map (0-1, any size) over ``image`` (H×W[×C] RGB) at the image's resolution.
+    """The heat map (0-1, any size) over ``image`` (H×W[×C] RGB) -> uint8 RGB, no text.
 
-    ``background``: what an image drawn only in alpha is shown on (the model's, so the
-    picture is what the network saw).
+    ``factor``: the image is enlarged that many times with nearest neighbours
+    (its pixels stay sharp squares: they are the data), the heat map resized to
+    match bilinearly (it is a coarse estimate, a grid of 4×4 to 14×14 cells for
+    Grad-CAM, and drawing its cells as blocks would show edges the network
+    never saw). ``background``: what an image drawn only in alpha is shown on
+    (the model's, so the picture is what the network saw).
     """
     import cv2
 
@@ -273,15 +293,80 @@ def overlay(
 
     base = fit_channels(to_uint8(image), 3, background)
     h, w = base.shape[:2]
-    heat8 = np.clip(cv2.resize(heat.astype(np.float32), (w, h)) * 255, 0, 255).astype(np.uint8)
+    if factor > 1:
+        h, w = h * factor, w * factor
+        base = cv2.resize(base, (w, h), interpolation=cv2.INTER_NEAREST)
+    heat = cv2.resize(heat.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    heat8 = np.clip(heat * 255, 0, 255).astype(np.uint8)
     colour = cv2.applyColorMap(heat8, cv2.COLORMAP_JET)[:, :, ::-1]  # BGR -> RGB
-    out = cv2.addWeighted(base, 1 - alpha, colour, alpha, 0)
-    scale = max(0.35, min(h, w) / 400)
-    thick = max(1, int(round(scale * 2)))
-    org = (4, 4 + int(18 * scale))
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.putText(out, text, org, font, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)  # outline
-    cv2.putText(out, text, org, font, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return cv2.addWeighted(base, 1 - alpha, colour, alpha, 0)
+
+
+def label_scale(height: int, width: int) -> float:
+    """The label's font scale for a picture drawn at ``height``×``width``."""
+    return float(np.clip(min(height, width) / 400, 0.55, 1.5))
+
+
+def label_band(texts: Sequence[str], height: int, width: int) -> int:
+    """Height of a band that holds any of ``texts`` over an image of ``height``×``width``.
+
+    A video's frames get one band height (their labels change, its size cannot).
+    """
+    from cnnkit.captions import fit_captions
+
+    k = enlargement(height, width)
+    h, w = height * k, width * k
+    scale = label_scale(h, w)
+    pad = _band_pad(scale)
+    return fit_captions(texts, max(w, MIN_SIDE) - 2 * pad, scale) + 2 * pad
+
+
+def overlay_size(height: int, width: int, band: int) -> tuple[int, int]:
+    """(height, width) of :func:`overlay`'s picture of a ``height``×``width`` image."""
+    k = enlargement(height, width)
+    return band + height * k, max(width * k, MIN_SIDE)
+
+
+def _band_pad(scale: float) -> int:
+    return max(4, int(round(8 * scale)))
+
+
+def overlay(
+    image: np.ndarray,
+    heat: np.ndarray,
+    alpha: float,
+    text: str,
+    background: tuple[int, int, int] = (255, 255, 255),
+    band: int | None = None,
+) -> np.ndarray:
+    """The picture ``cnnkit explain`` writes: the heat map over the image, ``text`` above it.
+
+    uint8 RGB. An image whose shorter side is under MIN_SIDE (224) pixels is
+    enlarged by the whole factor that brings it there (:func:`enlargement`:
+    nearest neighbours, the heat map bilinear; see :func:`blend`); a larger one
+    stays at its size. ``text`` is written in a white band above the image,
+    never over its pixels, shrunk or wrapped to the band's width (at least
+    MIN_SIDE pixels); ``band``: the band's height when it must not vary (a
+    video's frames), else the text's own.
+    """
+    from cnnkit.captions import fit_caption, line_height
+
+    k = enlargement(*image.shape[:2])
+    picture = blend(image, heat, alpha, background, k)
+    h, w = picture.shape[:2]
+    scale = label_scale(h, w)
+    pad = _band_pad(scale)
+    width = max(w, MIN_SIDE)  # a picture too thin for a label gets a wider band
+    caption = fit_caption(text, width - 2 * pad, scale)
+    if band is None:
+        band = caption.height + 2 * pad
+    elif caption.height > band - 2 * pad:  # a fixed band's lines are all this text gets
+        lines = max(1, (band - 2 * pad) // line_height(caption.scale))
+        caption = fit_caption(text, width - 2 * pad, scale, max_lines=lines)
+    out = np.full((band + h, width, 3), 255, np.uint8)
+    out[band:, :w] = picture
+    out[band - 1, :] = 200  # a grey rule: the band stays apart from an image with a white edge
+    caption.draw(out, pad, pad)
     return out
 
 

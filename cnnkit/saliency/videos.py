@@ -1,5 +1,8 @@
 """Maps over time: an MP4 of a video with its heat maps, and one record per window or frame.
 
+Each frame of the MP4 is drawn as an image's overlay is (enlarged when small,
+the label in a band above it), the band one height for the whole video.
+
 A 3D model is explained window by window, its T frames not overlapping, as
 predict classifies them (a video shorter than one window is padded with its
 last frame; frames after the last whole window get no map), its map having a
@@ -20,7 +23,10 @@ import numpy as np
 
 from cnnkit.predict.predictor import Predictor
 from cnnkit.saliency.images import batch_maps
-from cnnkit.saliency.methods import overlay, peak
+from cnnkit.saliency.methods import label_band, overlay, overlay_size, peak
+
+# The label of frames written without a map (a 3D model's frames after its last window).
+NO_MAP = "no map"
 
 
 def explain_video(
@@ -44,12 +50,17 @@ def explain_video(
     size = predictor.input.frames if clips else predictor.batch_size
     step = 1 if clips else stride
     records: list[dict[str, Any]] = []
+    # Every frame's picture has one size: the frame enlarged as an image would be,
+    # under a band tall enough for any label this video can get.
+    classes = predictor.classes if target is None else [predictor.classes[target]]
+    band = label_band([NO_MAP, *(f"{c} 0.00" for c in classes)], info.height, info.width)
+    height, width = overlay_size(info.height, info.width, band)
     # decode (a thread: the next group of frames) -> maps (here) -> encode (a thread).
     threads = decoder_threads(predictor.cpu_threads(), info.width, info.height)
     groups = produce_ahead(_frame_groups(path, size, step, threads))
     try:
         with (
-            VideoWriter(out, fps / step, info.width, info.height) as video,
+            VideoWriter(out, fps / step, width, height) as video,
             WriteBehind(video.write) as writer,
         ):
             for raw, indices in groups:
@@ -57,11 +68,12 @@ def explain_video(
                     # As predict: a 3D model's last frames that fill no whole window are not
                     # classified (a video shorter than one window is padded instead). They
                     # are written without a map, so the MP4 keeps every frame.
+                    blank = np.zeros(raw[0].shape[:2], np.float32)
                     for frame in raw:
-                        writer.put(frame)
+                        writer.put(overlay(frame, blank, 0.0, NO_MAP, band=band))
                     continue
                 records += _explain_frames(
-                    predictor, path, raw, indices, layer, target, method, alpha, writer, out
+                    predictor, path, raw, indices, layer, target, method, alpha, writer, out, band
                 )
     finally:
         groups.close()
@@ -99,6 +111,7 @@ def _explain_frames(
     alpha: float,
     writer: Any,
     out: Path,
+    band: int,
 ) -> list[dict[str, Any]]:
     """One window (3D model) or batch of frames (2D model): maps, overlay frames, records."""
     clips = predictor.is_video_model
@@ -119,7 +132,7 @@ def _explain_frames(
         heat = maps[i][: len(raw)] if clips else maps[i][None]  # T×H×W, real frames only
         for t in range(len(heat)):
             frame = raw[t] if clips else raw[i]
-            writer.put(overlay(frame, heat[t], alpha, f"{label} {score:.2f}"))
+            writer.put(overlay(frame, heat[t], alpha, f"{label} {score:.2f}", band=band))
         best = int(np.argmax(heat.reshape(len(heat), -1).max(axis=1)))
         records.append(
             {
