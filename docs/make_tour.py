@@ -38,8 +38,9 @@ PICTURES = DOCS / "tour"
 BLOCK = re.compile(r"^```console\n(.*?)^```\n", re.M | re.S)
 # Long outputs keep their head and tail: enough to read, short enough to skim.
 HEAD_LINES, TAIL_LINES = 26, 4
-# Outputs are rendered for a 100-column terminal without colour, as a reader sees them.
-RENDER_ENV = {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
+# Outputs are rendered for a 120-column terminal without colour, as a reader sees them
+# (wide enough for the layer tables of the tour's models to be one table each).
+RENDER_ENV = {"COLUMNS": "120", "NO_COLOR": "1", "TERM": "dumb"}
 
 
 @dataclass

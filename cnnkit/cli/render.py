@@ -390,6 +390,7 @@ def _render_facts(facts: dict[str, Any]) -> None:
 
 def _render_image(s: dict[str, Any]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from cnnkit.tables import print_table, stdout_console
 
@@ -401,17 +402,18 @@ def _render_image(s: dict[str, Any]) -> None:
     for c, channel in enumerate(names[: s["channels"]]):
         # A grid of numbers, like numpy prints one: no rules, so that 8 values of
         # 65535 fit a 60-column terminal.
-        table = Table(
-            title=f"{channel} values, rows y={block['y']}.., columns x={block['x']}..",
-            show_header=False,
-            box=None,
-            pad_edge=False,
-        )
+        # The caption on a line of its own: as a title it would wrap to the grid's width.
+        table = Table(show_header=False, box=None, pad_edge=False)
         for _ in values[0]:
             table.add_column(justify="right", no_wrap=True)
         for row in values:
             table.add_row(*(str(v[c] if isinstance(v, list) else v) for v in row))
-        print_table(stdout_console(), table)
+        console = stdout_console()
+        console.print(
+            Text(f"{channel} values, rows y={block['y']}.., columns x={block['x']}.."),
+            soft_wrap=True,
+        )
+        print_table(console, table)
 
 
 def _render_dataset(s: dict[str, Any]) -> None:
