@@ -63,8 +63,8 @@ def run_plain_loop(model_name: str, size: int, epochs: int, precision: str, devi
     data = load_dataset(DatasetRequest("shapes", img_size=size, seed=0))
     dev = torch.device(device)
     train, val = data.splits["train"], data.splits["val"]
-    x_tr, y_tr = train.x.to(dev), train.y.to(dev)
-    x_val, y_val = val.x.to(dev), val.y.to(dev)
+    x_tr, y_tr = torch.from_numpy(train.x).to(dev), torch.from_numpy(train.y).to(dev)
+    x_val, y_val = torch.from_numpy(val.x).to(dev), torch.from_numpy(val.y).to(dev)
     mean = torch.tensor(data.input.mean, device=dev).view(1, -1, 1, 1)
     std = torch.tensor(data.input.std, device=dev).view(1, -1, 1, 1)
     torch.manual_seed(0)

@@ -1,8 +1,8 @@
-"""Decoded splits as numpy arrays, for callers that run without torch.
+"""A decoded dataset split: numpy arrays in memory, the one form every caller shares.
 
-An exported (ONNX) model is evaluated on machines where torch is not
-installed: folder datasets are then decoded into ``ArraySplit`` instead of
-``TensorSplit`` (``DatasetRequest(numpy=True)``). Nothing here imports torch.
+Training gathers its batches from a ``Split`` through torch views of the same
+memory (``cnnkit.data.memory``); an exported (ONNX) model is evaluated from it
+where torch is not installed. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -13,15 +13,24 @@ from typing import Any
 import numpy as np
 
 
+def _ready(a: Any, dtype: Any) -> np.ndarray:
+    """``a`` as a C-contiguous, writable array of ``dtype``: copied only when it is not one.
+
+    torch.from_numpy shares such an array without a copy, and warns on a read-only one.
+    """
+    return np.require(a, dtype=dtype, requirements=["C_CONTIGUOUS", "WRITEABLE"])
+
+
 @dataclass
-class ArraySplit:
-    """One split of a dataset, decoded: ``TensorSplit``'s attributes as numpy arrays.
+class Split:
+    """One split of a dataset, decoded.
 
     ``x``: uint8 images (N, C, H, W), or clips (N, C, L, H, W) where ``L`` is
     the number of stored frames per video (shorter videos are padded with
-    their last frame and ``lengths`` says how many are real). ``y``: int64
-    labels (N,). ``frames``: the clip length T; ``None`` for images.
-    ``paths``: the file each sample was decoded from.
+    their last frame and ``lengths`` (N,) int64 says how many are real).
+    ``y``: int64 labels (N,). ``frames``: the clip length T a batch gets;
+    ``None`` for images. ``paths``: the file each sample was decoded from,
+    when it came from files.
     """
 
     x: np.ndarray
@@ -30,8 +39,21 @@ class ArraySplit:
     lengths: np.ndarray | None = None
     paths: list[str] | None = None
 
+    def __post_init__(self) -> None:
+        self.x = _ready(self.x, None)
+        self.y = _ready(self.y, np.int64)
+        if self.lengths is not None:
+            self.lengths = _ready(self.lengths, np.int64)
+
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    def subset(self, index: Any) -> Split:
+        """The samples at ``index`` (1-D integers, in that order), as a new split (copies)."""
+        index = np.asarray(index, dtype=np.int64)
+        lengths = self.lengths[index] if self.lengths is not None else None
+        paths = [self.paths[i] for i in index.tolist()] if self.paths is not None else None
+        return Split(self.x[index], self.y[index], self.frames, lengths, paths)
 
 
 def channel_stats(x: Any, max_samples: int = 4096) -> tuple[list[float], list[float]]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from cnnkit.data.arrays import Split, channel_stats
 from cnnkit.data.dataset import LoadedDataset
 from cnnkit.data.registration import DatasetRequest
 from cnnkit.errors import DatasetError
@@ -28,15 +30,13 @@ def _resize_all(x: np.ndarray, channels: int, size: Sequence[int]) -> np.ndarray
     return np.stack([prepare_image(img, channels, size) for img in hwc])
 
 
-def _limit_split(split, limit: int | None, seed: int):
-    """A seeded, class-stratified sample of at most ``limit`` samples of a TensorSplit."""
-    import torch
-
+def _limit_split(split: Split, limit: int | None, seed: int) -> Split:
+    """A seeded, class-stratified sample of at most ``limit`` samples of a Split."""
     from cnnkit.data.sampling import stratified_sample
 
     if not limit or len(split) <= limit:
         return split
-    return split.subset(torch.from_numpy(stratified_sample(split.y.numpy(), limit, seed)))
+    return split.subset(stratified_sample(split.y, limit, seed))
 
 
 def limit_each(
@@ -76,23 +76,17 @@ def in_memory_dataset(
     frames: int | None = None,
     resize: tuple[int, int] | None = None,
 ) -> LoadedDataset:
-    """Wrap numpy splits as TensorSplits; split val off train when there is none.
+    """Wrap numpy arrays as Splits; split val off train when there is none.
 
     Then ``request.limit`` samples each split, and ``resize`` (H, W) resizes
     what is left (after the limit: a quick run does not resize all of MNIST).
     """
-    import torch
-
-    from cnnkit.data.arrays import channel_stats
-    from cnnkit.data.memory import TensorSplit, split_off
+    from cnnkit.data.memory import split_off
 
     splits = {}
     for split, (x, y) in arrays.items():
-        xt = torch.from_numpy(np.ascontiguousarray(x))
-        lengths = None
-        if frames is not None:
-            lengths = torch.full((len(y),), xt.shape[2], dtype=torch.long)
-        splits[split] = TensorSplit(xt, torch.from_numpy(y).long(), frames, lengths)
+        lengths = np.full(len(y), x.shape[2], np.int64) if frames is not None else None
+        splits[split] = Split(x, y, frames, lengths)
     decisions: dict[str, str] = {}
     if "val" not in splits and request.val_split > 0:
         splits["train"], splits["val"] = split_off(splits["train"], request.val_split, request.seed)
@@ -105,13 +99,11 @@ def in_memory_dataset(
     _check_fits_in_memory(name, splits, request.channels, resize)
     if resize is not None:
         for k, v in splits.items():
-            x = _resize_all(v.x.numpy(), v.x.shape[1], resize)
-            splits[k] = TensorSplit(torch.from_numpy(x), v.y, v.frames, v.lengths, v.paths)
+            splits[k] = dataclasses.replace(v, x=_resize_all(v.x, v.x.shape[1], resize))
     if request.channels is not None and request.channels != int(splits["train"].x.shape[1]):
         found = int(splits["train"].x.shape[1])
         for k, v in splits.items():
-            x = convert_channels(v.x, request.channels)
-            splits[k] = TensorSplit(x, v.y, v.frames, v.lengths, v.paths)
+            splits[k] = dataclasses.replace(v, x=convert_channels(v.x, request.channels))
         decisions["channels"] = (
             f"gray images are repeated to the model's {request.channels} channels"
             if found == 1
@@ -151,22 +143,24 @@ def _check_fits_in_memory(name: str, splits: dict, channels: int | None, resize:
         )
 
 
-def convert_channels(x: Any, channels: int) -> Any:
+def convert_channels(x: np.ndarray, channels: int) -> np.ndarray:
     """uint8 (N, C, ...) samples as ``channels`` channels: gray repeated, or colour to gray.
 
     Gray uses ITU-R BT.601 weights, as OpenCV's decoding of colour files to gray does.
     """
-    import torch
-
     found = int(x.shape[1])
     if found == channels:
         return x
     if found == 1:
-        return x.expand(-1, channels, *x.shape[2:]).contiguous()
+        return np.repeat(x, channels, axis=1)
     if channels == 1 and found == 3:
-        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, *([1] * (x.dim() - 2)))
-        gray = (x.float() * weights).sum(dim=1, keepdim=True)
-        return gray.round_().clamp_(0, 255).to(torch.uint8)
+        import torch
+
+        # In torch's float32 arithmetic, as the training data always has been.
+        xt = torch.from_numpy(np.ascontiguousarray(x))
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, *([1] * (xt.dim() - 2)))
+        gray = (xt.float() * weights).sum(dim=1, keepdim=True)
+        return gray.round_().clamp_(0, 255).to(torch.uint8).numpy()
     raise DatasetError(f"cannot convert {found}-channel samples to {channels} channels")
 
 

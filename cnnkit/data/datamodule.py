@@ -19,9 +19,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
+from cnnkit.data.arrays import Split
 from cnnkit.data.dataset import LoadedDataset
 from cnnkit.data.folders import collate_skipping
-from cnnkit.data.memory import InMemoryBatches, TensorSplit
+from cnnkit.data.memory import InMemoryBatches
 
 
 def _world() -> tuple[int, int]:
@@ -124,7 +125,7 @@ class ClassifierDataModule(L.LightningDataModule):
         if split not in self.dataset.splits:
             return []  # no validation split (--val-split 0): Lightning skips the loop
         data = self.dataset.splits[split]
-        if isinstance(data, TensorSplit):
+        if isinstance(data, Split):
             return InMemoryBatches(
                 data,
                 self.batch_size,
@@ -165,6 +166,6 @@ class ClassifierDataModule(L.LightningDataModule):
     def optimizer_steps_per_epoch(self) -> int | None:
         """Training batches of ``batch_size`` in an epoch (one process), if in memory."""
         data = self.dataset.splits["train"]
-        if isinstance(data, TensorSplit):
+        if isinstance(data, Split):
             return -(-len(data) // self.batch_size)
         return None

@@ -13,8 +13,9 @@ class LoadedDataset:
     """A dataset ready to train on.
 
     ``splits`` maps "train", "val" and (when there is one) "test" to either a
-    ``TensorSplit`` (decoded, in memory) or a ``torch.utils.data.Dataset`` that
-    decodes files on demand and yields (uint8 tensor, int label).
+    ``Split`` (decoded, numpy arrays in memory) or a map-style dataset that
+    decodes files on demand and yields (uint8 tensor, int label), or (uint8
+    numpy array, int label) for a torch-free caller.
     ``hflip``: whether mirroring an input keeps its label (not for digits, nor
     for motion directions). ``warnings``: things the user should hear about
     (corrupt files skipped, hidden folders ignored). ``decisions``: what was

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnkit.data.arrays import Split, channel_stats
 from cnnkit.data.builder import (
     limit_each,
 )
@@ -18,13 +19,9 @@ from cnnkit.spec import WHITE, InputSpec
 
 
 def _decode_split_in_memory(
-    items, channels, size, frames, lengths, cap, warnings, numpy=False, background=WHITE
-):
-    """Decode a file list with threads, skipping unreadable files.
-
-    A TensorSplit, or with ``numpy`` an ArraySplit (torch is then not imported).
-    """
-    from cnnkit.data.arrays import ArraySplit
+    items, channels, size, frames, lengths, cap, warnings, background=WHITE
+) -> Split | None:
+    """Decode a file list with threads into a Split, skipping unreadable files (torch-free)."""
     from cnnkit.data.folders import decode_clip, decode_image, parallel_map
 
     if frames is None:
@@ -51,24 +48,15 @@ def _decode_split_in_memory(
         return None
     y = np.asarray(labels, dtype=np.int64)
     if frames is None:
-        split = ArraySplit(np.stack(arrays), y, paths=paths)
-    else:
-        longest = max(kept_lengths)
-        padded = []
-        for arr in arrays:  # pad short videos with their last frame to a common length
-            if arr.shape[1] < longest:
-                pad = np.repeat(arr[:, -1:], longest - arr.shape[1], axis=1)
-                arr = np.concatenate([arr, pad], axis=1)
-            padded.append(arr)
-        split = ArraySplit(np.stack(padded), y, frames, np.asarray(kept_lengths, np.int64), paths)
-    if numpy:
-        return split
-    import torch
-
-    from cnnkit.data.memory import TensorSplit
-
-    lengths_t = torch.from_numpy(split.lengths) if split.lengths is not None else None
-    return TensorSplit(torch.from_numpy(split.x), torch.from_numpy(y), frames, lengths_t, paths)
+        return Split(np.stack(arrays), y, paths=paths)
+    longest = max(kept_lengths)
+    padded = []
+    for arr in arrays:  # pad short videos with their last frame to a common length
+        if arr.shape[1] < longest:
+            pad = np.repeat(arr[:, -1:], longest - arr.shape[1], axis=1)
+            arr = np.concatenate([arr, pad], axis=1)
+        padded.append(arr)
+    return Split(np.stack(padded), y, frames, np.asarray(kept_lengths, np.int64), paths)
 
 
 def _probe_lengths(items, warnings):
@@ -119,7 +107,8 @@ def _empty_class_warnings(files: dict[str, list], classes: list[str]) -> list[st
 def load_folder(request: DatasetRequest) -> LoadedDataset:
     """A class-per-subfolder dataset, decoded into memory when it fits the budget.
 
-    ``request.numpy``: the splits hold numpy arrays and torch is never imported.
+    Decoded splits are numpy arrays (a Split) either way; with ``request.numpy``
+    file-backed splits yield numpy arrays too, and torch is never imported.
     """
     from cnnkit import console
     from cnnkit.data.folders import (
@@ -192,9 +181,8 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
     for split, items in files.items():
         if in_memory:
             decoded = _decode_split_in_memory(
-                items, channels, size, frames, lengths[split], cap, warnings, request.numpy,
-                request.background,
-            )  # fmt: skip
+                items, channels, size, frames, lengths[split], cap, warnings, request.background
+            )
             if decoded is not None:
                 splits[split] = decoded
         elif items:
@@ -217,9 +205,7 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
                 f"no readable {split} samples in {scan.root}",
                 hint="check the files with `cnnkit inspect FOLDER`",
             )
-    if in_memory:  # numpy (a torch-free eval) or torch: one computation, the same numbers
-        from cnnkit.data.arrays import channel_stats
-
+    if in_memory:  # the same computation as for built-in data and a torch-free eval
         mean, std = channel_stats(splits["all" if "all" in splits else "train"].x)
     else:
         mean, std = [0.5] * channels, [0.25] * channels  # a sample pass would cost an epoch

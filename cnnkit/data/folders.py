@@ -10,7 +10,7 @@ Files are found recursively inside each class folder; hidden folders and
 files (``.ipynb_checkpoints``, ``.DS_Store``) are ignored. Whether the folder
 holds images or videos is detected from the extensions. When the decoded
 uint8 pixels fit the memory budget everything is decoded once, in threads
-(OpenCV releases the GIL), into a TensorSplit; otherwise the files are decoded
+(OpenCV releases the GIL), into a Split; otherwise the files are decoded
 in DataLoader workers, epoch after epoch. Corrupt files are reported and
 skipped in both cases, never crashing an epoch.
 """

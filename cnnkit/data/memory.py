@@ -1,83 +1,85 @@
-"""Datasets held in memory as uint8 tensors, and a batch iterator over them.
+"""Batches of tensors from a dataset split held in memory, and a batch iterator over them.
 
 Small datasets (all of MNIST is 47 MB of uint8 pixels) are decoded once and
-kept as one tensor. Batches are then index slices of that tensor: there is no
-per-sample Python, no collate and no worker processes, which is what makes
-the Lightning loop as fast as a hand-written one. Normalisation and
+kept as one array (a ``cnnkit.data.arrays.Split``), which torch reads without
+a copy. Batches are then index slices of it: there is no per-sample Python,
+no collate and no worker processes, which is what makes the Lightning loop
+as fast as a hand-written one. Normalisation and
 augmentation happen later, on whole batches on the device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
+import numpy as np
 import torch
 
+from cnnkit.data.arrays import Split
 from cnnkit.data.clips import centred_start, frame_index, random_start
 
 
-@dataclass
-class TensorSplit:
-    """One split of a dataset, decoded.
-
-    ``x``: uint8 images (N, C, H, W), or clips (N, C, L, H, W) where ``L`` is
-    the number of stored frames per video (shorter videos are padded with
-    their last frame and ``lengths`` says how many are real). ``y``: int64
-    labels (N,). ``frames``: the clip length T a batch gets; ``None`` for images.
-    ``paths``: the file each sample was decoded from, when it came from files.
-    """
+class SplitTensors(NamedTuple):
+    """A Split's arrays as tensors sharing their memory (made once, no copy)."""
 
     x: torch.Tensor
     y: torch.Tensor
-    frames: int | None = None
-    lengths: torch.Tensor | None = None
-    paths: list[str] | None = None
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
-
-    def subset(self, index: torch.Tensor) -> TensorSplit:
-        """The samples at ``index`` (1-D int64), as a new split (copies)."""
-        lengths = self.lengths[index] if self.lengths is not None else None
-        paths = [self.paths[i] for i in index.tolist()] if self.paths is not None else None
-        return TensorSplit(self.x[index], self.y[index], self.frames, lengths, paths)
-
-    def batch(
-        self, index: torch.Tensor, train: bool, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 inputs and labels at ``index``.
-
-        Images: (B, C, H, W). Clips: (B, C, T, H, W) of T consecutive frames,
-        starting at a random frame when ``train`` (drawn from ``generator``),
-        else centred in the video, as eval does (see ``cnnkit.data.clips``).
-        """
-        y = self.y[index]
-        if self.frames is None or self.lengths is None:
-            return self.x[index], y
-        t = self.frames
-        lengths = self.lengths[index].numpy()
-        if train:
-            start = random_start(lengths, t, torch.rand(len(index), generator=generator).numpy())
-        else:
-            start = centred_start(lengths, t)
-        # (B, T) frame numbers; a video shorter than T repeats its last frame.
-        frame_idx = torch.from_numpy(frame_index(start, t, lengths))
-        clips = self.x[index[:, None], :, frame_idx]  # (B, T, C, H, W) by advanced indexing
-        return clips.permute(0, 2, 1, 3, 4).contiguous(), y
+    lengths: torch.Tensor | None
 
 
-def split_off(split: TensorSplit, fraction: float, seed: int) -> tuple[TensorSplit, TensorSplit]:
-    """Split ``split`` into (rest, held-out ``fraction``) with a seeded permutation."""
+def as_tensors(split: Split) -> SplitTensors:
+    """``split``'s x, y and lengths as CPU tensors over the same memory."""
+    lengths = torch.from_numpy(split.lengths) if split.lengths is not None else None
+    return SplitTensors(torch.from_numpy(split.x), torch.from_numpy(split.y), lengths)
+
+
+def gather_batch(
+    split: Split,
+    index: torch.Tensor,
+    train: bool,
+    generator: torch.Generator | None = None,
+    tensors: SplitTensors | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 inputs and int64 labels of ``split`` at ``index`` (1-D int64).
+
+    Images: (B, C, H, W). Clips: (B, C, T, H, W) of T consecutive frames,
+    starting at a random frame when ``train`` (drawn from ``generator``),
+    else centred in the video, as eval does (see ``cnnkit.data.clips``).
+    ``tensors``: ``as_tensors(split)``, made once by a caller that gathers
+    every step.
+    """
+    t = tensors if tensors is not None else as_tensors(split)
+    y = t.y[index]
+    if split.frames is None or t.lengths is None:
+        return t.x[index], y
+    frames = split.frames
+    lengths = t.lengths[index].numpy()
+    if train:
+        start = random_start(lengths, frames, torch.rand(len(index), generator=generator).numpy())
+    else:
+        start = centred_start(lengths, frames)
+    # (B, T) frame numbers; a video shorter than T repeats its last frame.
+    frame_idx = torch.from_numpy(frame_index(start, frames, lengths))
+    clips = t.x[index[:, None], :, frame_idx]  # (B, T, C, H, W) by advanced indexing
+    return clips.permute(0, 2, 1, 3, 4).contiguous(), y
+
+
+def split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Split ``split`` into (rest, held-out ``fraction``) with a seeded permutation.
+
+    The permutation is torch's (seeded torch.Generator), so a seed holds out
+    the same samples it always has.
+    """
     n = len(split)
     n_val = max(1, int(round(n * fraction)))
     g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(n, generator=g)
-    return split.subset(perm[n_val:].sort().values), split.subset(perm[:n_val].sort().values)
+    perm = torch.randperm(n, generator=g).numpy()
+    return split.subset(np.sort(perm[n_val:])), split.subset(np.sort(perm[:n_val]))
 
 
 class InMemoryBatches:
-    """Iterable of (x uint8, y int64) batches sliced from a TensorSplit.
+    """Iterable of (x uint8, y int64) tensor batches sliced from a Split.
 
     Shuffles with ``seed + epoch`` each time it is iterated, so runs repeat
     exactly. Under torch.distributed each rank takes every ``world_size``-th
@@ -97,7 +99,7 @@ class InMemoryBatches:
 
     def __init__(
         self,
-        split: TensorSplit,
+        split: Split,
         batch_size: int,
         *,
         shuffle: bool,
@@ -107,6 +109,8 @@ class InMemoryBatches:
         steps_per_batch: int = 1,
     ) -> None:
         self.split = split
+        # Torch views of the split's arrays, made once: every step gathers from them.
+        self.tensors = as_tensors(split)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.train = train
@@ -147,13 +151,13 @@ class InMemoryBatches:
         for i in range(per_rank):
             b = i * world + rank
             if b >= total and not self.train:
-                yield self.split.x[:0], self.split.y[:0]  # padding: no sample counted twice
+                yield self.tensors.x[:0], self.tensors.y[:0]  # padding: no sample counted twice
                 continue
             b %= max(total, 1)  # training wraps around to pad the last ranks
             start, stop = b * size, min((b + 1) * size, n)
             if order is None and self.split.frames is None:
                 # Contiguous slices are views: no gather needed for plain evaluation of images.
-                yield self.split.x[start:stop], self.split.y[start:stop]
+                yield self.tensors.x[start:stop], self.tensors.y[start:stop]
                 continue
             index = order[start:stop] if order is not None else torch.arange(start, stop)
-            yield self.split.batch(index, self.train, g)
+            yield gather_batch(self.split, index, self.train, g, self.tensors)

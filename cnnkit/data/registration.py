@@ -38,8 +38,8 @@ class DatasetRequest:
     default_size: tuple[int, int] = (32, 32)  # folders: the model's own input size
     default_frames: int = 8
     memory_budget: int = DEFAULT_MEMORY_BUDGET
-    # Return numpy-backed splits (ArraySplit, FileDataset(as_numpy=True)), never
-    # importing torch: folder datasets only (eval of an exported model).
+    # File-backed splits yield numpy arrays (FileDataset(as_numpy=True)) and torch is
+    # never imported: folder datasets only (eval of an exported model).
     numpy: bool = False
     # What images drawn only in their alpha channel are composited over (folders).
     background: tuple[int, int, int] = WHITE

@@ -34,8 +34,8 @@ class SplitLogits:
 def split_logits(predictor: Any, split: Any, clips: int = 1, workers: int = 2) -> SplitLogits:
     """Run ``predictor`` over a dataset split in batches.
 
-    ``split`` is a ``TensorSplit`` (``x`` uint8 N×C×H×W or N×C×L×H×W with
-    ``lengths``) or a map-style dataset yielding (uint8 tensor, label), as
+    ``split`` is a ``Split`` (``x`` uint8 N×C×H×W or N×C×L×H×W with
+    ``lengths``) or a map-style dataset yielding (uint8 array or tensor, label), as
     ``cnnkit.data`` builds them. Samples whose size or channel count differs
     from the checkpoint's are converted with the same preprocessing as predict.
     For clip models every stored video gives ``clips`` windows (see
@@ -43,7 +43,7 @@ def split_logits(predictor: Any, split: Any, clips: int = 1, workers: int = 2) -
     """
     x = getattr(split, "x", None)
     n = len(split)
-    # A TensorSplit stores whole videos with their real lengths; a map-style
+    # A Split stores whole videos with their real lengths; a map-style
     # dataset (FileDataset) hands out clips already cut to the model's frames.
     lengths = getattr(split, "lengths", None) if x is not None else None
 

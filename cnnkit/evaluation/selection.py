@@ -20,8 +20,8 @@ class EvalData:
 
     dataset: str
     split: str
-    # TensorSplit or a map-style dataset of (uint8 tensor, label); with numpy=True an
-    # ArraySplit or a FileDataset of (uint8 numpy array, label)
+    # A Split (decoded, in memory) or a map-style dataset of (uint8 tensor, label); with
+    # numpy=True a Split or a FileDataset of (uint8 numpy array, label)
     data: Any
     classes: list[str]
     ids: list[str]  # file paths where known, else "split[index]"

@@ -177,14 +177,14 @@ class _Stub:
         return prepare_clip(frames, 1, (4, 4))
 
 
-def test_evaluate_tensor_split_batches_and_resizes() -> None:
-    from cnnkit.data.memory import TensorSplit
+def test_evaluate_split_batches_and_resizes() -> None:
+    from cnnkit.data.arrays import Split
 
-    x = torch.zeros(10, 1, 8, 8, dtype=torch.uint8)
+    x = np.zeros((10, 1, 8, 8), np.uint8)
     x[5:] = 250
-    y = torch.tensor([0] * 5 + [1] * 4 + [0])
+    y = np.array([0] * 5 + [1] * 4 + [0])
     stub = _Stub()
-    report = evaluate(stub, TensorSplit(x, y), top_k=1)
+    report = evaluate(stub, Split(x, y), top_k=1)
     assert report.accuracy == pytest.approx(0.9)
     assert report.confusion.tolist() == [[5, 1], [0, 4]]
     # 8x8 samples were resized to the checkpoint's 4x4, in batches of at most 4.
@@ -192,15 +192,15 @@ def test_evaluate_tensor_split_batches_and_resizes() -> None:
 
 
 def test_evaluate_clips_reports_clip_and_video_accuracy() -> None:
-    from cnnkit.data.memory import TensorSplit
+    from cnnkit.data.arrays import Split
 
     # Two videos of 12 frames: video 0 is dark for 8 frames then bright; label 0.
-    x = torch.zeros(2, 1, 12, 4, 4, dtype=torch.uint8)
+    x = np.zeros((2, 1, 12, 4, 4), np.uint8)
     x[0, :, 8:] = 255
     x[1] = 255
-    y = torch.tensor([0, 1])
+    y = np.array([0, 1])
     stub = _Stub(frames=4)
-    report = evaluate(stub, TensorSplit(x, y, frames=4, lengths=torch.tensor([12, 12])), clips=3)
+    report = evaluate(stub, Split(x, y, frames=4, lengths=np.array([12, 12])), clips=3)
     # windows start at 0, 4, 8: video 0's third window is all bright -> one clip wrong.
     assert report.video["clip_accuracy"] == pytest.approx(5 / 6)
     assert report.video["video_accuracy"] == 1.0

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 
 from cnnkit.checkpoint import load_checkpoint
-from cnnkit.data.arrays import ArraySplit
+from cnnkit.data.arrays import Split
 from cnnkit.data.folders import FileDataset
-from cnnkit.data.memory import TensorSplit
 from cnnkit.data.registry import DatasetRequest, load_dataset
 from cnnkit.errors import DatasetError
 from cnnkit.evaluation.runner import evaluate
@@ -96,10 +95,10 @@ def _assert_same(torch_data, numpy_data) -> None:
         assert getattr(numpy_data, field) == getattr(torch_data, field), field
     t, n = torch_data.data, numpy_data.data
     assert len(n) == len(t) > 0
-    if isinstance(t, TensorSplit):
-        assert isinstance(n, ArraySplit)
+    if isinstance(t, Split):
+        assert isinstance(n, Split)
         assert isinstance(n.x, np.ndarray) and n.x.dtype == np.uint8
-        assert n.x.shape == tuple(t.x.shape) and n.x.tobytes() == t.x.numpy().tobytes()
+        assert n.x.shape == t.x.shape and n.x.tobytes() == t.x.tobytes()
         assert n.y.dtype == np.int64 and n.y.tolist() == t.y.tolist()
         assert n.frames == t.frames and n.paths == t.paths
         if t.lengths is None:

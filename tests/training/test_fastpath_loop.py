@@ -10,13 +10,15 @@ from __future__ import annotations
 import csv
 import os
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import cnnkit.training.fit as fit_mod
+from cnnkit.data.arrays import Split
 from cnnkit.data.dataset import LoadedDataset
-from cnnkit.data.memory import InMemoryBatches, TensorSplit
+from cnnkit.data.memory import InMemoryBatches
 from cnnkit.spec import InputSpec
 from cnnkit.training import fastpath
 from cnnkit.training.fastpath import FixedKeyCheckpoint, steps_per_batch
@@ -26,9 +28,9 @@ from cnnkit.training.trainer import TieToNewerCheckpoint
 from tests.helpers import tiny_config
 
 
-def _split(n: int) -> TensorSplit:
-    x = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous()
-    return TensorSplit(x, torch.arange(n))
+def _split(n: int) -> Split:
+    x = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1).repeat(2, axis=2).repeat(2, axis=3)
+    return Split(x, np.arange(n))
 
 
 def _config(tmp_path, name: str, **kw) -> TrainConfig:

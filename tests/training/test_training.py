@@ -47,8 +47,9 @@ def test_module_normalises_uint8_batches_and_learns_a_step(tmp_path):
         hparams={"model_name": "simplecnn"},
         **RECIPE,
     )
+    train = data.splits["train"]
     x, y = module.on_after_batch_transfer(
-        (data.splits["train"].x[:8], data.splits["train"].y[:8]), 0
+        (torch.from_numpy(train.x[:8]), torch.from_numpy(train.y[:8])), 0
     )
     assert x.dtype == torch.float32 and abs(float(x.mean())) < 1.0
     trainer = L.Trainer(
