@@ -415,6 +415,10 @@ def _run_app() -> None:
     show_messages(quiet=False)  # each command's --quiet may silence them
     debug = bool(os.environ.get("CNNKIT_DEBUG"))
     try:
+        if len(sys.argv) > 1 and not {"-h", "--help"} & set(sys.argv[1:]):
+            from cnnkit.io.cpu import cpu_budget
+
+            cpu_budget()  # a CNNKIT_THREADS that makes no sense is said before any work
         memory.load_native_libraries(sys.argv[1:])
         app(prog_name="cnnkit")  # not "python -m ...": usage lines name the command
     except CnnkitError as exc:

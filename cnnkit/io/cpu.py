@@ -3,14 +3,17 @@
 Every pool cnnkit sizes (torch's threads, decode threads, DataLoader workers,
 ONNX Runtime's threads) is sized from one number, taken from, in order:
 
-1. ``CNNKIT_THREADS`` (cnnkit's own setting);
-2. ``OMP_NUM_THREADS`` (what batch jobs set to share a machine);
+1. ``CNNKIT_THREADS`` (cnnkit's own setting: anything but a whole number of
+   at least 1 is an error);
+2. ``OMP_NUM_THREADS`` (what batch jobs set to share a machine; a value that
+   is not a whole number is ignored, as OpenMP does);
 3. the cores the process may run on (its CPU affinity: ``taskset``, Slurm,
    ``docker --cpuset-cpus``), capped by its cgroup's CPU quota (``docker
    --cpus``, Kubernetes limits: ``cpu.max`` in cgroup v2,
    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` in v1), rounded up.
 
-``os.cpu_count()`` is none of these: in a container limited to 2 CPUs on a
+Either variable above the machine's core count is capped at it.
+``os.cpu_count()`` alone is none of these: in a container limited to 2 CPUs on a
 64-core host it says 64. A leaf module: imports nothing of cnnkit.
 """
 
@@ -20,6 +23,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
@@ -38,9 +42,20 @@ class CpuBudget:
 def cpu_budget(environ: dict[str, str] | None = None) -> CpuBudget:
     """This process's CPU budget (see the module's docstring); read afresh at each call."""
     env = os.environ if environ is None else environ
+    machine = os.cpu_count() or 1
     for name in ("CNNKIT_THREADS", "OMP_NUM_THREADS"):
-        value = _whole(env.get(name))
+        text = env.get(name)
+        value = _whole(text)
+        if value is None and name == "CNNKIT_THREADS" and text is not None and text.strip():
+            from cnnkit.errors import InputError
+
+            raise InputError(
+                f"CNNKIT_THREADS={text!r} is not a whole number of threads of at least 1",
+                hint="e.g. CNNKIT_THREADS=2, or unset it for the cores this process may use",
+            )
         if value is not None:
+            if value > machine:  # more threads than cores only take turns on them
+                return CpuBudget(machine, f"{name}={value}, capped at the {machine} cores")
             return CpuBudget(value, f"{name}={value}")
     cores, where = affinity_cores()
     quota = cgroup_cpu_quota()
@@ -55,7 +70,7 @@ def _whole(text: str | None) -> int | None:
         return None
     # OMP_NUM_THREADS may be a list ("4,2": nested levels); the first is the one that counts.
     first = text.split(",", 1)[0].strip()
-    if not first.isdigit():
+    if not (first.isascii() and first.isdigit()) or len(first) > 6:  # not "²", not 10**30
         return None
     value = int(first)
     return min(value, MAX_THREADS) if value > 0 else None
@@ -142,12 +157,37 @@ def _v1_quota(group: Path) -> float | None:
 
 # Set by the command line, which owns its process: then torch's process-wide
 # thread count follows the budget. A library caller's process is left alone.
-_PROCESS = {"follows_budget": False}
+_PROCESS: dict[str, Any] = {"follows_budget": False, "torch_threads_before": None}
 
 
 def process_follows_budget(on: bool = True) -> None:
-    """Let (or stop) cnnkit size torch's process-wide thread count from the budget."""
+    """Let (or stop) cnnkit size torch's process-wide thread count from the budget.
+
+    Stopping gives torch back the count it had before cnnkit first changed it:
+    a command run inside a Python process (``cnnkit.cli.main()``) leaves it as found.
+    """
     _PROCESS["follows_budget"] = on
+    before = _PROCESS["torch_threads_before"]
+    if not on and before is not None:
+        import sys
+
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+        _PROCESS["torch_threads_before"] = None
+
+
+def set_process_torch_threads(threads: int) -> int:
+    """Lower torch's process-wide count to ``threads`` (a command's process only); the count."""
+    import sys
+
+    torch = sys.modules["torch"]
+    current = torch.get_num_threads()
+    if threads < current:
+        if _PROCESS["torch_threads_before"] is None:
+            _PROCESS["torch_threads_before"] = current
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def torch_follows_budget() -> None:
@@ -159,9 +199,7 @@ def torch_follows_budget() -> None:
     """
     import sys
 
-    torch = sys.modules.get("torch")
-    if torch is None or not _PROCESS["follows_budget"] or "OMP_NUM_THREADS" in os.environ:
+    if "torch" not in sys.modules or not _PROCESS["follows_budget"]:
         return
-    cores = cpu_budget().cores
-    if cores < torch.get_num_threads():
-        torch.set_num_threads(cores)
+    if "OMP_NUM_THREADS" not in os.environ:
+        set_process_torch_threads(cpu_budget().cores)

@@ -253,12 +253,11 @@ def share_cpu_with_decoders(workers: int) -> int:
     """
     import torch
 
+    from cnnkit.io.cpu import set_process_torch_threads
+
     if "OMP_NUM_THREADS" in os.environ:
         return torch.get_num_threads()
-    threads = cores_left(workers)
-    if threads < torch.get_num_threads():
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
+    return set_process_torch_threads(cores_left(workers))
 
 
 @contextmanager

@@ -33,7 +33,7 @@ from cnnkit.training.options import (
     recorded_options,
 )
 from cnnkit.training.plan import TrainPlan, plan
-from cnnkit.training.rundir import RUN_DIR_ENV, new_run_dir, write_config
+from cnnkit.training.rundir import LATEST, RUN_DIR_ENV, new_run_dir, point_latest_at, write_config
 from cnnkit.training.start import (
     apply_normalisation,
     start_decisions,
@@ -318,6 +318,12 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
     trainer, module, datamodule = _assemble(p, data, model, meta, hflip, has_val, run_dir,
                                             start_record.get("frozen", []))  # fmt: skip
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP ranks started from here share the folder
+    if p.child_run_dir is None and not point_latest_at(run_dir):
+        link = run_dir.parent / LATEST
+        console.warn(
+            f"{link} is not cnnkit's link to the newest run (a file or folder of that name, or "
+            f"no links here): it was left as it is, and this run is {run_dir}"
+        )
     try:
         began = time.perf_counter()
         _run_fit(trainer, module, datamodule, cfg)

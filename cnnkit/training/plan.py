@@ -111,6 +111,10 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, Any, Any, Any]:
     if cfg.resume:
         from cnnkit.checkpoint import load_checkpoint
 
+        # The file itself, not a path through runs/latest, which this run will
+        # point at its own new folder before Lightning opens the checkpoint.
+        cfg = replace(cfg, resume=os.path.realpath(os.path.expanduser(cfg.resume)))
+
         resumed = load_checkpoint(cfg.resume)
         cfg = apply_resume_defaults(cfg, resumed.meta.recorded_options())
     validate_config(cfg)

@@ -62,13 +62,11 @@ def new_run_dir(out: str | Path, name: str | None) -> Path:
             ) from None
         except OSError as exc:
             raise _unwritable(out, exc) from None
-        _point_latest_at(path)
         return path
     for i in range(1, 100000):
         path = out / ("train" if i == 1 else f"train-{i}")
         try:
             path.mkdir()  # atomic: two runs started together get different folders
-            _point_latest_at(path)
             return path
         except FileExistsError:
             continue
@@ -77,15 +75,16 @@ def new_run_dir(out: str | Path, name: str | None) -> Path:
     raise InputError(f"too many runs in {out}", hint="clean up old runs or use --out")
 
 
-def _point_latest_at(run_dir: Path) -> None:
+def point_latest_at(run_dir: Path) -> bool:
     """Make ``latest`` beside ``run_dir`` link to it (relative, replaced atomically).
 
-    Where links cannot be made, or ``latest`` is a real folder, nothing happens:
-    the link is a convenience, the run folder is what matters.
+    Called when training starts, so a run refused before that leaves the link
+    where it was. False (and nothing changed) where ``latest`` is a file or
+    folder that is not a link, or links cannot be made there: the caller says so.
     """
     link = run_dir.parent / LATEST
     if link.exists() and not link.is_symlink():
-        return
+        return False
     temp = run_dir.parent / f".{LATEST}-{os.getpid()}.tmp"
     try:
         temp.unlink(missing_ok=True)
@@ -96,6 +95,8 @@ def _point_latest_at(run_dir: Path) -> None:
             temp.unlink(missing_ok=True)
         except OSError:
             pass
+        return False
+    return True
 
 
 def write_config(run_dir: Path, resolved: dict[str, Any]) -> None:

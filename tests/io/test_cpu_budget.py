@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cnnkit.errors import InputError
 from cnnkit.io.cpu import cgroup_cpu_quota, cpu_budget
 
 
@@ -67,13 +68,20 @@ def test_the_variables_come_first_and_nonsense_is_ignored(monkeypatch):
 
     monkeypatch.setattr(cpu, "cgroup_cpu_quota", lambda: 1.5)
     monkeypatch.setattr(cpu, "affinity_cores", lambda: (8, "8 cores"))
+    monkeypatch.setattr(cpu.os, "cpu_count", lambda: 8)
     assert cpu_budget({}) == cpu.CpuBudget(2, "cgroup CPU quota 1.5 (8 cores)")
     assert cpu_budget({"OMP_NUM_THREADS": "1"}).cores == 1
     assert cpu_budget({"OMP_NUM_THREADS": "4,2"}).reason == "OMP_NUM_THREADS=4"
     assert cpu_budget({"CNNKIT_THREADS": "3", "OMP_NUM_THREADS": "1"}).cores == 3
-    for nonsense in ("0", "-2", "two", "", " "):
+    for nonsense in ("0", "-2", "two", "", " ", "²", "١"):  # OpenMP ignores them too
         assert cpu_budget({"OMP_NUM_THREADS": nonsense}).cores == 2
-    assert cpu_budget({"CNNKIT_THREADS": "9" * 30}).cores == cpu.MAX_THREADS
+    for nonsense in ("0", "-2", "two", "²", "١", "9" * 30):  # cnnkit's own: said
+        with pytest.raises(InputError, match="CNNKIT_THREADS=.* is not a whole number"):
+            cpu_budget({"CNNKIT_THREADS": nonsense})
+    assert cpu_budget({"CNNKIT_THREADS": ""}).cores == 2  # empty: unset
+    assert cpu_budget({"CNNKIT_THREADS": "3000"}) == cpu.CpuBudget(
+        8, "CNNKIT_THREADS=3000, capped at the 8 cores"
+    )
     monkeypatch.setattr(cpu, "cgroup_cpu_quota", lambda: None)
     assert cpu_budget({}) == cpu.CpuBudget(8, "8 cores")
 
@@ -136,22 +144,39 @@ def test_a_command_sizes_torch_from_the_budget_and_a_library_caller_is_left_alon
     code = f"""
 import sys, torch
 import cnnkit
+from cnnkit.backends.torch import TorchBackend
+seen = []
+logits = TorchBackend.logits
+def counting(self, batch):
+    seen.append(torch.get_num_threads())
+    return logits(self, batch)
+TorchBackend.logits = counting
 before = torch.get_num_threads()
 cnnkit.load({str(ckpt)!r}).predict({str(tmp_path / "x.png")!r})
-library = torch.get_num_threads()
+library = seen[-1]
 sys.argv = ["cnnkit", "eval", {str(ckpt)!r}, "--dataset", {str(tmp_path / "pics")!r}]
 from cnnkit.cli import main
 try:
     main()
 except SystemExit:
     pass
-print(before, library, torch.get_num_threads(), file=sys.stderr)
+print(before, library, seen[-1], torch.get_num_threads(), file=sys.stderr)
 """
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["CNNKIT_THREADS"] = "1"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    before, library, command = done.stderr.split()[-3:]
-    assert library == before  # a library call leaves the process's count alone
-    assert command == "1"  # the command's process computes on its budget
+    before, library, command, after = done.stderr.split()[-4:]
+    assert library == "1"  # a library call, in its own thread, on the budget too
+    assert command == "1"  # the command computes on its budget
+    assert after == before  # and, run inside a Python process, gives the count back
+
+
+def test_a_cnnkit_threads_that_makes_no_sense_is_one_error_line(tmp_path):
+    from tests.helpers import run_cnnkit
+
+    done = run_cnnkit("inspect", "lenet5", cwd=tmp_path, env={"CNNKIT_THREADS": "²"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: CNNKIT_THREADS='²' is not a whole number")
+    assert done.stdout == ""

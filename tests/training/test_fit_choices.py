@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from cnnkit.checkpoint import load_checkpoint
 from cnnkit.cli import app
 from cnnkit.cli.output import show_messages
-from cnnkit.errors import InputError, ModelError
+from cnnkit.errors import CnnkitError, InputError, ModelError
 from cnnkit.models.sizes import check_input_fits
 from cnnkit.training.fit import fit
 from tests.helpers import make_image_folder, tiny_config, write_array
@@ -363,16 +363,38 @@ def test_the_input_size_is_said_and_recorded_and_a_big_shrink_is_a_warning(tmp_p
 
 
 def test_latest_links_to_the_newest_run_folder(tmp_path):
-    from cnnkit.training.rundir import new_run_dir
+    from cnnkit.training.rundir import new_run_dir, point_latest_at
 
     first = new_run_dir(tmp_path / "runs", None)
+    assert point_latest_at(first)
     assert (tmp_path / "runs" / "latest").resolve() == first.resolve()
     named = new_run_dir(tmp_path / "runs", "digits")
+    assert point_latest_at(named)
     assert os.readlink(tmp_path / "runs" / "latest") == "digits"  # relative: runs/ can move
-    assert (tmp_path / "runs" / "latest").resolve() == named.resolve()
     with pytest.raises(InputError, match="--name latest is the link"):
         new_run_dir(tmp_path / "runs", "latest")
     (tmp_path / "old" / "latest").mkdir(parents=True)  # a folder of the user's: left alone
-    new_run_dir(tmp_path / "old", None)
+    assert not point_latest_at(new_run_dir(tmp_path / "old", None))
     assert (tmp_path / "old" / "latest").is_dir() and not (tmp_path / "old" / "latest").is_symlink()
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["digits", "latest", "train"]
+
+
+def test_resume_through_latest_and_a_refused_run_leaves_latest_alone(tmp_path, capsys):
+    show_messages(False)
+    first = fit(tiny_config(tmp_path, epochs=1))
+    latest = tmp_path / "runs" / "latest"
+    assert latest.resolve() == Path(first["run_dir"]).resolve()
+    with pytest.raises(CnnkitError):  # refused before training: the link stays
+        fit(tiny_config(tmp_path, epochs=1, dataset=str(tmp_path / "nope")))
+    assert latest.resolve() == Path(first["run_dir"]).resolve()
+    resumed = fit(tiny_config(tmp_path, epochs=2, resume=str(latest / "checkpoints" / "last.ckpt")))
+    assert latest.resolve() == Path(resumed["run_dir"]).resolve() != latest.parent / "train"
+    config = yaml.safe_load((Path(resumed["run_dir"]) / "config.yaml").read_text())
+    assert config["resumed_from"] == str(
+        Path(first["run_dir"]).resolve() / "checkpoints" / "last.ckpt"
+    )
+    (latest).unlink()
+    (latest).write_text("mine")  # a file of the user's: kept, and said
+    fit(tiny_config(tmp_path, epochs=1))
+    assert latest.read_text() == "mine"
+    assert "is not cnnkit's link to the newest run" in capsys.readouterr().err
