@@ -62,6 +62,10 @@ def train(**options: Any) -> TrainResult:
                 f"train() has no option {name!r}", hint=close_match_hint(name, known, "option")
             )
     values = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in options.items()}
+    for name, value in values.items():  # devices=2 reads as naturally as devices="2"
+        integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if BY_NAME[name].type is str and integral:
+            values[name] = str(value)
     for name, value in values.items():
         _check_type(name, value, BY_NAME[name])
     # Messages name options as the command line spells them (--img-size): here, img_size.
@@ -99,8 +103,10 @@ def _check_type(name: str, value: Any, option: Any) -> None:
         list: isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
     }.get(kind, True)
     if not ok:
+        what = {int: "a whole number", float: "a number", bool: "True or False", str: "a str",
+                list: "a list of str"}.get(kind, getattr(kind, "__name__", str(kind)))  # fmt: skip
         raise InputError(
-            f"train() option {name}={value!r} is not a {getattr(kind, '__name__', kind)}",
+            f"train() option {name}={value!r} is not {what}",
             hint=f"e.g. {name}={option.example or repr(option.default)}",
         )
 

@@ -40,7 +40,7 @@ class CnnkitError(Exception):
                 return None
             parts = text.split("`")  # odd parts are quoted commands
             for i in range(0, len(parts), 2):
-                parts[i] = _OPTION.sub(lambda m: names.get(m[1], m[0]), parts[i])
+                parts[i] = _OPTION.sub(lambda m: _python_spelling(m, names), parts[i])
             return "`".join(parts)
 
         message, hint = rename(self.message), rename(self.hint)
@@ -52,7 +52,16 @@ class CnnkitError(Exception):
         return renamed
 
 
-_OPTION = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
+_OPTION = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)(?: (-?\d[\w.+-]*))?")
+
+
+def _python_spelling(match: re.Match[str], names: Mapping[str, str]) -> str:
+    """``--epochs 10`` as ``epochs=10``, ``--freeze`` as ``freeze``; other options as they are."""
+    name = names.get(match[1])
+    if name is None:
+        return match[0]
+    return f"{name}={match[2]}" if match[2] else name
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 

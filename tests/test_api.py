@@ -3,6 +3,7 @@ train; the same answers as the command line, no output, no global state changed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -223,7 +224,7 @@ def test_train_takes_the_options_by_name_and_checks_them(tmp_path) -> None:
     assert res.to_dict()["run_dir"] == str(res.run_dir)
     with pytest.raises(cnnkit.CnnkitError, match="no option 'epoch'"):
         cnnkit.train(dataset="shapes", epoch=3)
-    with pytest.raises(cnnkit.CnnkitError, match="^epochs 0 must be"):
+    with pytest.raises(cnnkit.CnnkitError, match="^epochs=0 must be"):
         cnnkit.train(dataset="shapes", epochs=0, out=str(tmp_path / "runs"))
 
 
@@ -392,8 +393,12 @@ def test_train_gives_back_the_seeds_determinism_and_warnings_it_sets(tmp_path) -
         (lambda clf: cnnkit.evaluate(3), "a model is a path, MODEL:DATA or a Classifier"),
         (lambda clf: cnnkit.export(clf, opset="18"), "opset must be a whole number"),
         (lambda clf: cnnkit.explain(clf, ["x.png"]), "explain() takes one image"),
-        (lambda clf: cnnkit.train(dataset="shapes", epochs="1"), "epochs='1' is not a int"),
+        (
+            lambda clf: cnnkit.train(dataset="shapes", epochs="1"),
+            "epochs='1' is not a whole number",
+        ),
         (lambda clf: cnnkit.train(dataset="shapes", device=["cpu"]), "is not a str"),
+        (lambda clf: cnnkit.train(dataset="shapes", devices=0), "devices"),
     ],
 )
 def test_wrong_values_and_types_are_cnnkit_errors(media, monkeypatch, call, phrase) -> None:
@@ -452,17 +457,24 @@ def test_errors_name_the_python_parameters_not_the_cli_options(media) -> None:
     with pytest.raises(cnnkit.CnnkitError) as info:
         cnnkit.train(dataset="shapes", patience=2, val_split=0.0)
     text = str(info.value)
-    assert "patience" in text and "val_split 0" in text and "--" not in text
+    assert "patience" in text and "val_split=0 " in text and "--" not in text
 
 
 def test_a_command_run_in_process_gives_the_logger_back(media, monkeypatch, capsys) -> None:
     import logging
 
+    from cnnkit.cli import main
+
     log = logging.getLogger("cnnkit")
-    handlers, propagate, level = list(log.handlers), log.propagate, log.level
-    code, _, _ = cnnkit_in_process(monkeypatch, capsys, "inspect", str(media["ckpt"]))
-    assert code == 0
-    assert (list(log.handlers), log.propagate, log.level) == (handlers, propagate, level)
+    for propagate, level in ((True, logging.NOTSET), (False, logging.WARNING)):
+        monkeypatch.setattr(log, "propagate", propagate)
+        monkeypatch.setattr(log, "level", level)
+        handlers = list(log.handlers)
+        monkeypatch.setattr("sys.argv", ["cnnkit", "inspect", str(media["ckpt"])])
+        with contextlib.suppress(SystemExit):
+            main()
+        capsys.readouterr()
+        assert (list(log.handlers), log.propagate, log.level) == (handlers, propagate, level)
 
 
 def test_a_call_lowers_torchs_threads_in_its_own_thread_only(media, monkeypatch) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from cnnkit import console
 from cnnkit.textout import shown
 
-_state: dict[str, Any] = {"console": None, "handler": None}
+_state: dict[str, Any] = {"console": None, "handler": None, "found": (logging.NOTSET, True)}
 
 
 class StderrLines(logging.Handler):
@@ -36,6 +36,7 @@ def show_messages(quiet: bool = False) -> None:
     """Show the library's notes and warnings on stderr (none with ``quiet``), and progress."""
     log = console.logger
     if _state["handler"] is None:
+        _state["found"] = (log.level, log.propagate)  # given back by stop_showing_messages
         _state["handler"] = StderrLines()
         log.addHandler(_state["handler"])
     # The command line owns this process's stderr: the messages are shown here
@@ -51,8 +52,8 @@ def stop_showing_messages() -> None:
     if _state["handler"] is not None:
         log.removeHandler(_state["handler"])
         _state["handler"] = None
-    log.propagate = True
-    log.setLevel(logging.NOTSET)
+        log.setLevel(_state["found"][0])
+        log.propagate = _state["found"][1]
     console.set_progress(None)
 
 

@@ -98,7 +98,7 @@ def print_eval(result: dict[str, Any]) -> None:
     out.print(f"dataset     {shown(result['dataset'])} ({result['split']}, n={result['n']})")
     out.print(f"accuracy    {result['accuracy']:.4f}")
     out.print(f"top-{top['k']}       {top['value']:.4f}")
-    out.print(f"loss        {result['loss']:.4f}")
+    out.print(f"loss        {round(result['loss'], 4) + 0.0:.4f}")  # never "-0.0000"
     out.print(f"macro F1    {result['macro_f1']:.4f}")
     if "video_accuracy" in result:
         out.print(

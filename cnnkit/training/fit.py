@@ -145,7 +145,9 @@ def _input_size_decisions(
     if not cfg.img_size and not start.img_size:
         whose = f"{cfg.model}'s default input size" if folder else "the dataset's own size"
         note = f"input size {h}×{w}: {whose} (--img-size to change)"
-        typical = _typical_image_size(request.scan) if folder and data.kind == "image" else None
+        typical = (
+            _typical_image_size(_loaded_paths(data)) if folder and data.kind == "image" else None
+        )
         if typical is not None and min(typical) >= _SHRINK_WARNING * max(h, w):
             shrunk = True
             note += (
@@ -159,11 +161,21 @@ def _input_size_decisions(
     return notes, shrunk
 
 
-def _typical_image_size(scan: Any, sample: int = 32) -> tuple[int, int] | None:
-    """(height, width): the median of up to ``sample`` image headers of a folder, spread over it."""
+def _loaded_paths(data: Any) -> list[Any]:
+    """The files the splits were read from (not those skipped as unreadable, where known)."""
+    paths: list[Any] = []
+    for split in data.splits.values():
+        if getattr(split, "paths", None):
+            paths.extend(split.paths)
+        elif getattr(split, "items", None):  # decoded from files as it trains
+            paths.extend(path for path, _ in split.items)
+    return paths
+
+
+def _typical_image_size(items: list[Any], sample: int = 32) -> tuple[int, int] | None:
+    """(height, width): the median of up to ``sample`` image headers, spread over ``items``."""
     from cnnkit.io.headers import image_size
 
-    items = [path for files in scan.files.values() for path, _ in files]
     if not items:
         return None
     step = max(1, len(items) // sample)

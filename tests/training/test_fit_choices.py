@@ -398,3 +398,20 @@ def test_resume_through_latest_and_a_refused_run_leaves_latest_alone(tmp_path, c
     fit(tiny_config(tmp_path, epochs=1))
     assert latest.read_text() == "mine"
     assert "is not cnnkit's link to the newest run" in capsys.readouterr().err
+
+
+def test_the_shrink_warning_counts_only_the_images_that_were_read(tmp_path, capsys):
+    import struct
+    import zlib
+
+    show_messages(False)
+    make_image_folder(tmp_path / "liar", ["a", "b"], 4, 16, 16)
+    for path in sorted((tmp_path / "liar").rglob("img_00[123].png")):  # 3 of 4 per class
+        data = bytearray(path.read_bytes())  # the header says 9000×9000; the pixels do not
+        data[16:24] = struct.pack(">II", 9000, 9000)
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+        path.write_bytes(bytes(data))
+    summary = fit(tiny_config(tmp_path, dataset=str(tmp_path / "liar"), img_size=None,
+                              limit=None, val_split=0.0))  # fmt: skip
+    note = yaml.safe_load((Path(summary["run_dir"]) / "config.yaml").read_text())["decisions"]
+    assert "9000" not in note["img_size"] and "warning: input size" not in capsys.readouterr().err
