@@ -129,13 +129,18 @@ def best_of(fn, runs: int) -> float:
 
 
 def interleaved_bests(fns: list, runs: int) -> list[float]:
-    """The best time of each function over ``runs`` rounds that run each once, in turn."""
+    """The best time of each function over ``runs`` rounds that run each once, in turn.
+
+    Each round starts one further along the list: what runs just after another
+    (its caches, its thread pools) is not always the same function.
+    """
     times: list[list[float]] = [[] for _ in fns]
-    for _ in range(runs):
-        for fn, seen in zip(fns, times, strict=True):
+    for r in range(runs):
+        for k in range(len(fns)):
+            i = (r + k) % len(fns)
             start = time.perf_counter()
-            fn()
-            seen.append(time.perf_counter() - start)
+            fns[i]()
+            times[i].append(time.perf_counter() - start)
     return [min(seen) for seen in times]
 
 

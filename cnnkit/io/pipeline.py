@@ -295,10 +295,16 @@ def torch_threads_at_most(threads: int) -> Iterator[None]:
         yield
         return
     omp.omp_set_num_threads(wanted)
+    # MKL (torch's Linear layers and matmuls) keeps a count of its own; its
+    # thread-local one is this thread's alone too. 0 given back: the global one.
+    mkl = _openmp_lib("mkl")
+    mkl_before = mkl.MKL_Set_Num_Threads_Local(wanted) if mkl is not None else None
     try:
         yield
     finally:
         omp.omp_set_num_threads(before)
+        if mkl is not None:
+            mkl.MKL_Set_Num_Threads_Local(mkl_before)
 
 
 _OPENMP: dict[str, Any] = {}
@@ -306,21 +312,29 @@ _OPENMP: dict[str, Any] = {}
 
 def _openmp() -> Any:
     """The OpenMP runtime torch runs on (libgomp, libomp or libiomp5), already loaded; or None."""
-    if "lib" not in _OPENMP:
-        _OPENMP["lib"] = _find_openmp()
-    return _OPENMP["lib"]
+    return _openmp_lib("omp")
+
+
+def _openmp_lib(kind: str) -> Any:
+    """``omp``: the OpenMP runtime; ``mkl``: the library holding torch's MKL; or None."""
+    if kind not in _OPENMP:
+        _OPENMP[kind] = _find_openmp() if kind == "omp" else _find_mkl()
+    return _OPENMP[kind]
+
+
+def _loaded_libraries() -> list[str]:
+    try:
+        with open("/proc/self/maps") as maps:  # Linux: the libraries this process has loaded
+            return sorted({line.split()[-1] for line in maps if "/lib" in line})
+    except OSError:
+        return []
 
 
 def _find_openmp() -> Any:
     import ctypes
 
-    try:
-        with open("/proc/self/maps") as maps:  # Linux: the libraries this process has loaded
-            paths = {line.split()[-1] for line in maps if "/lib" in line}
-    except OSError:
-        return None
     names = ("libgomp", "libomp", "libiomp5")
-    found = sorted(p for p in paths if os.path.basename(p).startswith(names))
+    found = [p for p in _loaded_libraries() if os.path.basename(p).startswith(names)]
     # torch's own copy first: a second runtime's setting would not reach torch.
     found.sort(key=lambda p: "torch" not in p)
     for path in found:
@@ -330,6 +344,22 @@ def _find_openmp() -> Any:
             lib.omp_get_max_threads.argtypes = []
             lib.omp_set_num_threads.restype = None
             lib.omp_set_num_threads.argtypes = [ctypes.c_int]
+        except (OSError, AttributeError):
+            continue
+        return lib
+    return None
+
+
+def _find_mkl() -> Any:
+    import ctypes
+
+    names = ("libtorch_cpu", "libmkl_rt", "libmkl_core")  # torch links MKL into libtorch_cpu
+    for path in (p for p in _loaded_libraries() if os.path.basename(p).startswith(names)):
+        try:
+            lib = ctypes.CDLL(path)
+            # The C interface (by value); the lower-case name is Fortran's (by reference).
+            lib.MKL_Set_Num_Threads_Local.restype = ctypes.c_int
+            lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
         except (OSError, AttributeError):
             continue
         return lib
