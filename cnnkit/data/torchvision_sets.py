@@ -92,10 +92,15 @@ def _open(name: str, root: Path, train: bool):
     except (OSError, RuntimeError, ValueError, EOFError) as exc:
         # URLError/HTTPError/timeouts are OSErrors; torchvision's failed checksum is a
         # RuntimeError; a damaged archive a ValueError or EOFError.
-        files = "\n  ".join(str(p) for p in expected_files(name, root))
+        # One line, as every error: the first line of the reason, the files by name.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        paths = expected_files(name, root)
+        folder = os.path.commonpath([str(p.parent) for p in paths]) if paths else str(root)
+        files = ", ".join(p.name for p in paths)
         raise DatasetError(
-            f"dataset '{name}' is not in {root} and could not be downloaded ({exc})",
-            hint=f"connect to the internet once, or copy torchvision's files there:\n  {files}",
+            f"dataset '{name}' is not in {root} and could not be downloaded ({reason})",
+            hint=f"connect to the internet once, or copy torchvision's files into {folder}: "
+            f"{files}",
         ) from exc
 
 

@@ -536,3 +536,16 @@ def test_affine_grid_equals_torchs(shape):
     theta = torch.randn(n, 2, 3, generator=torch.Generator().manual_seed(n))
     expected = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
     assert torch.allclose(affine_grid(theta, h, w), expected, atol=1e-6)
+
+
+def test_a_dataset_that_cannot_be_downloaded_is_one_line_naming_the_files(
+    tmp_path, monkeypatch, capsys
+):
+    from tests.helpers import cnnkit_in_process
+
+    monkeypatch.setenv("CNNKIT_OFFLINE", "1")
+    args = ["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path)]
+    code, _, err = cnnkit_in_process(monkeypatch, capsys, *args)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and "\\x0a" not in errors[0]
+    assert f"into {tmp_path / 'MNIST' / 'raw'}: train-images-idx3-ubyte" in errors[0]
