@@ -83,21 +83,27 @@ def fit_caption(
 ) -> Caption:
     """``text`` laid out within ``width`` pixels: at ``scale`` if it fits on one line,
     else smaller (not below ``min_scale``), else wrapped over up to ``max_lines`` lines
-    (the last one ending in "..." when even they cannot hold it).
+    (the last one ending in "..." and the text's last word when even they
+    cannot hold it: a label keeps its score).
     """
     from cnnkit.textout import shown
 
     width = max(1, width)
-    text = _measurable(shown(text), width, max_lines)
+    full = shown(text)
+    # The last word (a label's score) is kept after a "..." if the text is cut.
+    tail = " " + full.rsplit(" ", 1)[1] if " " in full.strip() else ""
+    text = _measurable(full, width, max_lines)
     scale = max(scale, min_scale)
     while scale > min_scale and text_width(text, scale) > width:
         scale = max(min_scale, round(scale * 0.9, 3))
     lines = _wrap(text, width, scale, max_lines)
     if len(lines) > max_lines:
+        if text_width("..." + tail, scale) > width:
+            tail = ""
         last = lines[max_lines - 1]
-        while last and text_width(last + "...", scale) > width:
+        while last and text_width(last + "..." + tail, scale) > width:
             last = last[:-1]
-        lines = [*lines[: max_lines - 1], last + "..."]
+        lines = [*lines[: max_lines - 1], last + "..." + tail]
     return Caption(tuple(lines), scale)
 
 

@@ -223,3 +223,11 @@ def test_eval_titles_its_confusion_png_with_what_it_measured(tmp_path, monkeypat
     doc = json.loads(out)
     expected = render_confusion(np.array(doc["confusion_matrix"]), doc["classes"], about=doc)
     assert np.array_equal(cv2.imread(str(tmp_path / "cm.png")), expected)
+
+
+def test_a_label_cut_to_its_lines_keeps_its_score():
+    from cnnkit.captions import MAX_LINES, fit_caption
+
+    caption = fit_caption("x" * 10_000 + " 0.97", 224, 0.6)
+    assert len(caption.lines) == MAX_LINES
+    assert caption.lines[-1].endswith("... 0.97")
