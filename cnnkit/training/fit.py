@@ -307,6 +307,11 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
     if not p.resumed:
         sizes, shrunk = _input_size_decisions(cfg, data, p.request, start)
         decisions.update(sizes)
+    else:  # the input is the checkpoint's, as decided when its run began: kept on record
+        earlier = dict(getattr(p.resumed.meta, "decisions", None) or {})
+        for key in ("img_size", "frames"):
+            if key in earlier:
+                decisions.setdefault(key, earlier[key])
     hflip = bool(cfg.augment and (data.hflip if cfg.flip is None else cfg.flip))
     if not p.is_child:
         sizes = ", ".join(f"{k} {v}" for k, v in data.sizes().items())

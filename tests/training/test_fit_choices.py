@@ -381,18 +381,21 @@ def test_latest_links_to_the_newest_run_folder(tmp_path):
 
 def test_resume_through_latest_and_a_refused_run_leaves_latest_alone(tmp_path, capsys):
     show_messages(False)
-    first = fit(tiny_config(tmp_path, epochs=1))
+    first = fit(tiny_config(tmp_path, epochs=1, img_size=None))  # a size cnnkit decides
     latest = tmp_path / "runs" / "latest"
     assert latest.resolve() == Path(first["run_dir"]).resolve()
     with pytest.raises(CnnkitError):  # refused before training: the link stays
         fit(tiny_config(tmp_path, epochs=1, dataset=str(tmp_path / "nope")))
     assert latest.resolve() == Path(first["run_dir"]).resolve()
-    resumed = fit(tiny_config(tmp_path, epochs=2, resume=str(latest / "checkpoints" / "last.ckpt")))
+    last = str(latest / "checkpoints" / "last.ckpt")
+    resumed = fit(tiny_config(tmp_path, epochs=2, img_size=None, resume=last))
     assert latest.resolve() == Path(resumed["run_dir"]).resolve() != latest.parent / "train"
     config = yaml.safe_load((Path(resumed["run_dir"]) / "config.yaml").read_text())
     assert config["resumed_from"] == str(
         Path(first["run_dir"]).resolve() / "checkpoints" / "last.ckpt"
     )
+    before = yaml.safe_load((Path(first["run_dir"]) / "config.yaml").read_text())
+    assert config["decisions"]["img_size"] == before["decisions"]["img_size"]  # kept on record
     (latest).unlink()
     (latest).write_text("mine")  # a file of the user's: kept, and said
     fit(tiny_config(tmp_path, epochs=1))
