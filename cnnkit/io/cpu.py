@@ -14,7 +14,7 @@ ONNX Runtime's threads) is sized from one number, taken from, in order:
 
 Either variable above the machine's core count is capped at it.
 ``os.cpu_count()`` alone is none of these: in a container limited to 2 CPUs on a
-64-core host it says 64. A leaf module: imports nothing of cnnkit.
+64-core host it says 64. A leaf module: imports nothing of cnnkit but its errors.
 """
 
 from __future__ import annotations
