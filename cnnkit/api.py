@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError, InputError, python_names
+from cnnkit.errors import InputError, python_names, python_spelling
 from cnnkit.evaluation.metrics import EvalReport
 from cnnkit.saliency.images import Explanation
 
@@ -71,18 +71,13 @@ def train(**options: Any) -> TrainResult:
     # Messages name options as the command line spells them (--img-size): here, img_size.
     names = {o.flag.lstrip("-"): n for n, o in BY_NAME.items() if o.cli}
     names.update({n.replace("_", "-"): n for n in names.values()})
-    try:
+    with python_spelling(names):
         cfg = TrainConfig(**values, command_line=["cnnkit.train", *options], explicit=list(options))
         with _process_state_kept():
             # Imported here: Lightning's imports add warning filters of their own.
             from cnnkit.training.fit import fit
 
             summary = fit(cfg)
-    except CnnkitError as exc:
-        renamed = exc.spelled_for_python(names)
-        if renamed is exc:
-            raise
-        raise renamed.with_traceback(exc.__traceback__) from None
     if summary is None:  # a DDP worker rank: the rank that started training reports
         raise InputError("this process is a DDP worker; rank 0 returns the result")
     run_dir = Path(summary["run_dir"])

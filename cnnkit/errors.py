@@ -11,7 +11,8 @@ import difflib
 import functools
 import inspect
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 
@@ -66,6 +67,18 @@ def _python_spelling(match: re.Match[str], names: Mapping[str, str]) -> str:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@contextmanager
+def python_spelling(names: Mapping[str, str]) -> Iterator[None]:
+    """Inside the block, a CnnkitError names options as ``names`` maps them (see below)."""
+    try:
+        yield
+    except CnnkitError as exc:
+        renamed = exc.spelled_for_python(names)
+        if renamed is exc:
+            raise
+        raise renamed.with_traceback(exc.__traceback__) from None
+
+
 def python_names(aliases: Mapping[str, str] | None = None) -> Callable[[F], F]:
     """Decorate a library function so that its errors name its parameters, not CLI options.
 
@@ -81,13 +94,8 @@ def python_names(aliases: Mapping[str, str] | None = None) -> Callable[[F], F]:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
+            with python_spelling(names):
                 return fn(*args, **kwargs)
-            except CnnkitError as exc:
-                renamed = exc.spelled_for_python(names)
-                if renamed is exc:
-                    raise
-                raise renamed.with_traceback(exc.__traceback__) from None
 
         return wrapper  # type: ignore[return-value]
 

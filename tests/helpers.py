@@ -314,3 +314,21 @@ def write_tiny_mnist(root: Path, train: int = 60, test: int = 30) -> None:
             header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
             header += struct.pack(">" + "I" * array.ndim, *array.shape)
             (raw / f"{prefix}-{kind}-ubyte").write_bytes(header + array.tobytes())
+
+
+def run_line_in_process(line: str, capsys: Any, monkeypatch: Any) -> tuple[int, str, str]:
+    """Run one ``cnnkit ...`` line through cnnkit.cli.main in-process: (status, stdout, stderr)."""
+    import shlex
+
+    from cnnkit.cli import main, output
+
+    monkeypatch.setattr(sys, "argv", shlex.split(line))
+    output._state["console"] = None  # bind the stderr console to this capture
+    output.show_messages(False)
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -15,13 +15,10 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shlex
 import shutil
-import sys
 from pathlib import Path
 
-from cnnkit.cli import main, output
-from tests.helpers import make_image_folder, write_tiny_mnist
+from tests.helpers import make_image_folder, run_line_in_process, write_tiny_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -62,19 +59,6 @@ def shrink(line: str) -> str:
     return line + " --device cpu"
 
 
-def run_line(line: str, capsys, monkeypatch) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", shlex.split(line))
-    output._state["console"] = None  # bind the stderr console to this capture
-    output.show_messages(False)
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_the_readme_runs_every_command_and_every_command_exists():
     used = {line.split()[1] for line in COMMANDS}
     assert used == {"convolve", "train", "eval", "predict", "inspect", "explain", "export"}
@@ -102,7 +86,7 @@ def test_every_readme_command_runs(tmp_path, capsys, monkeypatch):
         redirect = None
         if " > " in line:
             line, redirect = (part.strip() for part in line.split(" > ", 1))
-        code, out, err = run_line(shrink(line), capsys, monkeypatch)
+        code, out, err = run_line_in_process(shrink(line), capsys, monkeypatch)
         assert code == 0, f"{line}\nexit {code}\n{err[-2000:]}"
         if redirect:
             (tmp_path / redirect).write_text(out)

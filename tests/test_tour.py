@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cnnkit.cli import main, output
+from tests.helpers import run_line_in_process as run_cnnkit
 from tests.helpers import write_tiny_mnist
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -39,20 +39,6 @@ COMMANDS = make_tour.parse_tour(TOUR)
 def shrink(line: str) -> str:
     """The tour's command at test size: one epoch on at most 48 samples per split."""
     return re.sub(r"--epochs \d+", "--epochs 1 --limit 48 --batch-size 16", line)
-
-
-def run_cnnkit(line: str, capsys, monkeypatch) -> tuple[int, str, str]:
-    """Run one ``cnnkit ...`` line through cnnkit.cli.main in-process: (status, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", shlex.split(line))
-    output._state["console"] = None  # bind the stderr console to this capture
-    output.show_messages(False)
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def check_output(line: str, out: str, workdir: Path) -> None:

@@ -210,9 +210,10 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
     if in_memory:  # the same computation as for built-in data and a torch-free eval
         mean, std = channel_stats(splits["all" if "all" in splits else "train"].x)
     else:  # decoded as it trains: the statistics of a seeded sample of its files
-        mean, std = _sampled_stats(splits["all" if "all" in splits else "train"], request.seed)
+        split = splits["all" if "all" in splits else "train"]
+        mean, std, sampled = _sampled_stats(split, request.seed)
         decisions["normalisation"] = (
-            f"mean/std from a seeded sample of {_stats_sample_size(splits, frames):,} files "
+            f"mean/std from a seeded sample of {sampled:,} files "
             "(the data is decoded as it trains, not held in memory)"
         )
     spec = InputSpec(
@@ -237,13 +238,9 @@ STATS_SAMPLE = 256
 STATS_SAMPLE_CLIPS = 64  # a clip is many frames
 
 
-def _stats_sample_size(splits: dict, frames: int | None) -> int:
-    split = splits["all" if "all" in splits else "train"]
-    return min(len(split), STATS_SAMPLE_CLIPS if frames else STATS_SAMPLE)
-
-
-def _sampled_stats(dataset: Any, seed: int) -> tuple[list[float], list[float]]:
-    """channel_stats of a seeded sample of a FileDataset's files (unreadable ones left out)."""
+def _sampled_stats(dataset: Any, seed: int) -> tuple[list[float], list[float], int]:
+    """channel_stats of a seeded sample of a FileDataset's files, and how many were read
+    (unreadable ones are left out)."""
     from cnnkit.data.folders import decode_clip, decode_image, parallel_map
 
     n = len(dataset)
@@ -259,5 +256,5 @@ def _sampled_stats(dataset: Any, seed: int) -> tuple[list[float], list[float]]:
 
     arrays = [a for a, err in parallel_map(decode, [int(i) for i in index]) if err is None]
     if not arrays:
-        return [0.5] * dataset.channels, [0.25] * dataset.channels
-    return channel_stats(np.stack(arrays))
+        return [0.5] * dataset.channels, [0.25] * dataset.channels, 0
+    return (*channel_stats(np.stack(arrays)), len(arrays))
