@@ -34,6 +34,7 @@ class Opened:
     source: Any
     backend: Backend
     device: str
+    compute: Any = None  # how a torch model computes (cnnkit.precision.Compute)
 
 
 def open_checkpoint(ref: str | Path) -> Any:
@@ -52,14 +53,29 @@ def open_checkpoint(ref: str | Path) -> Any:
     return load_checkpoint(ref)
 
 
-def open_model(ref: str | Path, device: str = "auto", threads: int | None = None) -> Opened:
+def open_model(
+    ref: str | Path, device: str = "auto", threads: int | None = None, precision: str = "auto"
+) -> Opened:
     """Open ``ref`` (.ckpt, .onnx or MODEL:DATA) on ``device``, ready to compute logits.
 
     ``threads``: ONNX Runtime's intra-op threads (None: its own choice); a
     torch model computes on torch's threads, which this does not change.
+    ``precision``: auto (as the checkpoint was trained, where the device
+    computes that natively), 32 or bf16 (cnnkit.precision); an .onnx
+    computes in float32.
     """
+    from cnnkit.precision import normalise_choice
+
     parsed = parse(ref)
+    choice = normalise_choice(precision)
     if parsed.kind == "onnx":
+        if choice not in ("auto", "32"):
+            from cnnkit.errors import InputError
+
+            raise InputError(
+                f"--precision {precision}: an .onnx model computes in float32",
+                hint="drop --precision, or give the .ckpt it was exported from",
+            )
         from cnnkit.backends.onnx import OnnxBackend
         from cnnkit.onnxmodel import device_text, load_onnx
 
@@ -77,8 +93,12 @@ def open_model(ref: str | Path, device: str = "auto", threads: int | None = None
     from cnnkit.backends.torch import TorchBackend
     from cnnkit.checkpoint import build_model
     from cnnkit.device import resolve_device
+    from cnnkit.precision import for_checkpoint
 
     ckpt = open_checkpoint(ref)
-    choice = resolve_device(device)
-    backend = TorchBackend(build_model(ckpt), ckpt.input, choice.torch_device, ckpt.model_name)
-    return Opened(parsed, ckpt, backend, f"{choice.torch_device} ({choice.reason})")
+    where = resolve_device(device)
+    model = build_model(ckpt)
+    compute = for_checkpoint(choice, where.torch_device, model, ckpt)
+    backend = TorchBackend(model, ckpt.input, where.torch_device, ckpt.model_name, compute)
+    device_text = f"{where.torch_device} ({where.reason})"
+    return Opened(parsed, ckpt, backend, device_text, compute)

@@ -27,11 +27,20 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: Any, spec: InputSpec, device: str = "cpu", model_name: str = ""):
+    def __init__(
+        self,
+        model: Any,
+        spec: InputSpec,
+        device: str = "cpu",
+        model_name: str = "",
+        compute: Any = None,
+    ):
         from cnnkit.io.cpu import torch_follows_budget
+        from cnnkit.precision import Compute
 
         torch_follows_budget()  # the command line's process computes on its CPU budget
-        self.model = model.to(device).eval()
+        self.compute = compute or Compute()
+        self.model = self.compute.prepare_model(model.to(device).eval())
         self.spec = spec
         self.device = device
         self.model_name = model_name
@@ -48,10 +57,16 @@ class TorchBackend:
             step = len(x)
             if x.device.type == "cpu" and len(x) > 1:  # see CPU_CHUNK_VALUES
                 step = max(1, CPU_CHUNK_VALUES // max(1, x[0].numel()))
-            outs = [
-                self.model(normalize(x[i : i + step], self.spec.mean, self.spec.std))
-                for i in range(0, len(x), step)
-            ]
+            compute = self.compute
+            with compute.context(x.device.type):
+                outs = [
+                    self.model(
+                        compute.prepare_input(
+                            normalize(x[i : i + step], self.spec.mean, self.spec.std)
+                        )
+                    )
+                    for i in range(0, len(x), step)
+                ]
             out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return out.float().cpu().numpy()
 

@@ -83,6 +83,14 @@ CheckpointArg = Annotated[
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps.")
 ]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="auto: as the checkpoint was trained (bf16 autocast or float32), where the device "
+        "computes that natively, else float32; 32 or bf16 choose. An .onnx computes in float32.",
+    ),
+]
 TopKOpt = Annotated[
     int, typer.Option("--top-k", min=1, max=MAX_TOP_K, help="How many best classes to report.")
 ]

@@ -13,6 +13,7 @@ from cnnkit.cli.app import (
     BackgroundOpt,
     CheckpointArg,
     DeviceOpt,
+    PrecisionOpt,
     QuietOpt,
     app,
     print_json,
@@ -92,6 +93,7 @@ def eval_(
     ] = 256,
     background: BackgroundOpt = None,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     format: Annotated[
         EvalFormat | None,
         typer.Option(
@@ -134,8 +136,9 @@ def eval_(
 
     chosen = split.value if split else None
     report, data = measure(
-        checkpoint, dataset, data_dir, chosen, limit, top_k, clips, batch_size, device, background
-    )
+        checkpoint, dataset, data_dir, chosen, limit, top_k, clips, batch_size, device, background,
+        precision,
+    )  # fmt: skip
     if confusion is not None:
         shown_classes, matrix = report.visible()
         # The picture's title: what was measured, and which classes when not all are drawn.

@@ -9,7 +9,15 @@ from typing import Annotated, Any
 import typer
 
 from cnnkit import console
-from cnnkit.cli.app import BackgroundOpt, CheckpointArg, DeviceOpt, QuietOpt, TopKOpt, app
+from cnnkit.cli.app import (
+    BackgroundOpt,
+    CheckpointArg,
+    DeviceOpt,
+    PrecisionOpt,
+    QuietOpt,
+    TopKOpt,
+    app,
+)
 from cnnkit.cli.output import show_messages
 from cnnkit.errors import CnnkitError
 from cnnkit.textout import shown
@@ -85,6 +93,7 @@ def predict(
     ] = 2,
     background: BackgroundOpt = None,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Classify images, folders and videos with a trained checkpoint.
@@ -116,7 +125,9 @@ def predict(
             "INPUT is '-' but stdin is closed",
             hint="pipe paths or an image in: find photos -name '*.png' | cnnkit predict CKPT -",
         )
-    predictor, _ = open_predictor(checkpoint, device, batch_size, decoders=workers)
+    predictor, _ = open_predictor(
+        checkpoint, device, batch_size, decoders=workers, precision=precision
+    )
     if predictor.device == "cpu" and predictor.backend.name == "torch":
         from cnnkit.io.pipeline import share_cpu_with_decoders
 

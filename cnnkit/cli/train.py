@@ -17,7 +17,14 @@ import typer
 
 from cnnkit.cli.app import JsonOpt, QuietOpt, _received, _stopped, app, print_json
 from cnnkit.cli.output import show_messages
-from cnnkit.training.options import OPTIONS, Option, TrainConfig, given_options, value_problem
+from cnnkit.training.options import (
+    OPTIONS,
+    Option,
+    TrainConfig,
+    canonical,
+    given_options,
+    value_problem,
+)
 
 
 def _check_at_the_door(option: Option):
@@ -28,7 +35,7 @@ def _check_at_the_door(option: Option):
         if problem is not None:
             shown = f"{value:g}" if isinstance(value, float) else str(value)
             raise typer.BadParameter(f"{shown} {problem}")
-        return value
+        return canonical(option, value)
 
     return check
 

@@ -23,6 +23,7 @@ def measure(
     batch_size: int = 256,
     device: str = "auto",
     background: str | Sequence[int] | None = None,
+    precision: str = "auto",
 ) -> tuple[EvalReport, EvalData]:
     """Measure a model (.ckpt, .onnx or MODEL:DATA) on a dataset split: (report, data).
 
@@ -34,7 +35,7 @@ def measure(
     from cnnkit.refs import is_onnx_path
 
     ref = os.fspath(ref)
-    predictor, ckpt = open_predictor(ref, device, batch_size)
+    predictor, ckpt = open_predictor(ref, device, batch_size, precision=precision)
     if background is not None:
         colour = parse_colour(background) if isinstance(background, str) else background
         predictor.set_background(colour)

@@ -368,6 +368,7 @@ def open_predictor(
     batch_size: int = 64,
     decoders: int = 0,
     threads: int | None = None,
+    precision: str = "auto",
 ) -> tuple[Predictor, Any]:
     """(predictor, what it was read from) for a .ckpt, a MODEL:DATA name or an .onnx.
 
@@ -384,8 +385,11 @@ def open_predictor(
         from cnnkit.onnxmodel import decoder_threads_left
 
         onnx_threads = threads or (decoder_threads_left(decoders) if decoders else None)
-    opened = open_model(ref, device, threads=onnx_threads)
+    opened = open_model(ref, device, threads=onnx_threads, precision=precision)
     console.info(f"device: {opened.device}")
+    compute = opened.compute
+    if compute is not None and compute.precision != "32":  # float32 is what it always was
+        (console.warn if compute.emulated else console.info)(compute.line())
     src = opened.source
     predictor = Predictor(opened.backend, src.classes, src.input, batch_size, src.model_name)
     return predictor, src

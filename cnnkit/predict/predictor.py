@@ -68,11 +68,16 @@ class Predictor:
         device: str = "cpu",
         batch_size: int = 64,
         name: str = "",
+        compute: Any = None,
     ) -> Predictor:
-        """A Predictor for an ``nn.Module`` (the torch backend)."""
+        """A Predictor for an ``nn.Module`` (the torch backend).
+
+        ``compute``: how it computes (cnnkit.precision.Compute; None: float32,
+        contiguous).
+        """
         from cnnkit.backends.torch import TorchBackend
 
-        backend = TorchBackend(model, input_spec, device, name)
+        backend = TorchBackend(model, input_spec, device, name, compute=compute)
         return cls(backend, classes, input_spec, batch_size, name)
 
     @classmethod
@@ -86,11 +91,15 @@ class Predictor:
 
     @classmethod
     def from_loaded(cls, ckpt: Any, device: str = "cpu", batch_size: int = 64) -> Predictor:
-        """Build the model of an already loaded ``LoadedCheckpoint``."""
+        """Build the model of a loaded ``LoadedCheckpoint``, computing as it was trained."""
         from cnnkit.checkpoint import build_model
+        from cnnkit.precision import for_checkpoint
 
         model = build_model(ckpt)
-        return cls.from_model(model, ckpt.classes, ckpt.input, device, batch_size, ckpt.model_name)
+        compute = for_checkpoint("auto", device, model, ckpt)
+        return cls.from_model(
+            model, ckpt.classes, ckpt.input, device, batch_size, ckpt.model_name, compute
+        )
 
     @property
     def device(self) -> str:

@@ -96,7 +96,10 @@ def batch_maps(
         spec = predictor.input
         x = normalize(torch.from_numpy(batch).to(predictor.device), spec.mean, spec.std)
         assert layer is not None, "gradcam needs a layer"
-        maps, logits = gradcam(predictor.model, x, layer, targets, plus=method == "gradcam++")
+        compute = getattr(predictor.backend, "compute", None)
+        maps, logits = gradcam(
+            predictor.model, x, layer, targets, plus=method == "gradcam++", compute=compute
+        )
     return maps, softmax(logits)
 
 

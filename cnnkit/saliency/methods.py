@@ -118,11 +118,18 @@ def find_layer(model: Any, name: str) -> Any:
 
 
 def gradcam(
-    model: Any, x: Any, layer: str, targets: Sequence[int] | None, plus: bool = False
+    model: Any,
+    x: Any,
+    layer: str,
+    targets: Sequence[int] | None,
+    plus: bool = False,
+    compute: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(maps N×H×W in 0-1 at the input's size, logits N×K) for normalised inputs ``x``.
 
     ``targets``: the class explained for each input (None: the predicted one).
+    ``compute``: how the forward pass computes (cnnkit.precision.Compute), the
+    way predict runs the same model, so the scores agree with predict's.
     """
 
     module = find_layer(model, layer)
@@ -143,7 +150,7 @@ def gradcam(
         out.register_hook(lambda g, key=id(out): grads.__setitem__(key, g))
 
     with _GRADIENTS:  # one gradient pass at a time: they share the weights' .grad
-        return _gradcam(model, x, layer, targets, plus, module, keep, saved, grads)
+        return _gradcam(model, x, layer, targets, plus, module, keep, saved, grads, compute)
 
 
 # Held while a Grad-CAM pass runs (its hooks and the weights' gradients are shared).
@@ -160,16 +167,22 @@ def _gradcam(
     keep: Any,
     saved: dict[str, Any],
     grads: dict[int, Any],
+    compute: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     import torch
     import torch.nn.functional as F
+
+    from cnnkit.precision import Compute
+
+    compute = compute or Compute()
 
     handle = module.register_forward_hook(keep)
     model.eval()
     try:
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)  # gradients reach the layer even if frozen
-            logits = model(x)
+            with compute.context(x.device.type):
+                logits = model(compute.prepare_input(x)).float()
             chosen = logits.argmax(dim=1).tolist() if targets is None else list(targets)
             index = torch.as_tensor(chosen, device=logits.device)[:, None]
             model.zero_grad(set_to_none=True)

@@ -195,7 +195,12 @@ def _typical_image_size(items: list[Any], sample: int = 32) -> tuple[int, int] |
 
 
 def _meta(
-    cfg: TrainConfig, data: Any, hflip: bool, decisions: dict[str, str], start: dict[str, Any]
+    cfg: TrainConfig,
+    data: Any,
+    hflip: bool,
+    decisions: dict[str, str],
+    start: dict[str, Any],
+    compute: Any,
 ) -> Any:
     """The checkpoint's self-description (cnnkit.spec.CheckpointMeta)."""
     from cnnkit.spec import CheckpointMeta
@@ -204,6 +209,8 @@ def _meta(
     # Absolute, so eval finds the files from any working directory.
     options["data_dir"] = str(Path(cfg.data_dir).resolve()) if cfg.data_dir else None
     options["hflip"] = hflip  # what augmentation did, whatever the flag said
+    # How it computed, whatever --precision said: eval and predict follow it.
+    options["compute"] = compute.record()
     return CheckpointMeta(
         model_name=cfg.model,
         model_args={},
@@ -234,6 +241,7 @@ def _config_yaml(cfg: TrainConfig, meta: Any, data: Any, device: Any, resumed: A
         "device_resolved": device.torch_device,
         "device_reason": device.reason,
         "cpu_budget": _cpu_budget_record(),
+        "compute": dict(meta.options["compute"]),
         "data": {
             "name": data.name,
             "kind": data.kind,
@@ -324,7 +332,11 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
     resumed = _check_resume(p.resumed, cfg.model, data) if p.resumed else None
     start_record = start_model(model, start, list(data.classes), cfg.freeze, not p.is_child,
                                cfg.model)  # fmt: skip
-    meta = _meta(cfg, data, hflip, decisions, start_record)
+    compute = _compute(cfg, p.device, model, data)
+    decisions["precision"] = compute.line()
+    if not p.is_child:
+        (console.warn if compute.emulated else console.info)(compute.line())
+    meta = _meta(cfg, data, hflip, decisions, start_record, compute)
     if p.child_run_dir is not None:
         run_dir = Path(p.child_run_dir)
     else:
@@ -333,7 +345,7 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
         console.info(f"run folder: {run_dir}")
 
     trainer, module, datamodule = _assemble(p, data, model, meta, hflip, has_val, run_dir,
-                                            start_record.get("frozen", []))  # fmt: skip
+                                            start_record.get("frozen", []), compute)  # fmt: skip
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP ranks started from here share the folder
     if p.child_run_dir is None and not point_latest_at(run_dir):
         link = run_dir.parent / LATEST
@@ -368,7 +380,15 @@ def _build_model(cfg: TrainConfig, data: Any) -> Any:
     )
 
 
-def _assemble(p, data, model, meta, hflip, has_val, run_dir, frozen):
+def _compute(cfg: TrainConfig, device: Any, model: Any, data: Any) -> Any:
+    """How the model computes on ``device`` (cnnkit.precision): precision and layout."""
+    from cnnkit.precision import choose
+
+    dims = 1 + len(data.input.shape())
+    return choose(cfg.precision, device.accelerator, model, dims, index=device.index)
+
+
+def _assemble(p, data, model, meta, hflip, has_val, run_dir, frozen, compute):
     """The LightningModule, the datamodule and the Trainer for this run."""
     from cnnkit.data.augment import BatchAugment
     from cnnkit.data.datamodule import ClassifierDataModule
@@ -398,6 +418,7 @@ def _assemble(p, data, model, meta, hflip, has_val, run_dir, frozen):
         step_batch_size=cfg.batch_size,
         steps_per_epoch=datamodule.optimizer_steps_per_epoch() if group > 1 else None,
         frozen=frozen,
+        compute=compute,
     )
     trainer = build_trainer(
         run_dir,
@@ -406,7 +427,7 @@ def _assemble(p, data, model, meta, hflip, has_val, run_dir, frozen):
             devices=devices,
             num_nodes=cfg.num_nodes,
             strategy=cfg.strategy,
-            precision=cfg.precision,
+            precision=compute.lightning_precision,
             max_epochs=cfg.epochs,
             patience=cfg.patience,
             validate=has_val,
@@ -476,7 +497,7 @@ def _finish(trainer, module, data, run_dir: Path, device, batch_size: int, train
     if best is not None and best.is_file():
         model.load_state_dict(load_checkpoint(best).state_dict)
     predictor = Predictor.from_model(
-        model, data.classes, data.input, device.torch_device, batch_size
+        model, data.classes, data.input, device.torch_device, batch_size, compute=module.compute
     )
     metrics: dict[str, Any] = {}
     for split in ("val", "test"):

@@ -21,6 +21,7 @@ from cnnkit.data.augment import BatchAugment
 from cnnkit.data.preprocess import normalize
 from cnnkit.errors import TrainingError
 from cnnkit.models.transfer import frozen_modules
+from cnnkit.precision import Compute
 from cnnkit.training.fastpath import PlainAttributes, direct_step_counter
 from cnnkit.training.options import check_value
 
@@ -61,12 +62,17 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
         step_batch_size: int | None = None,
         steps_per_epoch: int | None = None,
         frozen: Sequence[str] = (),
+        compute: Compute | None = None,
     ) -> None:
         super().__init__()
         check_value("optimizer", optimizer)
         check_value("schedule", schedule)
         self.save_hyperparameters(hparams or {})
-        self.model = model
+        # How forward passes compute (cnnkit.precision): bf16 autocast and the
+        # channels_last layout are applied here, around the model, rather than
+        # by Lightning's precision plugin, so the direct optimizer step stays.
+        self.compute = compute or Compute()
+        self.model = self.compute.prepare_model(model)
         self.mean = [float(v) for v in mean]
         self.std = [float(v) for v in std]
         self.lr = lr
@@ -219,7 +225,7 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
         n = len(y)
         if self._listening is None:
             self._listen_during_backward(x)
-        logits = self.model(x)  # first: a batch batch norm refuses counts as not seen
+        logits = self._forward(x)  # first: a batch batch norm refuses counts as not seen
         self.samples_seen += n
         self._seen += n
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
@@ -228,6 +234,13 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
         with torch.no_grad():
             self._loss_sum.add_(loss.detach(), alpha=n)  # in place: no Module.__setattr__
             self._correct.add_((logits.argmax(1) == y).sum())
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's float32 logits for ``x``, computed as ``self.compute`` says."""
+        x = self.compute.prepare_input(x)
+        with self.compute.context(x.device.type):
+            logits = self.model(x)
+        return logits.float()  # the loss and the metrics in float32
 
     def _listen_during_backward(self, x: torch.Tensor) -> None:
         """On the CPU, with large batches, let SIGTERM and Ctrl-C in during backward.
@@ -382,7 +395,7 @@ class ClassifierModule(PlainAttributes, L.LightningModule):
         per_sample = max(1, x[0].numel() * 4)
         size = max(self.step_batch_size or 1, EVAL_INPUT_BYTES // per_sample)
         for xs, ys in zip(x.split(size), y.split(size), strict=True):
-            logits = self.model(xs)
+            logits = self._forward(xs)
             self._eval_loss_sum.add_(F.cross_entropy(logits, ys, reduction="sum"))
             self._eval_seen.add_(len(ys))
             metric.update(logits, ys)

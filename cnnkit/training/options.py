@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field, make_dataclass
 from typing import Any
 
 from cnnkit.errors import InputError
+from cnnkit.precision import ALIASES as PRECISION_ALIASES
+from cnnkit.precision import CHOICES as PRECISION_CHOICES
 
 KINDS = ("image", "video")
 
@@ -63,6 +65,7 @@ class Option:
     low_open: bool = False
     high_open: bool = False
     choices: tuple[str, ...] | None = None
+    aliases: Mapping[str, str] | None = None  # other spellings of the choices
     resume: bool = False
     path: bool = False
     cli: bool = True
@@ -156,7 +159,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("num_nodes", int, 1, "Machines (Lightning num_nodes).", low=1, example="1"),
     Option("strategy", str, "auto", "Lightning strategy: auto, ddp, fsdp... (not the *_spawn "
            "ones: the run's summary comes from the process that started training)."),
-    Option("precision", str, None, "Lightning precision: 32-true, 16-mixed, bf16-mixed..."),
+    Option("precision", str, "auto", "auto: bf16 autocast where the device computes bf16 "
+           "natively (a CPU with AVX512_BF16 or AMX, a GPU of compute capability 8.0+), else "
+           "float32; said and recorded. 32, bf16 and 16 (CUDA's fp16) choose; Lightning's "
+           "32-true, bf16-mixed and 16-mixed mean the same.",
+           choices=PRECISION_CHOICES, aliases=PRECISION_ALIASES, resume=True, example="32"),
     Option("workers", int, None, "DataLoader workers for data decoded from files (default: "
            "all cores but one, at most 8).", low=0, high=MAX_WORKERS, example="4"),
     Option("patience", int, None, "Stop after N epochs without a better val_acc.", low=1,
@@ -220,6 +227,7 @@ def value_problem(option: Option, value: Any) -> str | None:
     """Why ``value`` is not allowed for ``option`` ("must be at least 1"), or None."""
     if value is None:
         return None
+    value = canonical(option, value)
     if option.choices is not None and value not in option.choices:
         return f"must be one of {', '.join(option.choices)}"
     if option.type in (int, float):
@@ -234,6 +242,13 @@ def value_problem(option: Option, value: Any) -> str | None:
         if too_low or too_high:
             return f"must be {option.rule()}"
     return None
+
+
+def canonical(option: Option, value: Any) -> Any:
+    """``value`` in the option's own spelling (an alias replaced by its choice)."""
+    if option.aliases and isinstance(value, str):
+        return option.aliases.get(value, value)
+    return value
 
 
 def check_value(name: str, value: Any) -> None:

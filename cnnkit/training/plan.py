@@ -19,9 +19,11 @@ from cnnkit import console
 from cnnkit.errors import DatasetError, InputError, ModelError
 from cnnkit.models.sizes import check_input_fits
 from cnnkit.training.options import (
+    BY_NAME,
     MAX_DEVICES,
     TrainConfig,
     apply_resume_defaults,
+    canonical,
     resolve_kind_defaults,
     validate_config,
 )
@@ -117,6 +119,7 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, Any, Any, Any]:
 
         resumed = load_checkpoint(cfg.resume)
         cfg = apply_resume_defaults(cfg, resumed.meta.recorded_options())
+    cfg = replace(cfg, precision=canonical(BY_NAME["precision"], cfg.precision))
     validate_config(cfg)
     if "spawn" in str(cfg.strategy):
         # The spawned processes train; the one that reports would see none of it.
