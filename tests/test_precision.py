@@ -212,3 +212,18 @@ def test_a_bf16_checkpoint_exports_and_matches_float32_predict(
         assert code == 0, err
         scores.append([t["score"] for t in json.loads(out)["topk"]])
     assert scores[0] == pytest.approx(scores[1], abs=1e-4)
+
+
+def test_the_python_api_takes_precision_and_a_pickled_copy_keeps_it(tmp_path) -> None:
+    import pickle
+
+    import cnnkit
+
+    ckpt = make_checkpoint(tmp_path / "m.ckpt")
+    clf = cnnkit.load(ckpt, device="cpu", precision="bf16")
+    assert clf.predictor.backend.compute.precision == "bf16"
+    copy = pickle.loads(pickle.dumps(clf))
+    assert copy.predictor.backend.compute.precision == "bf16"
+    assert cnnkit.load(ckpt, device="cpu").predictor.backend.compute.precision == "32"
+    with pytest.raises(InputError, match="^precision fp8 is not one of auto, 32, bf16, 16"):
+        cnnkit.load(ckpt, precision="fp8")

@@ -75,7 +75,7 @@ class Classifier:
         self._workers = workers
         self.reference = reference  # what it was loaded from: a path or MODEL:DATA
         # How it was loaded (device as asked, threads), so that a copy loads the same way.
-        self._loaded_with: dict[str, Any] = {"device": "auto", "threads": None}
+        self._loaded_with: dict[str, Any] = {"device": "auto", "threads": None, "precision": "auto"}
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickled as its reference, loaded again where it is unpickled (Ray, Spark,
@@ -88,6 +88,7 @@ class Classifier:
             self._workers,
             self._loaded_with["threads"],
             self._predictor.input.background,
+            self._loaded_with.get("precision", "auto"),
         )
         return (_reloaded, (self.reference, *options))
 
@@ -321,6 +322,7 @@ def load(
     batch_size: int = 32,
     workers: int = 2,
     threads: int | None = None,
+    precision: str = "auto",
 ) -> Classifier:
     """Load a model for inference: a ``.ckpt``, an exported ``.onnx``, or ``MODEL:DATA``.
 
@@ -330,8 +332,10 @@ def load(
     a ``.ckpt`` this sets torch's count for the whole process, as
     ``torch.set_num_threads`` does); None leaves the process's count as it
     is, and lowers it during a call for the calling thread alone, to the
-    cores the decode threads leave. An ``.onnx`` loads where torch is not
-    installed.
+    cores the decode threads leave. ``precision``: auto (as the checkpoint
+    was trained: bf16 autocast or float32, where the device computes that
+    natively), 32 or bf16. An ``.onnx`` loads where torch is not installed,
+    and computes in float32.
 
     >>> import cnnkit
     >>> clf = cnnkit.load("resnet18:imagenet")  # doctest: +SKIP
@@ -342,21 +346,29 @@ def load(
         _whole("threads", threads)
     _whole("batch_size", batch_size)
     _whole("workers", workers)
-    predictor, source = open_predictor(ref, device, batch_size, decoders=workers, threads=threads)
+    predictor, source = open_predictor(
+        ref, device, batch_size, decoders=workers, threads=threads, precision=precision
+    )
     if threads is not None and predictor.backend.name == "torch":
         import torch
 
         torch.set_num_threads(threads)  # asked for: the process's torch changes
     clf = Classifier(predictor, source, workers, os.fsdecode(ref))
-    clf._loaded_with = {"device": device, "threads": threads}
+    clf._loaded_with = {"device": device, "threads": threads, "precision": precision}
     return clf
 
 
 def _reloaded(
-    ref: str, device: str, batch_size: int, workers: int, threads: int | None, background: Any
+    ref: str,
+    device: str,
+    batch_size: int,
+    workers: int,
+    threads: int | None,
+    background: Any,
+    precision: str = "auto",
 ) -> Classifier:
     """A pickled Classifier, loaded again (see Classifier.__reduce__)."""
-    clf = load(ref, device, batch_size, workers, threads)
+    clf = load(ref, device, batch_size, workers, threads, precision)
     if tuple(background) != tuple(clf.input.background):
         clf.predictor.set_background(background)
     return clf
