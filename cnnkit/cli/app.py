@@ -308,8 +308,10 @@ def main() -> None:
     closed stdout pipe exits 0 quietly; a stdout that cannot be written
     (full disk) is one ``error:`` line and exit 1.
     """
+    from cnnkit.io import cpuload
     from cnnkit.io.cpu import process_follows_budget
 
+    cpuload.mark_start()  # the start-up is the first measure of other processes' load
     process_follows_budget()  # this process is the command's: torch computes on its budget
     try:
         _run_app()
@@ -329,6 +331,7 @@ def main() -> None:
         if output is not None:
             output.stop_showing_messages()
         process_follows_budget(False)
+        cpuload.forget_start()
 
 
 def _pipeline_running() -> bool:

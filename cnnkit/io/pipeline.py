@@ -307,6 +307,49 @@ def torch_threads_at_most(threads: int) -> Iterator[None]:
             mkl.MKL_Set_Num_Threads_Local(mkl_before)
 
 
+class ThreadsHere:
+    """Torch's thread count in the calling thread, changed as a caller goes, then given back.
+
+    The same per-thread counts as ``torch_threads_at_most`` (OpenMP's and
+    MKL's), for a caller that changes them several times (a training run
+    following the machine's load). ``restore()`` gives back the counts
+    found before the first change. Nothing changes where torch is not
+    loaded, OMP_NUM_THREADS is set, or torch's OpenMP cannot be found.
+    """
+
+    def __init__(self) -> None:
+        self._saved: tuple[int, Any] | None = None
+
+    def set(self, threads: int) -> bool:
+        import sys
+
+        torch = sys.modules.get("torch")
+        omp = _openmp() if torch is not None and "OMP_NUM_THREADS" not in os.environ else None
+        if omp is None:
+            return False
+        torch.get_num_threads()  # torch sets a thread's count on its first call there: first
+        wanted = max(1, threads)
+        before = omp.omp_get_max_threads()
+        omp.omp_set_num_threads(wanted)
+        mkl = _openmp_lib("mkl")
+        mkl_before = mkl.MKL_Set_Num_Threads_Local(wanted) if mkl is not None else None
+        if self._saved is None:
+            self._saved = (before, mkl_before)
+        return True
+
+    def restore(self) -> None:
+        if self._saved is None:
+            return
+        before, mkl_before = self._saved
+        self._saved = None
+        omp = _openmp()
+        if omp is not None:
+            omp.omp_set_num_threads(before)
+        mkl = _openmp_lib("mkl")
+        if mkl is not None and mkl_before is not None:
+            mkl.MKL_Set_Num_Threads_Local(mkl_before)
+
+
 _OPENMP: dict[str, Any] = {}
 
 

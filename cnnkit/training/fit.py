@@ -227,20 +227,72 @@ def _meta(
     )
 
 
-def _cpu_budget_record() -> dict[str, Any]:
-    from cnnkit.io.cpu import cpu_budget
+class CpuShare:
+    """How this run shares the CPU with other processes (cnnkit.io.cpuload).
 
-    budget = cpu_budget()
-    return {"cores": budget.cores, "reason": budget.reason}
+    ``record``: the budget and the start, as config.yaml keeps them;
+    ``follower``: follows the load while training (None where it does not).
+    """
+
+    def __init__(self, p: TrainPlan) -> None:
+        from cnnkit.io import cpuload
+        from cnnkit.io.cpu import cpu_budget
+
+        budget = cpu_budget()
+        self.record: dict[str, Any] = {"cores": budget.cores, "reason": budget.reason}
+        self.follower: Any = None
+        self._here: Any = None
+        single = p.devices == 1 or (isinstance(p.devices, list) and len(p.devices) == 1)
+        if (
+            p.device.accelerator != "cpu"
+            or not single
+            or p.cfg.num_nodes != 1
+            or p.is_child
+            or cpuload.user_sets_threads()
+        ):
+            return
+        from cnnkit.io.pipeline import ThreadsHere
+
+        first, now = cpuload.start_sample(), cpuload.sample()
+        if now is None:
+            return
+        threads, elsewhere = budget.cores, None
+        if first is not None and now.when - first.when >= cpuload.MIN_WINDOW_S:
+            elsewhere = cpuload.busy_elsewhere(first, now)
+            if elsewhere is not None:
+                threads = cpuload.threads_beside(budget.cores, elsewhere)
+        here = ThreadsHere()
+        if not here.set(threads):
+            return
+        self._here = here
+        self.follower = cpuload.Follower(budget.cores, here.set, now, threads)
+        self.record.update(
+            busy_elsewhere_at_start=None if elsewhere is None else round(elsewhere, 2),
+            threads_at_start=threads,
+            follows_load=True,
+        )
+        if threads < budget.cores:
+            console.info(
+                f"CPU: training on {threads} of {budget.cores} threads: other processes keep "
+                f"{elsewhere:.1f} cores busy (measured again every {cpuload.EVERY_S:g} s; "
+                "CNNKIT_THREADS fixes the count)"
+            )
+
+    def end(self) -> None:
+        """Give the training thread back the thread count it had."""
+        if self._here is not None:
+            self._here.restore()
 
 
-def _config_yaml(cfg: TrainConfig, meta: Any, data: Any, device: Any, resumed: Any) -> dict:
+def _config_yaml(
+    cfg: TrainConfig, meta: Any, data: Any, device: Any, resumed: Any, cpu: dict[str, Any]
+) -> dict:
     return {
         **{k: v for k, v in asdict(cfg).items() if k not in ("explicit", "command_line")},
         "determinism": dict(DETERMINISM),
         "device_resolved": device.torch_device,
         "device_reason": device.reason,
-        "cpu_budget": _cpu_budget_record(),
+        "cpu_budget": dict(cpu),
         "compute": dict(meta.options["compute"]),
         "data": {
             "name": data.name,
@@ -337,11 +389,12 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
     if not p.is_child:
         (console.warn if compute.emulated else console.info)(compute.line())
     meta = _meta(cfg, data, hflip, decisions, start_record, compute)
+    share = CpuShare(p)
     if p.child_run_dir is not None:
         run_dir = Path(p.child_run_dir)
     else:
         run_dir = new_run_dir(cfg.out, cfg.name)
-        write_config(run_dir, _config_yaml(cfg, meta, data, p.device, resumed))
+        write_config(run_dir, _config_yaml(cfg, meta, data, p.device, resumed, share.record))
         console.info(f"run folder: {run_dir}")
 
     trainer, module, datamodule = _assemble(p, data, model, meta, hflip, has_val, run_dir,
@@ -353,11 +406,16 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
             f"{link} is not cnnkit's link to the newest run (a file or folder of that name, or "
             f"no links here): it was left as it is, and this run is {run_dir}"
         )
+    if share.follower is not None:
+        from cnnkit.training.trainer import FollowCpuLoad
+
+        trainer.callbacks.append(FollowCpuLoad(share.follower))
     try:
         began = time.perf_counter()
         _run_fit(trainer, module, datamodule, cfg)
         train_seconds = time.perf_counter() - began
     finally:
+        share.end()
         if not p.is_child:
             os.environ.pop(RUN_DIR_ENV, None)
     if not trainer.is_global_zero:

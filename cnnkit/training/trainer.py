@@ -171,6 +171,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, temp)
 
 
+class FollowCpuLoad(L.Callback):
+    """Between training steps, let the thread count follow the machine's load.
+
+    ``follower`` (cnnkit.io.cpuload.Follower) measures at most every few
+    seconds; in between, a check is one clock read.
+    """
+
+    def __init__(self, follower: Any) -> None:
+        self.follower = follower
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self.follower.check()
+
+
 @dataclass(frozen=True)
 class TrainerOptions:
     """Flags passed through to Lightning (``devices`` may be an int, "auto" or "0,1")."""
