@@ -183,16 +183,17 @@ def read_at_most(stream: BinaryIO, name: str, start: bytes = b"") -> bytes | byt
     # the data twice at the end.
     data = bytearray(start)
     sniffed = False
-    while len(data) <= limit:
+    while True:
         if not sniffed and len(data) >= SIGNATURE_BYTES:
             if not known_format(data):
                 raise _unknown_format(shown)
             sniffed = True
+        if len(data) > limit:
+            raise too_large(shown)
         chunk = read(_READ_CHUNK)
         if not chunk:
             return data  # shorter than a signature: the decoder says why
         data += chunk
-    raise too_large(shown)
 
 
 def _unknown_format(shown: str) -> ReadError:

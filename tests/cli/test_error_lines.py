@@ -34,3 +34,20 @@ def test_convolve_refuses_stdin_that_starts_no_image_at_its_first_bytes(tmp_path
         "TIFF or WebP (hint: convert it to PNG or JPEG)"
     ]
     assert not (tmp_path / "o.png").exists()
+
+
+def test_convolve_refuses_such_stdin_before_a_small_byte_limit(tmp_path, monkeypatch) -> None:
+    # The first read (up to 1 MiB) already passes a limit of 80,000 bytes: the
+    # reason is still the contents, not a limit that raising would not help.
+    monkeypatch.setenv("CNNKIT_MAX_IMAGE_PIXELS", "10000")
+    result = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "convolve", "-", "-k", "sobel", "-o", "o.png"],
+        cwd=tmp_path,
+        input=bytes(200_000),
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert err.startswith("error: stdin is not a readable image: its contents"), err
+    assert "CNNKIT_MAX_IMAGE_PIXELS" not in err and err.count("\n") == 1
