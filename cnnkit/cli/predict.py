@@ -10,9 +10,8 @@ import typer
 
 from cnnkit import console
 from cnnkit.cli.app import BackgroundOpt, CheckpointArg, DeviceOpt, QuietOpt, TopKOpt, app
-from cnnkit.cli.output import show_messages
+from cnnkit.cli.output import record_error_line, show_messages
 from cnnkit.errors import CnnkitError
-from cnnkit.textout import shown
 from cnnkit.training.options import MAX_BATCH_SIZE, MAX_FRAMES, MAX_STRIDE, MAX_WORKERS
 
 
@@ -156,7 +155,7 @@ def predict(
             for r in records:
                 if "error" in r:
                     failed += 1
-                    sys.stderr.write(f"error: {shown(r['path'])}: {shown(r['error'])}\n")
+                    sys.stderr.write(record_error_line(r) + "\n")
             writer.write(records)
         writer.close()
     finally:
