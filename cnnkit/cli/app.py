@@ -308,11 +308,15 @@ def main() -> None:
     closed stdout pipe exits 0 quietly; a stdout that cannot be written
     (full disk) is one ``error:`` line and exit 1.
     """
+    from cnnkit.cli.native_stderr import quiet_native_warnings
     from cnnkit.io import cpuload
     from cnnkit.io.cpu import process_follows_budget
 
     cpuload.mark_start()  # the start-up is the first measure of other processes' load
     process_follows_budget()  # this process is the command's: torch computes on its budget
+    # libjpeg's and libpng's warnings go to C's stderr, not to the user (not under
+    # CNNKIT_DEBUG=1); crash tracebacks still reach fd 2 (cnnkit.cli.native_stderr).
+    loud_again = quiet_native_warnings()
     try:
         _run_app()
     except SystemExit as exc:
@@ -332,6 +336,7 @@ def main() -> None:
             output.stop_showing_messages()
         process_follows_budget(False)
         cpuload.forget_start()
+        loud_again()
 
 
 def _pipeline_running() -> bool:

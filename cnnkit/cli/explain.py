@@ -10,8 +10,7 @@ import typer
 
 from cnnkit import console
 from cnnkit.cli.app import BackgroundOpt, CheckpointArg, DeviceOpt, QuietOpt, app
-from cnnkit.cli.output import show_messages
-from cnnkit.textout import shown
+from cnnkit.cli.output import record_error_line, show_messages
 from cnnkit.training.options import MAX_BATCH_SIZE, MAX_STRIDE, MAX_TOP_K
 
 
@@ -123,7 +122,7 @@ def explain(
     for record in records:
         if "error" in record:
             failed += 1
-            sys.stderr.write(f"error: {shown(record['path'])}: {shown(record['error'])}\n")
+            sys.stderr.write(record_error_line(record) + "\n")
         else:
             written += 1
             if not json_:

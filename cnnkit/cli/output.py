@@ -78,3 +78,27 @@ def _rich_track(items: Iterable[Any], total: int | None, description: str) -> It
     from rich.progress import track as rich_track
 
     yield from rich_track(items, total=total, description=description, console=stderr_console())
+
+
+def record_error_line(record: dict[str, Any]) -> str:
+    """The ``error:`` line for an error record of predict or explain, naming its input once.
+
+    Most reasons name the file already ("x.png is a device, not an image
+    file", "cannot read x.png: Permission denied", "stdin is 30000×30000
+    pixels..."): those are the line as they are, as in the record's
+    ``error``. A reason that does not ("no such file or folder") gets the
+    path in front.
+    """
+    path, error = record.get("path"), str(record["error"])
+    if path is None or _names_input(error, "stdin" if path == "-" else str(path)):
+        return f"error: {shown(error)}"
+    return f"error: {shown(path)}: {shown(error)}"
+
+
+def _names_input(error: str, name: str) -> bool:
+    # At the start ("x.png is ...", "x.png: the video ..."), or where a reason
+    # quotes it ("cannot read x.png: ...", "no such file: x.png"); a name that
+    # is only a word of the reason ("4" in "clips of 4 frames") does not count.
+    if error == name or error.startswith((f"{name} ", f"{name}:")):
+        return True
+    return f" {name}:" in error or error.endswith(f" {name}")

@@ -18,9 +18,8 @@ from cnnkit.cli.app import (
     TopKOpt,
     app,
 )
-from cnnkit.cli.output import show_messages
+from cnnkit.cli.output import record_error_line, show_messages
 from cnnkit.errors import CnnkitError
-from cnnkit.textout import shown
 from cnnkit.training.options import MAX_BATCH_SIZE, MAX_FRAMES, MAX_STRIDE, MAX_WORKERS
 
 
@@ -167,7 +166,7 @@ def predict(
             for r in records:
                 if "error" in r:
                     failed += 1
-                    sys.stderr.write(f"error: {shown(r['path'])}: {shown(r['error'])}\n")
+                    sys.stderr.write(record_error_line(r) + "\n")
             writer.write(records)
         writer.close()
     finally:

@@ -305,3 +305,5 @@ _PARSERS = (
     ((b"RIFF",), _webp),
     ((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"), _tiff),
 )
+# Bytes that known_format() needs to see: the longest signature (PNG's).
+SIGNATURE_BYTES = max(len(s) for signatures, _ in _PARSERS for s in signatures)

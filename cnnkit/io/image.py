@@ -32,6 +32,7 @@ from cnnkit.errors import CnnkitError, InputError, ReadError
 from cnnkit.io._opencv import cv2
 from cnnkit.io.atomic import atomic_write_bytes
 from cnnkit.io.headers import (
+    SIGNATURE_BYTES,
     check_pixels,
     image_size,
     known_format,
@@ -171,20 +172,35 @@ def read_at_most(stream: BinaryIO, name: str, start: bytes = b"") -> bytes | byt
     """``start`` and the rest of ``stream``, refused (ReadError) past ``max_image_bytes()``.
 
     For pipes, where no size is known in advance (``cnnkit ... - < /dev/zero``
-    ends at the limit instead of at the end of memory). ``name`` is for the
-    message ("-" is stdin).
+    ends at the limit instead of at the end of memory). Data whose first
+    bytes start no format cnnkit decodes is refused as soon as they are in,
+    not after the limit. ``name`` is for the message ("-" is stdin).
     """
+    shown = "stdin" if name == "-" else name
     limit = max_image_bytes()
     read = getattr(stream, "read1", stream.read)
     # A bytearray grows in place (realloc), where joining chunks would hold
     # the data twice at the end.
     data = bytearray(start)
-    while len(data) <= limit:
+    sniffed = False
+    while True:
+        if not sniffed and len(data) >= SIGNATURE_BYTES:
+            if not known_format(data):
+                raise _unknown_format(shown)
+            sniffed = True
+        if len(data) > limit:
+            raise too_large(shown)
         chunk = read(_READ_CHUNK)
         if not chunk:
-            return data
+            return data  # shorter than a signature: the decoder says why
         data += chunk
-    raise too_large("stdin" if name == "-" else name)
+
+
+def _unknown_format(shown: str) -> ReadError:
+    return ReadError(
+        f"{shown} is not a readable image: its contents are not PNG, JPEG, GIF, BMP, TIFF or WebP",
+        hint="convert it to PNG or JPEG",
+    )
 
 
 def read_image_bytes(data: bytes | bytearray, name: str = "-", rgb: bool = True) -> np.ndarray:
@@ -195,11 +211,7 @@ def read_image_bytes(data: bytes | bytearray, name: str = "-", rgb: bool = True)
 def _decode(buf: np.ndarray, name: str, rgb: bool) -> np.ndarray:
     shown = "stdin" if name == "-" else name
     if buf.size and not known_format(buf.data):
-        raise ReadError(
-            f"{shown} is not a readable image: its contents are not PNG, JPEG, GIF, BMP, "
-            "TIFF or WebP",
-            hint="convert it to PNG or JPEG",
-        )
+        raise _unknown_format(shown)
     size = image_size(buf.data)
     if size is not None:
         check_pixels(shown, *size)

@@ -197,14 +197,15 @@ def test_an_endless_image_on_stdin_stops_at_the_byte_limit(monkeypatch, capsys, 
 def test_convolve_reads_stdin_no_further_than_the_byte_limit(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("CNNKIT_MAX_IMAGE_PIXELS", "10000")
     monkeypatch.chdir(tmp_path)
-    zeros = _Endless(b"", 64 << 20)
-    _stdin(monkeypatch, zeros)
+    # A PNG that goes on: data that starts no image is refused at its first bytes.
+    endless = _Endless(_png(10, 10), 64 << 20)
+    _stdin(monkeypatch, endless)
     status, _, err = cnnkit_in_process(
         monkeypatch, capsys, "convolve", "-", "-k", "sobel", "-o", "o.png"
     )
     assert status == 1 and err.count("\n") == 1
     assert err.startswith("error: stdin holds more than 80,000 bytes"), err
-    assert zeros.served <= 2 << 20 and not (tmp_path / "o.png").exists()
+    assert endless.served <= 2 << 20 and not (tmp_path / "o.png").exists()
 
 
 # ---------------------------------------------------------------------------
