@@ -18,6 +18,12 @@ alternates); the ratio of the best run of each side is printed too.
 
     python benchmarks/bench_train.py                 # 60,000 synthetic images, 2 epochs
     python benchmarks/bench_train.py --data-dir /tmp/digits --epochs 3
+    python benchmarks/bench_train.py --model simplecnn --data-dir /tmp/digits --epochs 10
+
+The hand loop is plain contiguous float32; cnnkit computes as ``--precision
+auto`` decides (bf16 autocast and channels_last where the CPU has native
+bf16), so the ratio includes that choice; ``--precision 32`` measures the
+float32 path alone.
 
 ``--floor`` compares instead with the loop a user writes first (Adam, batch
 64, no validation, no checkpoint, no augmentation) while cnnkit runs with its
@@ -65,7 +71,8 @@ def write_synthetic_mnist(root: Path, n_train: int, n_test: int, seed: int = 0) 
             (raw / name).write_bytes(header + arr.tobytes())
 
 
-def run_cnnkit(data_dir: Path, epochs: int, out: Path) -> dict:
+def run_cnnkit(data_dir: Path, epochs: int, out: Path, model: str = "lenet5",
+               precision: str | None = None) -> dict:  # fmt: skip
     cmd = [
         sys.executable,
         "-m",
@@ -76,7 +83,7 @@ def run_cnnkit(data_dir: Path, epochs: int, out: Path) -> dict:
         "--data-dir",
         str(data_dir),
         "--model",
-        "lenet5",
+        model,
         "--batch-size",
         str(BATCH),
         "--epochs",
@@ -90,6 +97,7 @@ def run_cnnkit(data_dir: Path, epochs: int, out: Path) -> dict:
         str(out),
         "--json",
         "--quiet",
+        *(["--precision", precision] if precision else []),
     ]
     print("$ " + " ".join(cmd[2:]), file=sys.stderr)
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -98,8 +106,14 @@ def run_cnnkit(data_dir: Path, epochs: int, out: Path) -> dict:
     return json.loads(result.stdout)
 
 
-def run_hand_loop(data_dir: Path, epochs: int, out: Path, seed: int = 0) -> dict:
-    """The loop an expert writes: tensors in memory, index slices, no DataLoader."""
+def run_hand_loop(
+    data_dir: Path, epochs: int, out: Path, seed: int = 0, model_name: str = "lenet5"
+) -> dict:
+    """The loop an expert writes: tensors in memory, index slices, no DataLoader.
+
+    Plain contiguous float32: the reference cnnkit's precision and layout
+    choices (cnnkit.precision) are measured against.
+    """
     from torchvision.datasets import MNIST
 
     from cnnkit.models.registry import create_model
@@ -114,7 +128,7 @@ def run_hand_loop(data_dir: Path, epochs: int, out: Path, seed: int = 0) -> dict
     mean, std = x_tr.float().mean() / 255, x_tr.float().std() / 255
 
     torch.manual_seed(seed)
-    model = create_model("lenet5", num_classes=10, in_channels=1)
+    model = create_model(model_name, num_classes=10, in_channels=1)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
     steps = epochs * math.ceil(len(y_tr) / BATCH)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -220,6 +234,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=60000, help="synthetic training images")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds")
+    parser.add_argument("--model", default="lenet5", help="the model both loops train")
+    parser.add_argument("--precision", help="cnnkit's --precision (default: its own choice, auto)")
     parser.add_argument(
         "--floor",
         action="store_true",
@@ -250,10 +266,12 @@ def main() -> None:
         for i in range(args.repeats):
             # Who goes first alternates too, so a steady drift favours neither.
             if i % 2 == 0:
-                hands.append(run_hand_loop(data_dir, args.epochs, tmp))
-            runs.append(run_cnnkit(data_dir, args.epochs, tmp / f"runs{i}"))
+                hands.append(run_hand_loop(data_dir, args.epochs, tmp, model_name=args.model))
+            runs.append(
+                run_cnnkit(data_dir, args.epochs, tmp / f"runs{i}", args.model, args.precision)
+            )
             if i % 2 == 1:
-                hands.append(run_hand_loop(data_dir, args.epochs, tmp))
+                hands.append(run_hand_loop(data_dir, args.epochs, tmp, model_name=args.model))
     ratios = []
     for i, (h, c) in enumerate(zip(hands, runs, strict=True)):
         ratios.append(c["images_per_second"] / h["images_per_second"])
@@ -269,8 +287,12 @@ def main() -> None:
         f"{torch.get_num_threads()} threads"
     )
     print(
-        f"data: {data_dir if args.data_dir else 'synthetic'}; lenet5, batch {BATCH}, "
+        f"data: {data_dir if args.data_dir else 'synthetic'}; {args.model}, batch {BATCH}, "
         f"{args.epochs} epochs, validation + checkpoint every epoch"
+    )
+    print(
+        f"cnnkit's accuracy (val, last round): {runs[-1]['metrics'].get('val_acc')}; "
+        f"hand loop's: {hands[-1]['val_acc']:.4f}"
     )
     print(
         f"hand-written loop: {hand['images_per_second']:8.0f} images/s "
