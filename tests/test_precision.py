@@ -30,6 +30,12 @@ def lenet() -> torch.nn.Module:
     return create_model("lenet5", num_classes=3, in_channels=1, input_size=(1, 16, 16))
 
 
+@pytest.fixture
+def wide() -> torch.nn.Module:
+    """A model whose convolutions bf16 speeds up on a CPU (32 channels and more)."""
+    return create_model("simplecnn", num_classes=3, in_channels=1, input_size=(1, 16, 16))
+
+
 @pytest.mark.parametrize(
     ("requested", "native", "trained", "expected"),
     [
@@ -46,13 +52,37 @@ def lenet() -> torch.nn.Module:
     ],
 )
 def test_the_choice_follows_the_request_the_device_and_the_training(
-    monkeypatch, lenet, requested, native, trained, expected
+    monkeypatch, wide, requested, native, trained, expected
 ) -> None:
     _native(monkeypatch, native)
-    compute = choose(requested, "cpu", lenet, 4, trained=trained)
+    compute = choose(requested, "cpu", wide, 4, trained=trained)
     assert compute.precision == expected
     assert compute.reason  # always said why
     assert compute.emulated == (expected == "bf16" and not native)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "pays", "why"),
+    [
+        ("simplecnn", (1, 16, 16), True, ""),
+        ("resnet18", (3, 32, 32), True, ""),
+        ("c3d_small", (3, 4, 16, 16), True, ""),
+        ("lenet5", (1, 16, 16), False, "16 channels at most, under 32"),
+        ("dense", (1, 16, 16), False, "without convolutions"),
+        ("mobilenet_v3_small", (3, 32, 32), False, "depthwise"),
+    ],
+)
+def test_bf16_is_chosen_on_a_cpu_only_for_models_it_speeds_up(
+    monkeypatch, name, shape, pays, why
+) -> None:
+    _native(monkeypatch, True)
+    model = create_model(name, num_classes=3, in_channels=shape[0], input_size=shape)
+    compute = choose("auto", "cpu", model, 1 + len(shape))
+    assert compute.precision == ("bf16" if pays else "32")
+    assert why in compute.reason
+    # Asked for, or trained so, bf16 is used all the same.
+    assert choose("bf16", "cpu", model, 1 + len(shape)).precision == "bf16"
+    assert choose("auto", "cpu", model, 1 + len(shape), trained="bf16").precision == "bf16"
 
 
 def test_only_2d_convolutional_models_take_channels_last(lenet) -> None:
@@ -109,7 +139,7 @@ def test_autocast_runs_the_convolutions_in_bf16_and_returns_float32(lenet) -> No
 
 def _train(monkeypatch, capsys, tmp_path: Path, *extra: str) -> tuple[dict, str]:
     code, out, err = cnnkit_in_process(
-        monkeypatch, capsys, "train", "--dataset", "shapes", "--model", "lenet5",
+        monkeypatch, capsys, "train", "--dataset", "shapes", "--model", "simplecnn",
         "--epochs", "1", "--limit", "48", "--img-size", "16", "--batch-size", "16",
         "--device", "cpu", "--out", str(tmp_path / "runs"), "--json", *extra,
     )  # fmt: skip
