@@ -58,7 +58,7 @@ def test_the_choice_follows_the_request_the_device_and_the_training(
     compute = choose(requested, "cpu", wide, 4, trained=trained)
     assert compute.precision == expected
     assert compute.reason  # always said why
-    assert compute.emulated == (expected == "bf16" and not native)
+    assert compute.caution == (expected == "bf16" and not native)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_the_choice_follows_the_request_the_device_and_the_training(
     [
         ("simplecnn", (1, 16, 16), True, ""),
         ("resnet18", (3, 32, 32), True, ""),
-        ("c3d_small", (3, 4, 16, 16), True, ""),
+        ("c3d_small", (3, 4, 16, 16), False, "3D convolutions on a CPU is unreliable"),
         ("lenet5", (1, 16, 16), False, "16 channels at most, under 32"),
         ("dense", (1, 16, 16), False, "without convolutions"),
         ("mobilenet_v3_small", (3, 32, 32), False, "depthwise"),
@@ -257,3 +257,12 @@ def test_the_python_api_takes_precision_and_a_pickled_copy_keeps_it(tmp_path) ->
     assert cnnkit.load(ckpt, device="cpu").predictor.backend.compute.precision == "32"
     with pytest.raises(InputError, match="^precision fp8 is not one of auto, 32, bf16, 16"):
         cnnkit.load(ckpt, precision="fp8")
+
+
+def test_bf16_asked_for_a_3d_model_on_a_cpu_is_done_with_a_warning(monkeypatch) -> None:
+    _native(monkeypatch, True)
+    c3d = create_model("c3d_small", num_classes=3, in_channels=3, input_size=(3, 4, 16, 16))
+    compute = choose("bf16", "cpu", c3d, 5)
+    assert compute.precision == "bf16" and compute.caution
+    assert "unreliable" in compute.line()
+    assert not choose("bf16", "cuda", c3d, 5).caution  # a GPU's bf16 is another matter

@@ -28,13 +28,6 @@ from cnnkit.training.trainer import TieToNewerCheckpoint
 from tests.helpers import tiny_config
 
 
-@pytest.fixture(autouse=True)
-def _fixed_threads(monkeypatch):
-    """Runs compared bit for bit compute on one thread count: a count that follows the
-    machine's load (cnnkit.io.cpuload) sums in another order when the load changes."""
-    monkeypatch.setenv("CNNKIT_THREADS", str(len(os.sched_getaffinity(0))))
-
-
 def _split(n: int) -> Split:
     x = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1).repeat(2, axis=2).repeat(2, axis=3)
     return Split(x, np.arange(n))
