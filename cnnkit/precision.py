@@ -205,17 +205,27 @@ def choose(
     return Compute("32", layout, why)
 
 
+def recorded_precision(meta: Any) -> str | None:
+    """The precision a checkpoint says it was trained in ("32", "bf16" or "16"), else None.
+
+    None where nothing usable is recorded: a checkpoint from before the
+    record, torchvision's weights, or a value this version does not know.
+    """
+    options = getattr(meta, "options", None)
+    record = options.get("compute") if isinstance(options, dict) else None
+    value = record.get("precision") if isinstance(record, dict) else None
+    text = ALIASES.get(value, value) if isinstance(value, str) else None
+    return text if text in ("32", "bf16", "16") else None
+
+
 def trained_precision(meta: Any) -> str:
     """The precision a checkpoint records it was trained in: "32" or "bf16" ("32" when unsaid).
 
     Checkpoints from before this record, torchvision's weights and values
     this version does not know all read as float32.
     """
-    options = getattr(meta, "options", None)
-    record = options.get("compute") if isinstance(options, dict) else None
-    value = record.get("precision") if isinstance(record, dict) else None
-    text = ALIASES.get(value, value) if isinstance(value, str) else None
-    return text if text in ("32", "bf16") else "32"
+    found = recorded_precision(meta)
+    return found if found == "bf16" else "32"
 
 
 def for_checkpoint(requested: str | None, device: str, model: Any, ckpt: Any) -> Compute:
