@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.helpers import cnnkit_in_process, make_checkpoint
+from tests.helpers import cnnkit_in_process, make_checkpoint, make_image
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,55 @@ def test_inspect_says_the_precision_a_checkpoint_was_trained_in(
     code, out, err = cnnkit_in_process(monkeypatch, capsys, "inspect", str(ckpt), "--json")
     assert code == 0, err
     assert json.loads(out)["trained_in"] == recorded
+
+
+def test_fp16_training_on_the_cpu_is_one_error_line_before_any_data(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """Lightning would train in bf16 instead, while cnnkit said and recorded fp16."""
+    for spelling in ("16", "16-mixed"):
+        code, _, err = cnnkit_in_process(
+            monkeypatch, capsys, "train", "--dataset", "shapes", "--model", "lenet5",
+            "--epochs", "1", "--limit", "24", "--img-size", "16", "--device", "cpu",
+            "--precision", spelling, "--out", str(tmp_path / "runs"),
+        )  # fmt: skip
+        assert code == 1
+        lines = err.strip().splitlines()
+        assert lines[-1].startswith("error: --precision 16 (fp16 autocast) needs a GPU")
+        assert "hint:" in lines[-1] and "Traceback" not in err
+        assert not any("data:" in line for line in lines)  # refused before the data loads
+        assert not (tmp_path / "runs").exists()
+
+
+def test_eval_and_predict_refuse_fp16_rather_than_compute_float32_under_its_name(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    ckpt = make_checkpoint(tmp_path / "m.ckpt")
+    make_image(tmp_path / "a.png", channels=1)
+    code, out, err = cnnkit_in_process(
+        monkeypatch, capsys, "predict", str(ckpt), str(tmp_path / "a.png"), "--precision", "16"
+    )
+    assert code == 1 and out == ""
+    assert err.strip().splitlines()[-1].startswith("error: --precision 16 (fp16 autocast) is for")
+    from cnnkit import load
+    from cnnkit.errors import InputError
+
+    with pytest.raises(InputError, match="fp16"):
+        load(str(ckpt), precision="16-mixed")
+
+
+def test_fp16_leaves_lightnings_own_autocast_on() -> None:
+    """On a GPU, Lightning's plugin runs the training step under fp16 autocast: the
+    module's own context inside it must not switch that off (float32 compute, with
+    loss scaling for nothing). bf16 on the CPU stands in for fp16 on CUDA here."""
+    import torch
+
+    from cnnkit.precision import Compute
+
+    layer = torch.nn.Linear(4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what Lightning's plugin opens
+        with Compute("16").context("cpu"):
+            out = layer(torch.ones(2, 4))
+    assert out.dtype == torch.bfloat16
+    with Compute("32").context("cpu"):
+        assert layer(torch.ones(2, 4)).dtype == torch.float32
