@@ -2,8 +2,7 @@
 
 Each test here pins a behaviour that was wrong once: inspect silent about
 the precision a model was trained in, fp16 said but not done, a CPU quota
-inside a larger machine read as a busy machine, idle-priority work read as
-contention.
+inside a larger machine read as a busy machine.
 """
 
 from __future__ import annotations
@@ -89,3 +88,54 @@ def test_fp16_leaves_lightnings_own_autocast_on() -> None:
     assert out.dtype == torch.bfloat16
     with Compute("32").context("cpu"):
         assert layer(torch.ones(2, 4)).dtype == torch.float32
+
+
+def _proc_stat(root, cpus: int, user: int) -> None:
+    """A /proc whose stat spans ``cpus`` CPUs, each with ``user`` ticks, and an idle self."""
+    lines = [f"cpu  {user * cpus} 0 0 0 0 0 0 0 0 0"]
+    lines += [f"cpu{i} {user} 0 0 500 0 0 0 0 0 0" for i in range(cpus)]
+    (root / "self").mkdir(parents=True, exist_ok=True)
+    (root / "stat").write_text("\n".join(lines) + "\nintr 1\n")
+    (root / "self" / "stat").write_text(f"1 (py) S 1 {' '.join(['0'] * 9)} 0 0 0 0\n")
+
+
+def _share_after(monkeypatch, tmp_path, cpus: int, cores: int, busy: float):
+    """The CpuShare record of a run whose start-up (2 s) saw every CPU busy elsewhere for
+    this share of the time."""
+    import os
+    from types import SimpleNamespace
+
+    from cnnkit.io import cpu, cpuload
+    from cnnkit.training.fit import CpuShare
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("CNNKIT_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.setattr(cpu, "cpu_budget", lambda *a: cpu.CpuBudget(cores, "a test's budget"))
+    clock = [100.0]
+    monkeypatch.setattr(cpuload.time, "monotonic", lambda: clock[0])
+    real = cpuload.sample
+    monkeypatch.setattr(cpuload, "sample", lambda *a, **k: real(tmp_path, children=False))
+    _proc_stat(tmp_path, cpus, 0)
+    start = cpuload.sample()
+    monkeypatch.setattr(cpuload, "start_sample", lambda: start)
+    clock[0] = 102.0
+    _proc_stat(tmp_path, cpus, int(busy * 2 * cpuload.TICKS))
+    plan = SimpleNamespace(
+        devices=1, device=SimpleNamespace(accelerator="cpu"),
+        cfg=SimpleNamespace(num_nodes=1), is_child=False,
+    )  # fmt: skip
+    share = CpuShare(plan)
+    share.end()  # the thread count as it was
+    return share.record
+
+
+def test_a_cpu_quota_on_a_larger_machine_is_not_a_busy_machine(monkeypatch, tmp_path) -> None:
+    """A container limited to 2 CPUs on a 64-CPU host, the host half busy with others'
+    work: 32 idle CPUs are left, and the run's 2 threads take none of the others' cores."""
+    record = _share_after(monkeypatch, tmp_path, cpus=64, cores=2, busy=0.5)
+    assert record["busy_elsewhere_at_start"] == pytest.approx(32.0)
+    assert record["threads_at_start"] == 2
+    # The host full: the others' load spills onto the budget's cores, which it gives up.
+    full = _share_after(monkeypatch, tmp_path, cpus=4, cores=2, busy=1.0)
+    assert full["threads_at_start"] == 1
