@@ -139,3 +139,37 @@ def test_a_cpu_quota_on_a_larger_machine_is_not_a_busy_machine(monkeypatch, tmp_
     # The host full: the others' load spills onto the budget's cores, which it gives up.
     full = _share_after(monkeypatch, tmp_path, cpus=4, cores=2, busy=1.0)
     assert full["threads_at_start"] == 1
+
+
+def test_a_measurement_reads_this_processs_children_not_every_process(
+    monkeypatch, tmp_path
+) -> None:
+    """Every 2 s the training thread measures: reading each process's stat on a machine
+    with thousands stalls it for a tenth of a second. The threads' children lists name
+    the few to read."""
+    import os
+    from pathlib import Path
+
+    from cnnkit.io import cpuload
+
+    me = os.getpid()
+    stat = f"{' '.join(['0'] * 9)} 5000 0 0 0\n"
+    for pid in range(1000, 1300):  # somebody else's processes
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (other) S 1 {stat}")
+    (tmp_path / "4242").mkdir()
+    (tmp_path / "4242" / "stat").write_text(f"4242 (worker) S {me} {' '.join(['0'] * 9)} 7 3\n")
+    task = tmp_path / "self" / "task"
+    for tid, children in ((me, "4242 "), (me + 1, "")):
+        (task / str(tid)).mkdir(parents=True)
+        (task / str(tid) / "children").write_text(children)
+    reads = []
+    real = Path.read_text
+
+    def counted(self, *args, **kwargs):
+        reads.append(self)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    assert cpuload._live_children_ticks(tmp_path) == 10  # the worker's utime + stime
+    assert len(reads) <= 4, f"{len(reads)} files read"
