@@ -274,6 +274,8 @@ def run_error(path: Path, exc: BaseException) -> CheckpointError:
 
 def summarize_onnx(path: str | Path) -> dict[str, Any]:
     """What inspect shows of an exported model: metadata, inputs, outputs, opset, operators."""
+    from cnnkit.precision import recorded_precision
+
     model = load_onnx(path)
     summary: dict[str, Any] = {
         "kind": "onnx",
@@ -289,6 +291,7 @@ def summarize_onnx(path: str | Path) -> dict[str, Any]:
         "outputs": [_io(v) for v in model.session.get_outputs()],
         "metrics": dict(model.meta.metrics),
         "start": dict(model.meta.start),
+        "trained_in": recorded_precision(model.meta),
     }
     try:
         import onnx

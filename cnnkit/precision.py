@@ -95,9 +95,17 @@ class Compute:
         return x
 
     def context(self, device_type: str) -> Any:
-        """The autocast context forward passes run in (a no-op one for float32)."""
+        """The autocast context forward passes run in (a no-op one for float32).
+
+        fp16 is Lightning's own autocast (with its loss scaling), around the
+        training step: an inner context of any kind would switch it off.
+        """
         import torch
 
+        if self.precision == "16":
+            from contextlib import nullcontext
+
+            return nullcontext()
         if not self.autocast:
             return torch.autocast(device_type, enabled=False)
         return torch.autocast(device_type, dtype=torch.bfloat16)
@@ -115,6 +123,26 @@ def normalise_choice(value: str | None, flag: str = "--precision") -> str:
             hint=f"e.g. {flag} auto (bf16 where the device computes it natively) or {flag} 32",
         )
     return text
+
+
+def check_fp16(device_type: str, training: bool = True) -> None:
+    """InputError where --precision 16 cannot be done as said.
+
+    fp16 autocast is a training mode of Lightning's (with loss scaling), on a
+    GPU: on the CPU Lightning would train in bf16 instead, and a trained
+    model is computed in float32 or bf16.
+    """
+    if not training:
+        raise InputError(
+            "--precision 16 (fp16 autocast) is for training on a GPU; a trained model "
+            "computes in float32 or bf16",
+            hint="--precision 32, or bf16 (auto, the default: as the model was trained)",
+        )
+    if device_type == "cpu":
+        raise InputError(
+            "--precision 16 (fp16 autocast) needs a GPU: the CPU has no fp16 autocast",
+            hint="on the CPU, --precision bf16, or auto (bf16 where the CPU computes it natively)",
+        )
 
 
 def native_bf16(device_type: str, index: int | None = None) -> tuple[bool, str]:
@@ -237,6 +265,7 @@ def choose(
     if choice == "32":
         return Compute("32", layout, "--precision 32")
     if choice == "16":
+        check_fp16(device_type, training=trained is None)
         return Compute("16", layout, "--precision 16")
     native, why = native_bf16(device_type, index)
     if choice == "bf16":
@@ -259,17 +288,27 @@ def choose(
     return Compute("32", layout, why)
 
 
+def recorded_precision(meta: Any) -> str | None:
+    """The precision a checkpoint says it was trained in ("32", "bf16" or "16"), else None.
+
+    None where nothing usable is recorded: a checkpoint from before the
+    record, torchvision's weights, or a value this version does not know.
+    """
+    options = getattr(meta, "options", None)
+    record = options.get("compute") if isinstance(options, dict) else None
+    value = record.get("precision") if isinstance(record, dict) else None
+    text = ALIASES.get(value, value) if isinstance(value, str) else None
+    return text if text in ("32", "bf16", "16") else None
+
+
 def trained_precision(meta: Any) -> str:
     """The precision a checkpoint records it was trained in: "32" or "bf16" ("32" when unsaid).
 
     Checkpoints from before this record, torchvision's weights and values
     this version does not know all read as float32.
     """
-    options = getattr(meta, "options", None)
-    record = options.get("compute") if isinstance(options, dict) else None
-    value = record.get("precision") if isinstance(record, dict) else None
-    text = ALIASES.get(value, value) if isinstance(value, str) else None
-    return text if text in ("32", "bf16") else "32"
+    found = recorded_precision(meta)
+    return found if found == "bf16" else "32"
 
 
 def for_checkpoint(requested: str | None, device: str, model: Any, ckpt: Any) -> Compute:

@@ -216,6 +216,7 @@ def _render_onnx(s: dict[str, Any]) -> None:
             "model": s["model"],
             "classes": _classes_text(s["classes"]),
             **_start_facts(s.get("start") or {}),
+            "trained in": _trained_in(s.get("trained_in")),
             "dataset": s["dataset"],
             **{f"input {k}": v for k, v in s["input"].items()},
             "inputs": signature(s["inputs"]),
@@ -328,6 +329,7 @@ def _render_model(s: dict[str, Any]) -> None:
                 "checkpoint": s["path"],
                 "classes": _classes_text(s["classes"]),
                 **_start_facts(s.get("start") or {}),
+                "trained in": _trained_in(s.get("trained_in")),
                 "dataset": s["dataset"],
                 **{f"input {k}": v for k, v in s["input"].items()},
                 **{f"metric {k}": v for k, v in s["metrics"].items()},
@@ -345,6 +347,12 @@ def _classes_text(classes: list[str], limit: int = 20) -> str:
     if len(classes) <= limit:
         return ", ".join(classes)
     return f"{len(classes):,}: " + ", ".join(classes[:limit]) + ", ... (all with --json)"
+
+
+def _trained_in(precision: str | None) -> str:
+    """The precision a model was trained in ("32", "bf16", "16" or None), as inspect words it."""
+    words = {"32": "float32", "bf16": "bf16 autocast", "16": "fp16 autocast"}
+    return words.get(precision or "", "not recorded (float32 assumed)")
 
 
 def _start_facts(start: dict[str, Any]) -> dict[str, Any]:

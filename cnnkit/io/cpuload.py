@@ -11,7 +11,10 @@ count that leaves the busy cores alone avoids this.
 So a training run (``cnnkit train``, ``cnnkit.train``) computes on the cores
 its CPU budget gives (cnnkit.io.cpu) minus the cores other processes kept
 busy, measured from ``/proc/stat`` (the CPUs this process may run on) minus
-this process's own use and its children's (DataLoader workers). The first
+this process's own use and its children's (DataLoader workers). Where the
+budget is smaller than those CPUs (a container's CPU quota on a larger
+machine), other processes take a core from the budget only once they keep
+busy more than the CPUs beyond it. The first
 measurement spans the command's start-up (imports and data loading, a second
 or more, at no cost); the run measures again every ``EVERY_S`` seconds and
 follows: when the other job ends, it takes the core back.
@@ -47,11 +50,13 @@ except (AttributeError, ValueError, OSError):  # not POSIX
 @dataclass(frozen=True)
 class Sample:
     """CPU time at one moment, in clock ticks: ``busy`` on this process's CPUs,
-    ``own`` of this process and its children."""
+    ``own`` of this process and its children; ``cpus``: how many CPUs ``busy``
+    spans (0: not said)."""
 
     when: float
     busy: int
     own: int
+    cpus: int = 0
 
 
 def user_sets_threads(environ: dict[str, str] | None = None) -> bool:
@@ -71,7 +76,7 @@ def sample(proc: Path = PROC, children: bool = True) -> Sample | None:
     except (AttributeError, OSError):
         return None
     try:
-        busy = 0
+        busy = counted = 0
         with (proc / "stat").open() as f:
             for line in f:
                 if not line.startswith("cpu"):
@@ -79,13 +84,16 @@ def sample(proc: Path = PROC, children: bool = True) -> Sample | None:
                 fields = line.split()
                 if fields[0] in cpus:
                     # user nice system idle iowait irq softirq steal: all but idle and iowait.
+                    # Niced work counts: nice ranks processes only within one scheduling
+                    # group (autogroup, cgroup), and other jobs are mostly in others.
                     values = [int(v) for v in fields[1:9]]
                     busy += sum(values) - values[3] - values[4]
+                    counted += 1
         own = _process_ticks(proc / "self" / "stat", children=True)
     except (OSError, ValueError, IndexError):
         return None
     live = _live_children_ticks(proc) if children else 0
-    return Sample(time.monotonic(), busy, own + live)
+    return Sample(time.monotonic(), busy, own + live, counted)
 
 
 def _process_ticks(stat: Path, children: bool) -> int:
@@ -102,21 +110,45 @@ def _live_children_ticks(proc: Path) -> int:
     """CPU time of this process's running children (DataLoader workers), in ticks."""
     me = str(os.getpid())
     total = 0
-    try:
-        entries = list(os.scandir(proc))
-    except OSError:
-        return 0
-    for entry in entries:
-        if not entry.name.isdigit():
-            continue
+    pids = _child_pids(proc)
+    if pids is None:  # a kernel that does not list children: every process is looked at
         try:
-            text = (proc / entry.name / "stat").read_text()
+            pids = [entry.name for entry in os.scandir(proc) if entry.name.isdigit()]
+        except OSError:
+            return 0
+    for pid in pids:
+        try:
+            text = (proc / pid / "stat").read_text()
             fields = text[text.rindex(")") + 2 :].split()
             if fields[1] == me:  # the parent's pid
                 total += int(fields[11]) + int(fields[12])
         except (OSError, ValueError, IndexError):
             continue  # ended meanwhile, or not ours to read
     return total
+
+
+def _child_pids(proc: Path) -> list[str] | None:
+    """This process's children as its threads list them, or None where the kernel does not.
+
+    Reading every process's stat costs tens of microseconds each: on a shared
+    machine with thousands of processes, a tenth of a second of the training
+    thread's time at every measurement. The threads' ``children`` files name
+    the few that count.
+    """
+    tasks = proc / "self" / "task"
+    if not (tasks / str(os.getpid()) / "children").is_file():
+        return None
+    try:
+        threads = os.listdir(tasks)
+    except OSError:
+        return None
+    pids: set[str] = set()
+    for tid in threads:
+        try:
+            pids.update(p for p in (tasks / tid / "children").read_text().split() if p.isdigit())
+        except OSError:
+            continue  # a thread that ended meanwhile
+    return sorted(pids)
 
 
 def busy_elsewhere(before: Sample, after: Sample) -> float | None:
@@ -128,12 +160,15 @@ def busy_elsewhere(before: Sample, after: Sample) -> float | None:
     return max(0.0, others / TICKS / seconds)
 
 
-def threads_beside(cores: int, elsewhere: float, current: int | None = None) -> int:
+def threads_beside(cores: int, elsewhere: float, current: int | None = None, cpus: int = 0) -> int:
     """Threads to compute on: the budget's ``cores`` less those other processes keep busy.
 
     ``current``: the count in use, kept while the load sits between the two
-    marks (see TAKEN_ABOVE, FREE_BELOW).
+    marks (see TAKEN_ABOVE, FREE_BELOW). ``cpus``: the CPUs ``elsewhere`` was
+    measured on; where they are more than the budget's cores (a CPU quota),
+    the others' load first fills the CPUs beyond the budget.
     """
+    elsewhere = max(0.0, elsewhere - max(0, cpus - cores))
     whole = int(elsewhere)
     part = elsewhere - whole
     taken = whole + (1 if part > TAKEN_ABOVE else 0)
@@ -190,7 +225,7 @@ class Follower:
         self.last = latest
         if elsewhere is None:
             return
-        wanted = threads_beside(self.cores, elsewhere, self.current)
+        wanted = threads_beside(self.cores, elsewhere, self.current, latest.cpus)
         if wanted != self.current:
             self.apply(wanted)
             self.current = wanted

@@ -157,6 +157,7 @@ def inspect_model(
 def inspect_checkpoint(path: str | Path, input_size: Sequence[int] | None = None) -> InspectedModel:
     """Load a checkpoint (weights only, no Lightning), summarise its model at its input size."""
     from cnnkit.checkpoint import build_model
+    from cnnkit.precision import recorded_precision
     from cnnkit.sources import open_checkpoint
 
     ckpt = open_checkpoint(path)
@@ -179,6 +180,7 @@ def inspect_checkpoint(path: str | Path, input_size: Sequence[int] | None = None
         metrics=dict(ckpt.metrics),
         cnnkit_version=ckpt.cnnkit_version,
         start=dict(ckpt.meta.start),
+        trained_in=recorded_precision(ckpt.meta),
     )
     trained = ckpt.meta.start.get("trained")
     if trained:

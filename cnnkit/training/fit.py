@@ -260,7 +260,7 @@ class CpuShare:
         if first is not None and now.when - first.when >= cpuload.MIN_WINDOW_S:
             elsewhere = cpuload.busy_elsewhere(first, now)
             if elsewhere is not None:
-                threads = cpuload.threads_beside(budget.cores, elsewhere)
+                threads = cpuload.threads_beside(budget.cores, elsewhere, cpus=now.cpus)
         here = ThreadsHere()
         if not here.set(threads):
             return
@@ -272,10 +272,11 @@ class CpuShare:
             follows_load=True,
         )
         if threads < budget.cores:
+            shared = f" of the {now.cpus} it may run on" if now.cpus > budget.cores else ""
             console.info(
                 f"CPU: training on {threads} of {budget.cores} threads: other processes keep "
-                f"{elsewhere:.1f} cores busy (measured again every {cpuload.EVERY_S:g} s; "
-                "CNNKIT_THREADS fixes the count)"
+                f"{elsewhere:.1f} cores{shared} busy (measured again every "
+                f"{cpuload.EVERY_S:g} s; CNNKIT_THREADS fixes the count)"
             )
 
     def end(self) -> None:

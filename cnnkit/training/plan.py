@@ -195,6 +195,10 @@ def plan(cfg: TrainConfig) -> TrainPlan:
     devices = parse_devices(cfg.devices)
     background = parse_colour(cfg.background) if cfg.background else WHITE
     device = resolve_device(cfg.device)
+    if cfg.precision == "16":  # refused before any data is read, not once it is loaded
+        from cnnkit.precision import check_fp16
+
+        check_fp16(device.accelerator)
     spec = get_model_spec(cfg.model)
     _check_model_kind(cfg.model, spec.dims, kind)
     if not is_child:
