@@ -125,14 +125,7 @@ def image_size(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
     header is cut short or damaged (OpenCV's own limit and checks then apply).
     Nothing is decoded: only the header bytes are looked at.
     """
-    head = bytes(data[:32])
-    try:
-        for signatures, parse in _PARSERS:
-            if head.startswith(signatures):
-                return parse(data)
-    except (struct.error, IndexError, ValueError):
-        return None
-    return None
+    return sniff(data)[1]
 
 
 def known_format(data: bytes | bytearray | memoryview) -> bool:
@@ -141,8 +134,19 @@ def known_format(data: bytes | bytearray | memoryview) -> bool:
     OpenCV decodes more (Radiance HDR, PNM, JPEG 2000, OpenEXR...) whatever the
     file's name, some at many bytes a pixel; cnnkit reads none of them.
     """
+    return sniff(data)[0]
+
+
+def sniff(data: bytes | bytearray | memoryview) -> tuple[bool, tuple[int, int] | None]:
+    """(known_format, image_size) of ``data`` at once: its first bytes looked at once."""
     head = bytes(data[:32])
-    return any(head.startswith(signatures) for signatures, _ in _PARSERS)
+    for signatures, parse in _PARSERS:
+        if head.startswith(signatures):
+            try:
+                return True, parse(data)
+            except (struct.error, IndexError, ValueError):
+                return True, None
+    return False, None
 
 
 def _png(data) -> tuple[int, int] | None:

@@ -33,10 +33,9 @@ from cnnkit.io._opencv import cv2
 from cnnkit.io.atomic import atomic_write_bytes
 from cnnkit.io.headers import (
     check_pixels,
-    image_size,
-    known_format,
     max_image_bytes,
     png_problem,
+    sniff,
     too_large,
     too_many_pixels,
 )
@@ -194,13 +193,13 @@ def read_image_bytes(data: bytes | bytearray, name: str = "-", rgb: bool = True)
 
 def _decode(buf: np.ndarray, name: str, rgb: bool) -> np.ndarray:
     shown = "stdin" if name == "-" else name
-    if buf.size and not known_format(buf.data):
+    known, size = sniff(buf.data)
+    if buf.size and not known:
         raise ReadError(
             f"{shown} is not a readable image: its contents are not PNG, JPEG, GIF, BMP, "
             "TIFF or WebP",
             hint="convert it to PNG or JPEG",
         )
-    size = image_size(buf.data)
     if size is not None:
         check_pixels(shown, *size)
     if buf[:8].tobytes() == _PNG_SIGNATURE:
@@ -226,10 +225,14 @@ def _decode(buf: np.ndarray, name: str, rgb: bool) -> np.ndarray:
             f"{shown} is not a readable image",
             hint=f"supported formats: {_supported()}; the file may be damaged or empty",
         )
-    image = apply_exif_orientation(image, exif_orientation(exif))
+    if exif:
+        image = apply_exif_orientation(image, exif_orientation(exif))
     if rgb:
         image = _swap_red_blue(image)
     return image
+
+
+_WITH_METADATA = hasattr(cv2, "imdecodeWithMetadata")
 
 
 def _imdecode_with_exif(buf: np.ndarray) -> tuple[np.ndarray | None, bytes]:
@@ -238,8 +241,10 @@ def _imdecode_with_exif(buf: np.ndarray) -> tuple[np.ndarray | None, bytes]:
     IMREAD_UNCHANGED skips OpenCV's own orientation handling (the flags that
     apply it also drop alpha or depth), so the orientation is applied here.
     """
-    if hasattr(cv2, "imdecodeWithMetadata"):  # OpenCV >= 4.12
+    if _WITH_METADATA:  # OpenCV >= 4.12
         image, types, blocks = cv2.imdecodeWithMetadata(buf, cv2.IMREAD_UNCHANGED)
+        if not len(blocks):  # most files: no metadata at all
+            return image, b""
         for kind, block in zip(np.asarray(types).ravel(), blocks, strict=False):
             if int(kind) == cv2.IMAGE_METADATA_EXIF:
                 return image, np.asarray(block).tobytes()
