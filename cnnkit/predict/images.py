@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.errors import CnnkitError, InputError
+from cnnkit.errors import CnnkitError
 from cnnkit.evaluation.metrics import softmax
 from cnnkit.io.readahead import STALL, map_ahead
 from cnnkit.predict.predictor import Predictor, Record
@@ -54,26 +54,22 @@ def predict_images(
 
     ``chunk``: images each decode thread takes at a time (see map_ahead); more
     than 1 only when ``paths`` are all known (not a pipe that answers as it goes).
+    A chunk is decoded and prepared as one (cnnkit.predict.decode), so its
+    images cost little Python each.
 
     A record is ``{"path", "label", "score", "topk": [{"label", "score"}]}``, or
     ``{"path", "error"}`` for a file that cannot be read (or a PredictInput that
     arrives with an error already, such as a missing path).
     """
-    from cnnkit.io.image import read_image, read_image_bytes
+    from cnnkit.predict.decode import decode_chunk
 
-    def load(item: str | PredictInput) -> np.ndarray:
-        if isinstance(item, PredictInput):
-            if item.error:
-                raise InputError(item.error)
-            if item.image is not None:
-                return predictor.prepare_image(item.image)
-            if item.data is not None:
-                return predictor.prepare_image(read_image_bytes(item.data, item.path))
-            item = item.path
-        return predictor.prepare_image(read_image(item))
+    def load(group: list[str | PredictInput], stopped: Any) -> Any:
+        return decode_chunk(predictor, group, stopped)
 
     ahead = max(2 * predictor.batch_size, 8)
-    loaded = map_ahead(load, paths, workers=workers, ahead=ahead, stalls=True, chunk=chunk)
+    loaded = map_ahead(
+        load, paths, workers=workers, ahead=ahead, stalls=True, chunk=chunk, batched=True
+    )
     try:
         yield from _image_batches(predictor, loaded, top_k)
     finally:
@@ -81,48 +77,91 @@ def predict_images(
         loaded.close()
 
 
+class _Batch:
+    """The records of one batch in input order, and the prepared images still to classify.
+
+    ``records`` holds error records as they come and None where an image's
+    record will be; ``places`` says which, ``paths`` their paths and
+    ``arrays`` their pixels (slices of decoded chunks, in order).
+    """
+
+    __slots__ = ("arrays", "paths", "places", "records")
+
+    def __init__(self) -> None:
+        self.records: list[Record | None] = []
+        self.places: list[int] = []
+        self.paths: list[str | None] = []
+        self.arrays: list[np.ndarray] = []
+
+    def finish(self, predictor: Predictor, top_k: int) -> list[Record]:
+        """Run the model on the images, put their records in place; the batch's records."""
+        if self.paths:
+            stacked = self.arrays[0] if len(self.arrays) == 1 else np.concatenate(self.arrays)
+            probs = softmax(predictor.logits(stacked))
+            records = predictor.records(self.paths, probs, top_k)
+            if len(self.places) == len(self.records):  # no errors among them: in place already
+                return records
+            for place, record in zip(self.places, records, strict=True):
+                self.records[place] = record
+        return self.records  # type: ignore[return-value]
+
+
+def _shown(item: str | PredictInput) -> str | None:
+    path = item.path if isinstance(item, PredictInput) else item
+    return path if path is None or type(path) is str else str(path)
+
+
 def _image_batches(
     predictor: Predictor, loaded: Iterator[Any], top_k: int
 ) -> Iterator[list[Record]]:
-    """Records for map_ahead's (input, decoded image or error) pairs, one list per batch."""
-    batch: list[tuple[Record, np.ndarray]] = []
-    out: list[Record] = []
+    """Records for map_ahead's (chunk of inputs, DecodedChunk) pairs, one list per batch."""
+    from cnnkit.predict.decode import DecodedChunk
+
+    size = predictor.batch_size
+    batch = _Batch()
     for entry in loaded:
         if entry is STALL:
             # Nothing more to decode right now (a pipe feeding paths slowly):
             # answer what is here rather than wait for a full batch.
-            if out:
-                if batch:
-                    _fill(predictor, batch, top_k)
-                yield out
-                batch, out = [], []
+            if batch.records:
+                yield batch.finish(predictor, top_k)
+                batch = _Batch()
             continue
-        item, result = entry
-        path = item.path if isinstance(item, PredictInput) else item
-        shown = None if path is None else str(path)
-        if isinstance(result, BaseException):
-            out.append({"path": shown, "error": _error_text(result)})
-            continue
-        record: Record = {"path": shown}
-        out.append(record)
-        batch.append((record, result))
-        if len(batch) == predictor.batch_size:
-            _fill(predictor, batch, top_k)
-            yield out
-            batch, out = [], []
-    if batch:
-        _fill(predictor, batch, top_k)
-    if out:
-        yield out
-
-
-def _fill(predictor: Predictor, batch: list[tuple[Record, np.ndarray]], top_k: int) -> np.ndarray:
-    """Run one batch, write label/score/topk into its records; return the summed probabilities."""
-    stacked = np.stack([x for _, x in batch])
-    probs = softmax(predictor.logits(stacked))
-    for (record, _), result in zip(batch, predictor.label_scores(probs, top_k), strict=True):
-        record.update(result)
-    return probs.sum(axis=0)
+        group, result = entry
+        if isinstance(result, BaseException):  # the chunk's decoding itself failed
+            result = DecodedChunk(np.empty((0,)), [result] * len(group))
+        images = result.batch
+        taken = 0  # images of this chunk already in a batch
+        if not any(result.errors) and len(batch.paths) + len(group) <= size:
+            # The common case: a chunk of good images that fits in the batch.
+            first = len(batch.records)
+            batch.places.extend(range(first, first + len(group)))
+            batch.paths.extend([_shown(item) for item in group])
+            batch.records.extend([None] * len(group))
+            batch.arrays.append(images)
+            taken = len(group)
+        else:
+            done = 0  # images of this chunk placed so far
+            for item, error in zip(group, result.errors, strict=True):
+                if error is not None:
+                    batch.records.append({"path": _shown(item), "error": _error_text(error)})
+                    continue
+                batch.places.append(len(batch.records))
+                batch.paths.append(_shown(item))
+                batch.records.append(None)
+                done += 1
+                if len(batch.paths) == size:
+                    batch.arrays.append(images[taken:done])
+                    taken = done
+                    yield batch.finish(predictor, top_k)
+                    batch = _Batch()
+            if taken < len(images):
+                batch.arrays.append(images[taken:])
+        if len(batch.paths) == size:
+            yield batch.finish(predictor, top_k)
+            batch = _Batch()
+    if batch.records:
+        yield batch.finish(predictor, top_k)
 
 
 def predict_inputs(

@@ -198,9 +198,10 @@ class Predictor:
 
         Colour is noted only for images that have it (see ``has_colour``): a gray
         picture stored in three channels (a GIF, a video frame) converts to gray
-        unchanged.
+        unchanged. A stack of images alike (N×H×W×C) is noted as one.
         """
-        channels = 1 if image.ndim == 2 else image.shape[2] - (image.shape[2] in (2, 4))
+        last = image.shape[-1]
+        channels = 1 if image.ndim == 2 else last - (last in (2, 4))
         want = self.input.channels
         if channels >= 3 and want == 1:
             # One test (two passes over the pixels) per input until the note is given.
@@ -213,6 +214,16 @@ class Predictor:
 
     def label_scores(self, probs: np.ndarray, top_k: int) -> list[Record]:
         """N×K probabilities -> one {"label", "score", "topk"} dict per row, class names."""
+        return self.records(None, probs, top_k)
+
+    def records(
+        self, paths: Sequence[str | None] | None, probs: np.ndarray, top_k: int
+    ) -> list[Record]:
+        """One {"path", "label", "score", "topk"} record per row of N×K ``probs``.
+
+        ``paths``: the inputs' paths, first in each record; None: records without one
+        (see label_scores).
+        """
         k = max(1, min(top_k, probs.shape[1]))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         # Python lists, not numpy scalars: indexing and float() per value cost more
@@ -224,4 +235,6 @@ class Predictor:
             pairs = zip(idx, row, strict=True)
             topk = [{"label": names[i], "score": round(v, 6)} for i, v in pairs]
             out.append({"label": topk[0]["label"], "score": topk[0]["score"], "topk": topk})
-        return out
+        if paths is None:
+            return out
+        return [{"path": p, **r} for p, r in zip(paths, out, strict=True)]

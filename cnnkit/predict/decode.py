@@ -1,0 +1,160 @@
+"""Decode a chunk of image inputs into one batch-ready array, with little Python per image.
+
+Predict's decode threads share the interpreter's lock with the thread that
+runs the model and builds the records: every line of Python they run per
+image is time the others wait. So a chunk of inputs is read and decoded one
+by one (reading and OpenCV's decoder release the lock), and what can be done
+for the whole chunk at once is: images of one shape are stacked, converted to
+the model's channels by one colour conversion over the stack, resized one by
+one into a preallocated array, and put in C×H×W order by one copy. The result
+is the same bits as ``Predictor.prepare_image`` on each image (the tests hold
+them side by side); anything else (alpha, 16-bit or float pixels, odd
+channel counts) takes that per-image path.
+
+Files are decoded in OpenCV's BGR order and never converted to RGB: the gray
+conversion weighs each channel by its role, the resize treats channels alike,
+and the channels are put in RGB order by the one copy into C×H×W.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cnnkit.errors import InputError
+from cnnkit.io._opencv import cv2
+
+if TYPE_CHECKING:
+    from cnnkit.predict.predictor import Predictor
+
+
+class StoppedError(Exception):
+    """An input given up because the consumer of the chunk has gone."""
+
+
+@dataclass(slots=True)
+class DecodedChunk:
+    """A chunk's images, prepared: ``batch`` holds the good ones (N×C×H×W uint8, in
+    input order); ``errors`` has one entry per input, None for those in ``batch``."""
+
+    batch: np.ndarray
+    errors: list[BaseException | None]
+
+
+def decode_chunk(
+    predictor: Predictor, items: list[Any], stopped: Callable[[], bool] | None = None
+) -> DecodedChunk:
+    """Read, decode and prepare ``items`` (paths or PredictInputs) for ``predictor``.
+
+    An input that cannot be read or prepared gets its exception in ``errors``;
+    the others go on. Once ``stopped()`` is true (the consumer has gone) the
+    inputs not yet read are given up, each with a StoppedError.
+    """
+    from cnnkit.io.image import read_image, read_image_bytes
+
+    n = len(items)
+    images: list[Any] = [None] * n
+    errors: list[BaseException | None] = [None] * n
+    # BGR: decoded from a file, never swapped; RGB: an array given by a Python caller.
+    bgr = [True] * n
+    for i, item in enumerate(items):
+        if stopped is not None and stopped():
+            for j in range(i, n):
+                errors[j] = StoppedError("stopped before this input was read")
+            break
+        try:
+            if isinstance(item, str):
+                images[i] = read_image(item, rgb=False)
+                continue
+            if item.error:
+                raise InputError(item.error)
+            if item.image is not None:
+                images[i], bgr[i] = item.image, False
+            elif item.data is not None:
+                images[i] = read_image_bytes(item.data, item.path, rgb=False)
+            else:
+                images[i] = read_image(item.path, rgb=False)
+        except Exception as exc:  # reported per input, the others go on
+            errors[i] = exc
+    spec = predictor.input
+    out = np.empty((n, spec.channels, *spec.size), np.uint8)
+    # Runs of images alike (shape, channel order) are prepared together.
+    start = 0
+    while start < n:
+        if errors[start] is not None:
+            start += 1
+            continue
+        key = _plain_key(images[start], bgr[start])
+        stop = start + 1
+        if key is not None:
+            while stop < n and errors[stop] is None and _plain_key(images[stop], bgr[stop]) == key:
+                stop += 1
+            try:
+                _prepare_plain(predictor, images[start:stop], bgr[start], out[start:stop])
+                start = stop
+                continue
+            except Exception:  # noqa: BLE001 - image by image then, each with its own error
+                pass
+        for i in range(start, stop):
+            try:
+                out[i] = predictor.prepare_image(_to_rgb(images[i]) if bgr[i] else images[i])
+            except Exception as exc:  # a float image outside 0-1, a 32-bit TIFF...
+                errors[i] = exc
+        start = stop
+    good = [i for i in range(n) if errors[i] is None]
+    batch = out if len(good) == n else out[good]
+    return DecodedChunk(batch, errors)
+
+
+def _plain_key(image: Any, bgr: bool) -> tuple | None:
+    """What makes images preparable together: 8-bit gray or 3-channel colour, one shape."""
+    if image.dtype != np.uint8 or not (image.ndim == 2 or image.shape[2] == 3):
+        return None
+    return image.shape, bgr
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return image
+
+
+def _prepare_plain(
+    predictor: Predictor, images: list[np.ndarray], bgr: bool, out: np.ndarray
+) -> None:
+    """Write ``images`` (uint8, all H×W or all H×W×3, one shape) into ``out`` (N×C×h×w)."""
+    n = len(images)
+    channels = out.shape[1]
+    h, w = out.shape[2:]
+    stack = images[0][None] if n == 1 else np.stack(images)
+    height, width = stack.shape[1:3]
+    colour = stack.ndim == 4
+    if colour:
+        # The note (and its test) as Predictor.note_channels gives it, in RGB order.
+        predictor.note_channels(stack[..., ::-1] if bgr else stack)
+        if channels == 1:
+            # One conversion over the stack: per pixel, the same as image by image.
+            code = cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY
+            stack = cv2.cvtColor(stack.reshape(n * height, width, 3), code)
+            stack = stack.reshape(n, height, width)
+            colour = False
+    else:
+        predictor.note_channels(stack[0])
+    if not colour and channels == 3:
+        # Gray repeated to three channels before the resize, as fit_channels does.
+        stack, colour, bgr = np.repeat(stack[..., None], 3, axis=3), True, False
+    if (height, width) != (h, w):
+        interp = cv2.INTER_AREA if height * width > h * w else cv2.INTER_LINEAR
+        resized = np.empty((n, h, w, 3) if colour else (n, h, w), np.uint8)
+        for i in range(n):
+            cv2.resize(stack[i], (w, h), dst=resized[i], interpolation=interp)
+        stack = resized
+    if colour:
+        out[...] = (stack[..., ::-1] if bgr else stack).transpose(0, 3, 1, 2)
+    else:
+        out[:, 0] = stack
