@@ -106,6 +106,7 @@ def predict(
         format = PredictFormat.jsonl
     from cnnkit.io.sources import expand_sources, iter_sources
     from cnnkit.predict import PredictInput, open_predictor, predict_inputs
+    from cnnkit.predict.images import NAMED_CHUNK
     from cnnkit.records import CsvWriter, JsonLinesWriter, TableWriter, csv_columns
 
     colour = parse_colour(background) if background is not None else None
@@ -149,7 +150,7 @@ def predict(
     failed = 0
     # Inputs named on the command line are all known: decode threads take them 16 at a
     # time (see map_ahead). Paths on stdin are answered as they come, one at a time.
-    chunk = 16 if named else 1
+    chunk = NAMED_CHUNK if named else 1
     results = predict_inputs(predictor, stream(), top_k, window, stride, workers, chunk)
     try:
         for records in results:

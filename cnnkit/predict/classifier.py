@@ -20,7 +20,7 @@ import numpy as np
 
 from cnnkit.errors import InputError, python_names
 from cnnkit.io.pipeline import torch_threads_here
-from cnnkit.predict.images import PredictInput, predict_inputs
+from cnnkit.predict.images import NAMED_CHUNK, PredictInput, predict_inputs
 from cnnkit.predict.predictor import Predictor
 from cnnkit.spec import InputSpec
 
@@ -235,7 +235,7 @@ class Classifier:
     def _run(
         self, predictor: Predictor, items: list[PredictInput], top_k: int, workers: int
     ) -> Iterator[dict[str, Any]]:
-        results = predict_inputs(predictor, items, top_k, workers=workers, chunk=16)
+        results = predict_inputs(predictor, items, top_k, workers=workers, chunk=NAMED_CHUNK)
         try:
             for records in results:
                 yield from records

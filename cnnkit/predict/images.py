@@ -20,6 +20,11 @@ from cnnkit.io.readahead import STALL, map_ahead
 from cnnkit.predict.predictor import Predictor, Record
 from cnnkit.predict.videos import predict_video
 
+# Inputs a decode thread takes at a time when all are known (named files, a
+# Python list): each hand-over between threads costs as much as decoding a
+# small image, and a chunk is prepared as one (see cnnkit.predict.decode).
+NAMED_CHUNK = 16
+
 
 @dataclass(slots=True)  # one per input: a frozen dataclass's __init__ costs 3x
 class PredictInput:
