@@ -32,8 +32,10 @@ from cnnkit.errors import CnnkitError, InputError, ReadError
 from cnnkit.io._opencv import cv2
 from cnnkit.io.atomic import atomic_write_bytes
 from cnnkit.io.headers import (
+    BYTES_PER_PIXEL,
     check_pixels,
     max_image_bytes,
+    max_image_pixels,
     png_problem,
     sniff,
     too_large,
@@ -85,7 +87,7 @@ def check_float_pixels(image: np.ndarray, name: str | None = None) -> None:
     )
 
 
-def read_image(path: str | Path, rgb: bool = True) -> np.ndarray:
+def read_image(path: str | Path, rgb: bool = True, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as H×W or H×W×C (RGB/RGBA, or BGR/BGRA with ``rgb=False``).
 
     Bit depth, gray and alpha are kept as stored; the EXIF orientation is
@@ -93,10 +95,12 @@ def read_image(path: str | Path, rgb: bool = True) -> np.ndarray:
     regular file is read (ReadError for a FIFO, a device or a socket, named
     or reached through a symlink), no further than ``max_image_bytes()``, and
     an image whose header declares more pixels than the limit is refused
-    before it is decoded.
+    before it is decoded. ``max_pixels``: that limit (``max_image_pixels()``)
+    as read already, for a caller that reads many images at once.
     """
     name = os.fspath(path)
-    return _decode(np.frombuffer(read_image_file(name), dtype=np.uint8), name, rgb)
+    limit = max_pixels or max_image_pixels()
+    return _decode(np.frombuffer(read_image_file(name, limit), dtype=np.uint8), name, rgb, limit)
 
 
 def _open_without_waiting(path: str, flags: int) -> int:
@@ -116,11 +120,12 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def read_image_file(path: str | Path) -> bytes | bytearray:
+def read_image_file(path: str | Path, max_pixels: int | None = None) -> bytes | bytearray:
     """The bytes of an image file: a regular file of at most ``max_image_bytes()`` (else ReadError).
 
     The file is checked once opened (fstat), so a name swapped for a FIFO or
     a symlink to /dev/zero between a folder walk and the read is refused too.
+    ``max_pixels``: ``max_image_pixels()`` as read already.
     """
     name = os.fspath(path)
     # os.open + os.read rather than imread: it reads any file name the OS accepts
@@ -148,7 +153,7 @@ def read_image_file(path: str | Path) -> bytes | bytearray:
                 f"{name} is {_file_kind(info.st_mode)}, not an image file",
                 hint="only regular files are read as images",
             )
-        if info.st_size > max_image_bytes():
+        if info.st_size > BYTES_PER_PIXEL * (max_pixels or max_image_pixels()):
             raise too_large(name)
         # One byte more than the size: a file that grew since (or a /proc file,
         # which states 0) is read on, still bounded.
@@ -186,12 +191,14 @@ def read_at_most(stream: BinaryIO, name: str, start: bytes = b"") -> bytes | byt
     raise too_large("stdin" if name == "-" else name)
 
 
-def read_image_bytes(data: bytes | bytearray, name: str = "-", rgb: bool = True) -> np.ndarray:
+def read_image_bytes(
+    data: bytes | bytearray, name: str = "-", rgb: bool = True, max_pixels: int | None = None
+) -> np.ndarray:
     """Decode an encoded image held in memory (e.g. read from stdin); ``name`` is for messages."""
-    return _decode(np.frombuffer(data, dtype=np.uint8), name, rgb)
+    return _decode(np.frombuffer(data, dtype=np.uint8), name, rgb, max_pixels)
 
 
-def _decode(buf: np.ndarray, name: str, rgb: bool) -> np.ndarray:
+def _decode(buf: np.ndarray, name: str, rgb: bool, max_pixels: int | None = None) -> np.ndarray:
     shown = "stdin" if name == "-" else name
     known, size = sniff(buf.data)
     if buf.size and not known:
@@ -201,7 +208,7 @@ def _decode(buf: np.ndarray, name: str, rgb: bool) -> np.ndarray:
             hint="convert it to PNG or JPEG",
         )
     if size is not None:
-        check_pixels(shown, *size)
+        check_pixels(shown, *size, max_pixels)
     if buf[:8].tobytes() == _PNG_SIGNATURE:
         problem = png_problem(buf.data)
         if problem is not None:
