@@ -18,6 +18,7 @@ from cnnkit.io.image import read_image
 from cnnkit.io.readahead import map_ahead
 from cnnkit.predict import PredictInput, Predictor, predict_images
 from cnnkit.predict.images import _error_text
+from cnnkit.predict.predictor import rounded
 from tests.helpers import make_checkpoint, make_image, write_array
 
 
@@ -204,3 +205,23 @@ def test_named_inputs_are_decoded_a_chunk_at_a_time_with_the_same_records(
         assert record["path"] == path and list(record) == ["path", "label", "score", "topk"]
         assert record["label"] == pred.classes[int(probs.argmax())]
         assert record["score"] == pytest.approx(probs.max(), abs=1e-5)
+
+
+def test_scores_are_rounded_as_python_rounds_them():
+    rng = np.random.default_rng(4)
+    ties = (rng.integers(0, 10**7, 20_000) + 0.5) / 1e7  # decimals ending in 5 at the 7th digit
+    values = np.concatenate([
+        rng.random(50_000),
+        rng.random(20_000).astype(np.float32).astype(np.float64),  # softmax's float32 scores
+        ties * (1 + rng.normal(0, 1e-15, ties.size)),
+        ties,
+        [0.0, -0.0, 1.0, 0.5, 5e-7, 1.5e-6, 0.1234565, 0.9999995, 1e-300, -2.5e-7, 123.4567895],
+    ])  # fmt: skip
+    want = [round(v, 6) for v in values.tolist()]
+    assert rounded(values) == want
+    grid = values[: 6 * 1000].reshape(1000, 6)
+    assert rounded(grid) == [[round(v, 6) for v in row] for row in grid.tolist()]
+    odd = np.array([[np.nan, np.inf], [-np.inf, 1e300]])
+    got = rounded(odd)
+    assert np.isnan(got[0][0]) and got[0][1] == np.inf and got[1] == [-np.inf, 1e300]
+    assert rounded(np.empty((0, 3))) == []

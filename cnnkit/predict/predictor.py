@@ -228,13 +228,41 @@ class Predictor:
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         # Python lists, not numpy scalars: indexing and float() per value cost more
         # than the rest of a record.
-        scores = np.take_along_axis(probs, order, axis=1).astype(np.float64).tolist()
+        scores = rounded(np.take_along_axis(probs, order, axis=1).astype(np.float64))
         names = self.classes
         out = []
-        for idx, row in zip(order.tolist(), scores, strict=True):
-            pairs = zip(idx, row, strict=True)
-            topk = [{"label": names[i], "score": round(v, 6)} for i, v in pairs]
-            out.append({"label": topk[0]["label"], "score": topk[0]["score"], "topk": topk})
-        if paths is None:
-            return out
-        return [{"path": p, **r} for p, r in zip(paths, out, strict=True)]
+        rows = zip(paths or [None] * len(probs), order.tolist(), scores, strict=True)
+        for path, idx, row in rows:
+            topk = [{"label": names[i], "score": v} for i, v in zip(idx, row, strict=True)]
+            best = topk[0]
+            if paths is None:
+                out.append({"label": best["label"], "score": best["score"], "topk": topk})
+            else:
+                out.append(
+                    {"path": path, "label": best["label"], "score": best["score"], "topk": topk}
+                )
+        return out
+
+
+def rounded(values: np.ndarray, digits: int = 6) -> list[Any]:
+    """``values`` (float64, any shape) as nested lists of ``round(v, digits)``, bit for bit.
+
+    Python's round per value costs more than the rest of a record. Here the
+    array is rounded in numpy: ``rint(v * 10**digits) / 10**digits`` is the
+    float nearest the same decimal as Python's round (a correctly rounded
+    division of two exact numbers) wherever the product picks the same whole
+    number, that is unless it lies within rounding error of a half; those few
+    values, and any array too large for that argument, are rounded by Python.
+    """
+    scale = 10.0**digits
+    if values.size == 0 or not np.all(np.abs(values) < 2.0**40 / scale):
+        return np.vectorize(lambda v: round(float(v), digits), otypes=[object])(values).tolist()
+    scaled = values * scale
+    out = (np.rint(scaled) / scale).tolist()
+    near_half = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6
+    for at in zip(*np.nonzero(near_half), strict=True):
+        inner = out
+        for i in at[:-1]:
+            inner = inner[i]
+        inner[at[-1]] = round(float(values[at]), digits)
+    return out
