@@ -225,3 +225,28 @@ def test_scores_are_rounded_as_python_rounds_them():
     got = rounded(odd)
     assert np.isnan(got[0][0]) and got[0][1] == np.inf and got[1] == [-np.inf, 1e300]
     assert rounded(np.empty((0, 3))) == []
+
+
+def test_a_chunk_of_large_images_holds_a_few_decoded_images_at_a_time(
+    tmp_path, monkeypatch
+) -> None:
+    ckpt = make_checkpoint(tmp_path / "m.ckpt", channels=3, size=(16, 16))
+    pred = Predictor.from_checkpoint(ckpt, "cpu")
+    paths = [str(tmp_path / f"{i}.png") for i in range(7)]
+    for i, path in enumerate(paths):
+        make_image(path, 40, 40, 3, seed=i)  # 4,800 bytes decoded
+    (tmp_path / "3.png").write_bytes(b"broken")  # a failure inside a run
+    runs: list[int] = []
+    real = decode._prepare_plain
+
+    def counted(predictor, images, bgr, out):
+        runs.append(len(images))
+        return real(predictor, images, bgr, out)
+
+    monkeypatch.setattr(decode, "_prepare_plain", counted)
+    monkeypatch.setattr(decode, "RUN_BYTES", 2 * 4800)
+    chunk = decode.decode_chunk(pred, paths)
+    assert runs == [2, 2, 2]  # never more than two decoded images waiting
+    want = [pred.prepare_image(read_image(p)) for i, p in enumerate(paths) if i != 3]
+    np.testing.assert_array_equal(chunk.batch, np.stack(want))
+    assert [e is None for e in chunk.errors] == [True, True, True, False, True, True, True]

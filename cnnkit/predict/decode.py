@@ -51,64 +51,107 @@ def decode_chunk(
 
     An input that cannot be read or prepared gets its exception in ``errors``;
     the others go on. Once ``stopped()`` is true (the consumer has gone) the
-    inputs not yet read are given up, each with a StoppedError.
+    inputs not yet read are given up, each with a StoppedError. Decoded
+    images wait to be prepared together only up to RUN_BYTES: a chunk of
+    large photos is prepared one by one, as each is decoded.
     """
     from cnnkit.io.headers import max_image_pixels
     from cnnkit.io.image import read_image, read_image_bytes
 
     limit = max_image_pixels()  # read once for the chunk
     n = len(items)
-    images: list[Any] = [None] * n
+    spec = predictor.input
+    out = np.empty((n, spec.channels, *spec.size), np.uint8)
     errors: list[BaseException | None] = [None] * n
-    # BGR: decoded from a file, never swapped; RGB: an array given by a Python caller.
-    bgr = [True] * n
+    run: list[tuple[int, np.ndarray]] = []  # decoded, alike, not yet prepared
+    run_key: tuple | None = None
+    run_bytes = 0
+
+    def prepare_run() -> None:
+        nonlocal run_bytes
+        if run:
+            _prepare_together(predictor, run, run_key, out, errors)
+            run.clear()
+            run_bytes = 0
+
     for i, item in enumerate(items):
         if stopped is not None and stopped():
             for j in range(i, n):
                 errors[j] = StoppedError("stopped before this input was read")
             break
+        bgr = True  # decoded from a file: OpenCV's order, never swapped
         try:
             if isinstance(item, str):
-                images[i] = read_image(item, False, limit)
-                continue
-            if item.error:
+                image = read_image(item, False, limit)
+            elif item.error:
                 raise InputError(item.error)
-            if item.image is not None:
-                images[i], bgr[i] = item.image, False
+            elif item.image is not None:  # an RGB array given by a Python caller
+                image, bgr = item.image, False
             elif item.data is not None:
-                images[i] = read_image_bytes(item.data, item.path, False, limit)
+                image = read_image_bytes(item.data, item.path, False, limit)
             else:
-                images[i] = read_image(item.path, False, limit)
+                image = read_image(item.path, False, limit)
         except Exception as exc:  # reported per input, the others go on
             errors[i] = exc
-    spec = predictor.input
-    out = np.empty((n, spec.channels, *spec.size), np.uint8)
-    # Runs of images alike (shape, channel order) are prepared together.
-    start = 0
-    while start < n:
-        if errors[start] is not None:
-            start += 1
             continue
-        key = _plain_key(images[start], bgr[start])
-        stop = start + 1
-        if key is not None:
-            while stop < n and errors[stop] is None and _plain_key(images[stop], bgr[stop]) == key:
-                stop += 1
-            try:
-                _prepare_plain(predictor, images[start:stop], bgr[start], out[start:stop])
-                start = stop
-                continue
-            except Exception:  # noqa: BLE001 - image by image then, each with its own error
-                pass
-        for i in range(start, stop):
-            try:
-                out[i] = predictor.prepare_image(_to_rgb(images[i]) if bgr[i] else images[i])
-            except Exception as exc:  # a float image outside 0-1, a 32-bit TIFF...
-                errors[i] = exc
-        start = stop
+        key = _plain_key(image, bgr)
+        if run and (key != run_key or run_bytes + image.nbytes > RUN_BYTES):
+            prepare_run()
+        if key is None:
+            _prepare_one(predictor, i, image, bgr, out, errors)
+            continue
+        run.append((i, image))
+        run_key = key
+        run_bytes += image.nbytes
+    prepare_run()
     good = [i for i in range(n) if errors[i] is None]
     batch = out if len(good) == n else out[good]
     return DecodedChunk(batch, errors)
+
+
+# Decoded images a decode thread holds at most before preparing them together:
+# small images gain from it, large ones take far longer to decode than their
+# few calls cost, and each thread must hold about one of them, not a chunk.
+RUN_BYTES = 4 * 2**20
+
+
+def _prepare_together(
+    predictor: Predictor,
+    run: list[tuple[int, np.ndarray]],
+    key: tuple | None,
+    out: np.ndarray,
+    errors: list[BaseException | None],
+) -> None:
+    """Prepare a run of alike images into their rows of ``out`` (image by image if that fails)."""
+    first, last = run[0][0], run[-1][0]
+    bgr = bool(key and key[1])
+    rows = [i for i, _ in run]
+    try:
+        if last - first + 1 == len(run):  # consecutive rows: written in place
+            _prepare_plain(predictor, [image for _, image in run], bgr, out[first : last + 1])
+        else:  # inputs that failed in between
+            into = np.empty((len(run), *out.shape[1:]), np.uint8)
+            _prepare_plain(predictor, [image for _, image in run], bgr, into)
+            out[rows] = into
+        return
+    except Exception:  # noqa: BLE001 - image by image then, each with its own error
+        pass
+    for i, image in run:
+        _prepare_one(predictor, i, image, bgr, out, errors)
+
+
+def _prepare_one(
+    predictor: Predictor,
+    i: int,
+    image: np.ndarray,
+    bgr: bool,
+    out: np.ndarray,
+    errors: list[BaseException | None],
+) -> None:
+    try:
+        out[i] = predictor.prepare_image(_to_rgb(image) if bgr else image)
+    except Exception as exc:  # a float image outside 0-1, a 32-bit TIFF...
+        errors[i] = exc
 
 
 def _plain_key(image: Any, bgr: bool) -> tuple | None:
