@@ -4,6 +4,7 @@ notes and records the image-by-image path gives."""
 from __future__ import annotations
 
 import logging
+import os
 import struct
 import threading
 import time
@@ -250,3 +251,28 @@ def test_a_chunk_of_large_images_holds_a_few_decoded_images_at_a_time(
     want = [pred.prepare_image(read_image(p)) for i, p in enumerate(paths) if i != 3]
     np.testing.assert_array_equal(chunk.batch, np.stack(want))
     assert [e is None for e in chunk.errors] == [True, True, True, False, True, True, True]
+
+
+def test_onnx_runtime_threads_are_the_budgets_cores_the_decoders_leave(
+    tmp_path, monkeypatch
+) -> None:
+    import cnnkit
+    from cnnkit.io.pipeline import cpu_cores
+    from cnnkit.onnxexport import export_onnx
+    from cnnkit.predict import open_predictor
+
+    ckpt = make_checkpoint(tmp_path / "m.ckpt", channels=1, size=(16, 16))
+    onnx = tmp_path / "m.onnx"
+    export_onnx(str(ckpt), onnx)
+    # cnnkit's own variable wins over OMP_NUM_THREADS (which batch jobs set for torch).
+    monkeypatch.setenv("CNNKIT_THREADS", "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    cores = cpu_cores()
+    assert cores == min(2, os.cpu_count() or 1)
+    for workers in (1, 2):
+        clf = cnnkit.load(onnx, device="cpu", workers=workers)
+        assert clf.predictor.cpu_threads() == max(1, cores - workers)
+    # Without decode threads beside it (eval, explain): the whole budget, not the machine's.
+    predictor, _ = open_predictor(onnx, "cpu")
+    assert predictor.cpu_threads() == cores
+    assert cnnkit.load(onnx, device="cpu", threads=3).predictor.cpu_threads() == 3  # asked for

@@ -373,7 +373,8 @@ def open_predictor(
 
     The device chosen is said through the ``cnnkit`` logger. ``decoders``:
     threads that will decode inputs meanwhile; an .onnx session's threads
-    leave them their cores (or are ``threads``). Changes no process state.
+    are the cores of the CPU budget they leave (or ``threads``). Changes no
+    process state.
     """
     from cnnkit import console
     from cnnkit.refs import parse
@@ -383,7 +384,7 @@ def open_predictor(
     if parse(ref).kind == "onnx":
         from cnnkit.onnxmodel import decoder_threads_left
 
-        onnx_threads = threads or (decoder_threads_left(decoders) if decoders else None)
+        onnx_threads = threads or decoder_threads_left(decoders)
     opened = open_model(ref, device, threads=onnx_threads)
     console.info(f"device: {opened.device}")
     src = opened.source
