@@ -26,6 +26,8 @@ import numpy as np
 
 from cnnkit.errors import InputError
 from cnnkit.io._opencv import cv2
+from cnnkit.io.headers import max_image_pixels
+from cnnkit.io.image import read_image, read_image_bytes
 
 if TYPE_CHECKING:
     from cnnkit.predict.predictor import Predictor
@@ -55,9 +57,6 @@ def decode_chunk(
     images wait to be prepared together only up to RUN_BYTES: a chunk of
     large photos is prepared one by one, as each is decoded.
     """
-    from cnnkit.io.headers import max_image_pixels
-    from cnnkit.io.image import read_image, read_image_bytes
-
     limit = max_image_pixels()  # read once for the chunk
     n = len(items)
     spec = predictor.input
@@ -66,14 +65,6 @@ def decode_chunk(
     run: list[tuple[int, np.ndarray]] = []  # decoded, alike, not yet prepared
     run_key: tuple | None = None
     run_bytes = 0
-
-    def prepare_run() -> None:
-        nonlocal run_bytes
-        if run:
-            _prepare_together(predictor, run, run_key, out, errors)
-            run.clear()
-            run_bytes = 0
-
     for i, item in enumerate(items):
         if stopped is not None and stopped():
             for j in range(i, n):
@@ -96,17 +87,19 @@ def decode_chunk(
             continue
         key = _plain_key(image, bgr)
         if run and (key != run_key or run_bytes + image.nbytes > RUN_BYTES):
-            prepare_run()
+            _prepare_together(predictor, run, run_key, out, errors)
+            run, run_bytes = [], 0
         if key is None:
             _prepare_one(predictor, i, image, bgr, out, errors)
             continue
         run.append((i, image))
         run_key = key
         run_bytes += image.nbytes
-    prepare_run()
-    good = [i for i in range(n) if errors[i] is None]
-    batch = out if len(good) == n else out[good]
-    return DecodedChunk(batch, errors)
+    if run:
+        _prepare_together(predictor, run, run_key, out, errors)
+    if any(errors):
+        out = out[[i for i in range(n) if errors[i] is None]]
+    return DecodedChunk(out, errors)
 
 
 # Decoded images a decode thread holds at most before preparing them together:
@@ -125,6 +118,9 @@ def _prepare_together(
     """Prepare a run of alike images into their rows of ``out`` (image by image if that fails)."""
     first, last = run[0][0], run[-1][0]
     bgr = bool(key and key[1])
+    if len(run) == 1:  # the image-by-image path costs less for one
+        _prepare_one(predictor, first, run[0][1], bgr, out, errors)
+        return
     rows = [i for i, _ in run]
     try:
         if last - first + 1 == len(run):  # consecutive rows: written in place
