@@ -33,6 +33,7 @@ from bench_predict import (  # noqa: E402  (the shared helpers of the predict be
     interleaved_bests,
     make_checkpoint,
     make_media,
+    predict_workers,
 )
 
 GOAL_PIPELINE = 0.5  # of the slower of decoding alone and the model alone
@@ -50,7 +51,7 @@ def in_process(ckpt: Path, onnx: Path, names: list[str], runs: int) -> dict:
     except ImportError:  # a cnnkit from before it was named: the 16 its CLI used
         NAMED_CHUNK = 16
 
-    share_cpu_with_decoders(2)  # as `cnnkit predict` does with its default --workers 2
+    share_cpu_with_decoders(predict_workers())  # as `cnnkit predict` does by default
     torch_pred = cnnkit.load(ckpt, device="cpu", batch_size=64).predictor
     onnx_pred = cnnkit.load(onnx, device="cpu", batch_size=64).predictor
     batch = np.random.default_rng(0).integers(0, 256, (len(names), 1, 28, 28), dtype=np.uint8)

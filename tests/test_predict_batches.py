@@ -178,8 +178,12 @@ def test_closing_a_batched_map_ahead_tells_the_chunk_in_progress_to_stop():
     assert len(seen) < 200  # the second chunk stopped at its next item
 
 
+@pytest.mark.parametrize(
+    ("workers", "chunk", "taken"),
+    [(2, 8, 8), (1, 8, 64), (1, 128, 128)],  # one decode thread takes at least 64 small images
+)
 def test_named_inputs_are_decoded_a_chunk_at_a_time_with_the_same_records(
-    tmp_path, inputs, monkeypatch
+    tmp_path, inputs, monkeypatch, workers, chunk, taken
 ):
     ckpt = make_checkpoint(tmp_path / "m.ckpt", channels=1, size=(16, 16))
     pred = Predictor.from_checkpoint(ckpt, "cpu", batch_size=3)
@@ -191,11 +195,13 @@ def test_named_inputs_are_decoded_a_chunk_at_a_time_with_the_same_records(
         return real(predictor, items, stopped)
 
     monkeypatch.setattr(decode, "decode_chunk", counted)
-    records = [r for b in predict_images(pred, inputs, top_k=2, chunk=8) for r in b]
-    assert chunks == [8] * (len(inputs) // 8) + [len(inputs) % 8] * (len(inputs) % 8 > 0)
+    many = inputs * 4  # more inputs than a chunk
+    got = predict_images(pred, many, top_k=2, workers=workers, chunk=chunk)
+    records = [r for b in got for r in b]
+    assert chunks == [taken] * (len(many) // taken) + [len(many) % taken] * (len(many) % taken > 0)
     # Every record as the image-by-image path and the model give it, in input order.
-    assert len(records) == len(inputs)
-    for item, record in zip(inputs, records, strict=True):
+    assert len(records) == len(many)
+    for item, record in zip(many, records, strict=True):
         pixels = _one_by_one(pred, item)
         path = item if isinstance(item, str) else item.path
         if isinstance(pixels, str):
@@ -276,3 +282,26 @@ def test_onnx_runtime_threads_are_the_budgets_cores_the_decoders_leave(
     predictor, _ = open_predictor(onnx, "cpu")
     assert predictor.cpu_threads() == cores
     assert cnnkit.load(onnx, device="cpu", threads=3).predictor.cpu_threads() == 3  # asked for
+
+
+@pytest.mark.parametrize(("budget", "decoders"), [(1, 1), (2, 1), (3, 1), (4, 2), (8, 4), (16, 4)])
+def test_decode_threads_and_the_onnx_sessions_follow_the_cpu_budget(
+    tmp_path, monkeypatch, budget, decoders
+):
+    """Half the budget's cores decode (1 to 4), the model computes on the rest: on 2 cores one
+    decode thread beside the model's is faster than two, which take turns on the GIL."""
+    import cnnkit
+    import cnnkit.io.cpu as cpu
+    from cnnkit.io.pipeline import decode_workers
+    from cnnkit.onnxexport import export_onnx
+
+    monkeypatch.setattr(cpu, "cgroup_cpu_quota", lambda: None)
+    monkeypatch.setattr(cpu, "affinity_cores", lambda: (16, "16 cores"))
+    monkeypatch.setattr(cpu.os, "cpu_count", lambda: 16)
+    monkeypatch.setenv("CNNKIT_THREADS", str(budget))
+    assert decode_workers() == decoders
+    ckpt = make_checkpoint(tmp_path / "m.ckpt", channels=1, size=(16, 16))
+    export_onnx(str(ckpt), tmp_path / "m.onnx")
+    clf = cnnkit.load(tmp_path / "m.onnx", device="cpu")
+    assert clf._workers == decoders
+    assert clf.predictor.cpu_threads() == max(1, budget - decoders)

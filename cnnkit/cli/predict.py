@@ -78,11 +78,16 @@ def predict(
         ),
     ] = None,
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--workers", min=1, max=MAX_WORKERS, help="Threads decoding images ahead of the model."
+            "--workers",
+            min=1,
+            max=MAX_WORKERS,
+            help="Threads decoding images ahead of the model "
+            "(default: half the cores of the CPU budget, 1 to 4).",
+            show_default=False,
         ),
-    ] = 2,
+    ] = None,
     background: BackgroundOpt = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -117,6 +122,9 @@ def predict(
             "INPUT is '-' but stdin is closed",
             hint="pipe paths or an image in: find photos -name '*.png' | cnnkit predict CKPT -",
         )
+    from cnnkit.io.pipeline import decode_workers
+
+    workers = workers or decode_workers()
     predictor, _ = open_predictor(checkpoint, device, batch_size, decoders=workers)
     if predictor.device == "cpu" and predictor.backend.name == "torch":
         from cnnkit.io.pipeline import share_cpu_with_decoders

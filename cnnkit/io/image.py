@@ -103,11 +103,10 @@ def read_image(path: str | Path, rgb: bool = True, max_pixels: int | None = None
     return _decode(np.frombuffer(read_image_file(name, limit), dtype=np.uint8), name, rgb, limit)
 
 
-def _open_without_waiting(path: str, flags: int) -> int:
-    # Opening a FIFO for reading waits for a writer, forever if none comes;
-    # O_NONBLOCK makes the open return at once, and the fstat below refuses it.
-    # It changes nothing for a regular file's reads.
-    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+# Opening a FIFO for reading waits for a writer, forever if none comes;
+# O_NONBLOCK makes the open return at once, and the fstat after it refuses it.
+# It changes nothing for a regular file's reads.
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 def _file_kind(mode: int) -> str:
@@ -133,7 +132,7 @@ def read_image_file(path: str | Path, max_pixels: int | None = None) -> bytes | 
     # what is wrong without a stat of the path first, and one unbuffered read of
     # the known size is the least Python per image (decode threads share the GIL).
     try:
-        fd = _open_without_waiting(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(name, _READ_FLAGS)
     except FileNotFoundError:
         raise InputError(f"no such file: {name}", hint="check the path and its spelling") from None
     except (IsADirectoryError, PermissionError) as exc:
@@ -200,7 +199,8 @@ def read_image_bytes(
 
 def _decode(buf: np.ndarray, name: str, rgb: bool, max_pixels: int | None = None) -> np.ndarray:
     shown = "stdin" if name == "-" else name
-    known, size = sniff(buf.data)
+    data = buf.data
+    known, size = sniff(data)
     if buf.size and not known:
         raise ReadError(
             f"{shown} is not a readable image: its contents are not PNG, JPEG, GIF, BMP, "
@@ -209,8 +209,8 @@ def _decode(buf: np.ndarray, name: str, rgb: bool, max_pixels: int | None = None
         )
     if size is not None:
         check_pixels(shown, *size, max_pixels)
-    if buf[:8].tobytes() == _PNG_SIGNATURE:
-        problem = png_problem(buf.data)
+    if data[:8] == _PNG_SIGNATURE:
+        problem = png_problem(data)
         if problem is not None:
             raise ReadError(
                 f"{shown} is not a readable image: PNG {problem}",

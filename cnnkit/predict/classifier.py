@@ -68,11 +68,13 @@ class Classifier:
     """
 
     def __init__(
-        self, predictor: Predictor, source: Any, workers: int = 2, reference: str = ""
+        self, predictor: Predictor, source: Any, workers: int | None = None, reference: str = ""
     ) -> None:
+        from cnnkit.io.pipeline import decode_workers
+
         self._predictor = predictor
         self._source = source
-        self._workers = workers
+        self._workers = workers or decode_workers()
         self.reference = reference  # what it was loaded from: a path or MODEL:DATA
         # How it was loaded (device as asked, threads), so that a copy loads the same way.
         self._loaded_with: dict[str, Any] = {"device": "auto", "threads": None}
@@ -319,14 +321,15 @@ def load(
     ref: str | os.PathLike[str],
     device: str = "auto",
     batch_size: int = 32,
-    workers: int = 2,
+    workers: int | None = None,
     threads: int | None = None,
 ) -> Classifier:
     """Load a model for inference: a ``.ckpt``, an exported ``.onnx``, or ``MODEL:DATA``.
 
     ``device``: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps (an
     ``.onnx``: auto, cpu or cuda). ``workers``: threads decoding images ahead
-    of the model. ``threads``: the CPU threads the model computes with (for
+    of the model (None: half the cores of the process's CPU budget, 1 to 4;
+    see cnnkit.io.cpu). ``threads``: the CPU threads the model computes with (for
     a ``.ckpt`` this sets torch's count for the whole process, as
     ``torch.set_num_threads`` does); None leaves the process's count as it
     is, and lowers it during a call for the calling thread alone, to the
@@ -341,6 +344,10 @@ def load(
     if threads is not None:
         _whole("threads", threads)
     _whole("batch_size", batch_size)
+    if workers is None:
+        from cnnkit.io.pipeline import decode_workers
+
+        workers = decode_workers()
     _whole("workers", workers)
     predictor, source = open_predictor(ref, device, batch_size, decoders=workers, threads=threads)
     if threads is not None and predictor.backend.name == "torch":

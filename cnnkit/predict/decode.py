@@ -150,11 +150,15 @@ def _prepare_one(
         errors[i] = exc
 
 
+_UINT8 = np.dtype(np.uint8)
+
+
 def _plain_key(image: Any, bgr: bool) -> tuple | None:
     """What makes images preparable together: 8-bit gray or 3-channel colour, one shape."""
-    if image.dtype != np.uint8 or not (image.ndim == 2 or image.shape[2] == 3):
+    shape = image.shape
+    if image.dtype != _UINT8 or not (len(shape) == 2 or shape[2] == 3):
         return None
-    return image.shape, bgr
+    return shape, bgr
 
 
 def _to_rgb(image: np.ndarray) -> np.ndarray:
