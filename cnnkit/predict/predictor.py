@@ -227,20 +227,17 @@ class Predictor:
         k = max(1, min(top_k, probs.shape[1]))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         # Python lists, not numpy scalars: indexing and float() per value cost more
-        # than the rest of a record.
+        # than the rest of a record; the labels are taken by numpy too.
         scores = rounded(np.take_along_axis(probs, order, axis=1).astype(np.float64))
-        names = self.classes
+        labels = np.array(self.classes, dtype=object)[order].tolist()
         out = []
-        rows = zip(paths or [None] * len(probs), order.tolist(), scores, strict=True)
-        for path, idx, row in rows:
-            topk = [{"label": names[i], "score": v} for i, v in zip(idx, row, strict=True)]
-            best = topk[0]
+        rows = zip(paths or [None] * len(probs), labels, scores, strict=True)
+        for path, names, row in rows:
+            topk = [{"label": name, "score": v} for name, v in zip(names, row, strict=True)]
             if paths is None:
-                out.append({"label": best["label"], "score": best["score"], "topk": topk})
+                out.append({"label": names[0], "score": row[0], "topk": topk})
             else:
-                out.append(
-                    {"path": path, "label": best["label"], "score": best["score"], "topk": topk}
-                )
+                out.append({"path": path, "label": names[0], "score": row[0], "topk": topk})
         return out
 
 
