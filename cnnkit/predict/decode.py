@@ -24,13 +24,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnkit.errors import InputError
+from cnnkit.errors import CnnkitError, InputError
 from cnnkit.io._opencv import cv2
 from cnnkit.io.headers import max_image_pixels
 from cnnkit.io.image import read_image, read_image_bytes
 
 if TYPE_CHECKING:
     from cnnkit.predict.predictor import Predictor
+
+
+def error_text(exc: BaseException) -> str:
+    """An input's error as its record says it: a CnnkitError's message, else type and text."""
+    if isinstance(exc, CnnkitError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
 
 
 class StoppedError(Exception):
@@ -47,7 +54,10 @@ class DecodedChunk:
 
 
 def decode_chunk(
-    predictor: Predictor, items: list[Any], stopped: Callable[[], bool] | None = None
+    predictor: Predictor,
+    items: list[Any],
+    stopped: Callable[[], bool] | None = None,
+    max_pixels: int | None = None,
 ) -> DecodedChunk:
     """Read, decode and prepare ``items`` (paths or PredictInputs) for ``predictor``.
 
@@ -55,9 +65,10 @@ def decode_chunk(
     the others go on. Once ``stopped()`` is true (the consumer has gone) the
     inputs not yet read are given up, each with a StoppedError. Decoded
     images wait to be prepared together only up to RUN_BYTES: a chunk of
-    large photos is prepared one by one, as each is decoded.
+    large photos is prepared one by one, as each is decoded. ``max_pixels``:
+    the pixel limit as the caller read it (a decode process gets its parent's).
     """
-    limit = max_image_pixels()  # read once for the chunk
+    limit = max_pixels or max_image_pixels()  # read once for the chunk
     n = len(items)
     spec = predictor.input
     out = np.empty((n, spec.channels, *spec.size), np.uint8)

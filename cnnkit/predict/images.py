@@ -18,6 +18,7 @@ import numpy as np
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluation.metrics import softmax
 from cnnkit.io.readahead import STALL, map_ahead
+from cnnkit.predict.decode import error_text
 from cnnkit.predict.predictor import Predictor, Record
 from cnnkit.predict.videos import predict_video
 
@@ -49,10 +50,9 @@ class PredictInput:
     image: Any = field(default=None, repr=False)
 
 
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, CnnkitError):
-        return exc.message
-    return f"{type(exc).__name__}: {exc}"
+def _error_text(exc: BaseException | str) -> str:
+    """An input's error as its record says it (a decode process sends it as text)."""
+    return exc if isinstance(exc, str) else error_text(exc)
 
 
 def predict_images(
@@ -75,23 +75,19 @@ def predict_images(
     ``{"path", "error"}`` for a file that cannot be read (or a PredictInput that
     arrives with an error already, such as a missing path).
     """
-    from cnnkit.predict.decode import decode_chunk
-
-    def load(group: list[str | PredictInput], stopped: Any) -> Any:
-        return decode_chunk(predictor, group, stopped)
-
     from cnnkit.io.pipeline import decode_workers
 
     workers = workers or decode_workers()
-    ahead = max(2 * predictor.batch_size, 8)
-    if chunk > 1 and workers == 1:
-        spec = predictor.input
-        sample = spec.channels * spec.size[0] * spec.size[1]
-        chunk = max(chunk, min(ONE_THREAD_CHUNK, ONE_THREAD_BYTES // sample))
-        loaded = _decoded_ahead(predictor, paths, chunk, max(2, ahead // chunk))
+    if chunk > 1:
+        loaded = _named_chunks(predictor, paths, workers, chunk)
     else:
         loaded = map_ahead(
-            load, paths, workers=workers, ahead=ahead, stalls=True, chunk=chunk, batched=True
+            _decode_group(predictor),
+            paths,
+            workers=workers,
+            ahead=_ahead(predictor),
+            stalls=True,
+            batched=True,
         )
     try:
         yield from _image_batches(predictor, loaded, top_k)
@@ -100,8 +96,84 @@ def predict_images(
         loaded.close()
 
 
+def _ahead(predictor: Predictor) -> int:
+    """Inputs decoded ahead of the model: two batches."""
+    return max(2 * predictor.batch_size, 8)
+
+
+def _decode_group(predictor: Predictor, counted: bool = False) -> Any:
+    """map_ahead's batched function: a chunk of inputs decoded for ``predictor``."""
+    from cnnkit.predict import processes
+    from cnnkit.predict.decode import decode_chunk
+
+    def load(group: list[str | PredictInput], stopped: Any) -> Any:
+        if counted:
+            processes.count(len(group))
+        return decode_chunk(predictor, group, stopped)
+
+    return load
+
+
+def _named_chunks(
+    predictor: Predictor, paths: Iterable[str | PredictInput], workers: int, chunk: int
+) -> Iterator[Any]:
+    """(chunk of inputs, DecodedChunk) in order for inputs that are all known.
+
+    By this process's decode processes once it has them (see
+    cnnkit.predict.processes; from the next chunk on, mid-job too), else by
+    one decode thread (see _decoded_ahead), else by ``workers`` threads.
+    """
+    from cnnkit.predict import processes
+
+    spec = predictor.input
+    sample = spec.channels * spec.size[0] * spec.size[1]
+    big = max(chunk, min(ONE_THREAD_CHUNK, ONE_THREAD_BYTES // sample))
+    depth = max(2, _ahead(predictor) // big)
+    iterator = iter(paths)
+    stop = threading.Event()
+    mine = True  # whether this thread may close ``iterator`` (no decode thread holds it)
+    try:
+        while True:
+            pool = processes.claim()
+            if pool is not None:
+                try:
+                    yield from processes.decode(pool, predictor, iterator, big, depth, stop)
+                finally:
+                    processes.release(pool)
+                if not pool.broken:
+                    return
+                continue  # the processes failed: the rest is decoded here
+            if workers > 1:
+                mine = False  # map_ahead's feeder closes it
+                yield from map_ahead(
+                    _decode_group(predictor, counted=True),
+                    iterator,
+                    workers=workers,
+                    ahead=_ahead(predictor),
+                    stalls=True,
+                    chunk=chunk,
+                    batched=True,
+                )
+                return
+            ended: list[bool] = []
+            mine = False
+            yield from _decoded_ahead(predictor, iterator, big, depth, ended)
+            if ended != [False]:
+                return  # every input (or the decoding failed): not handed over
+            mine = True  # the decode thread stopped for the processes, and gave it back
+    finally:
+        stop.set()
+        close = getattr(iterator, "close", None)
+        if mine and close is not None:
+            close()
+
+
 def _decoded_ahead(
-    predictor: Predictor, paths: Iterable[str | PredictInput], chunk: int, depth: int
+    predictor: Predictor,
+    iterator: Iterator[str | PredictInput],
+    chunk: int,
+    depth: int,
+    ended: list[bool],
 ) -> Iterator[Any]:
     """(chunk of inputs, DecodedChunk) in order, decoded ``depth`` chunks ahead on one thread.
 
@@ -110,25 +182,34 @@ def _decoded_ahead(
     between it and the consumer. Every hand-over between Python threads takes
     the interpreter lock from the thread running the model; with 2 cores, a
     feeder and a pool's futures cost a third of predict's speed (measured).
+    The thread stops taking inputs once this process's decode processes are
+    free to use (``ended`` is then [False], and ``iterator`` is the caller's
+    again); [True] when the inputs ran out.
     """
     from cnnkit.io.pipeline import produce_ahead
+    from cnnkit.predict import processes
     from cnnkit.predict.decode import decode_chunk
 
     stop = threading.Event()
 
     def decoded() -> Iterator[Any]:
-        iterator = iter(paths)
         try:
-            while group := list(itertools.islice(iterator, chunk)):
+            while not processes.claimable():
+                group = list(itertools.islice(iterator, chunk))
+                if not group:
+                    ended.append(True)
+                    return
                 try:
                     result: Any = decode_chunk(predictor, group, stop.is_set)
                 except Exception as exc:  # the consumer says it for each input
                     result = exc
+                processes.count(len(group))
                 yield group, result
+            ended.append(False)
         finally:
             close = getattr(iterator, "close", None)
-            if close is not None:  # a generator source is closed by the thread that runs it
-                close()
+            if stop.is_set() and close is not None:
+                close()  # a generator source is closed by the thread that runs it
 
     chunks = produce_ahead(decoded(), depth)
     try:
@@ -193,7 +274,8 @@ def _image_batches(
             result = DecodedChunk(np.empty((0,)), [result] * len(group))
         images = result.batch
         taken = 0  # images of this chunk already in a batch
-        if not any(result.errors) and len(batch.paths) + len(group) <= size:
+        clean = all(error is None for error in result.errors)
+        if clean and len(batch.paths) + len(group) <= size:
             # The common case: a chunk of good images that fits in the batch.
             first = len(batch.records)
             batch.places.extend(range(first, first + len(group)))
