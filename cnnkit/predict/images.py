@@ -1,8 +1,11 @@
 """Classify image files and mixed inputs (images and videos), batch by batch.
 
-Decoding runs ahead of the model on a small thread pool (cnnkit.io.readahead),
-so the model rarely waits for the disk; records come out in input order, a
-batch at a time, so ``cnnkit predict`` prints each as soon as it is ready.
+Decoding runs ahead of the model: on one decode thread that takes named
+inputs 64 at a time, on a pool of threads (cnnkit.io.readahead) for paths
+streamed from stdin or more decode threads, and in decode processes once a
+process has decoded many images (cnnkit.predict.processes); records come
+out in input order, a batch at a time, so ``cnnkit predict`` prints each as
+soon as it is ready.
 """
 
 from __future__ import annotations

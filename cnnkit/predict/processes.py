@@ -248,6 +248,7 @@ def decode(
     turn = itertools.cycle(children)
     sent: deque[tuple[list[Any], _Child | None, Any]] = deque()
     limit = max_image_pixels()
+    talking = False  # within a send or a receive: a message may be cut in two
     try:
         while not stop.is_set():
             while len(sent) < depth * len(children):
@@ -260,36 +261,41 @@ def decode(
                     continue
                 child = next(turn)
                 sent.append((group, child, None))  # first: a failed send decodes it here
+                talking = True
                 child.conn.send((predictor.input, limit, set(predictor._noted), paths))
+                talking = False
             if not sent:
                 return
             group, child, result = sent[0]
             if child is not None:
+                talking = True
                 batch, errors, notes = child.conn.recv()
+                talking = False
                 for kind, message in notes:
                     predictor.note_once(kind, message)
                 result = DecodedChunk(batch, errors)
             sent.popleft()
             yield group, result
-        if sent:  # stopped: the answers still coming are taken, for the next job
-            _drain(pool, sent)
-    except GeneratorExit:  # the job ended early, between two chunks
-        _drain(pool, sent)
-        raise
+        _drain(pool, sent)  # stopped: the answers still coming are taken, for the next job
     except (EOFError, OSError):
         pool.close()  # for good: this process decodes the rest itself
         while sent:
             group, _, result = sent.popleft()
             yield group, result or decode_chunk(predictor, group, stop.is_set)
-    except BaseException:  # Ctrl-C or SIGTERM, maybe within an answer: the pool is given up
-        pool.close()
+    except BaseException:
+        # Ctrl-C or SIGTERM within a message gives the pool up; elsewhere (the job
+        # ended early, its inputs failed) the answers still coming are taken.
+        if talking:
+            pool.close()
+        else:
+            _drain(pool, sent)
         raise
 
 
 def _drain(pool: Pool, sent: deque) -> None:
     """Take the answers to chunks no longer wanted, so the pool is ready for the next job; a
     child that does not answer in time has the pool given up."""
-    if pool.broken:
+    if pool.broken or not sent:
         return
     try:
         for _, child, _ in sent:
