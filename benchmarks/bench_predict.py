@@ -62,6 +62,15 @@ main()
 """
 
 
+def predict_workers() -> int:
+    """The decode threads `cnnkit predict` runs by default (2 before they followed the budget)."""
+    try:
+        from cnnkit.io.pipeline import decode_workers
+    except ImportError:
+        return 2
+    return decode_workers()
+
+
 def make_checkpoint(
     path: Path, model: str, channels: int, size: int, frames: int | None, classes: int = 10
 ) -> Path:
@@ -183,7 +192,7 @@ def in_process(img_ckpt: Path, v2d_ckpt: Path, paths: list[Path], video: Path, r
             pass
 
     def pipeline() -> None:
-        with torch_threads(cores_left(2)):  # as `cnnkit predict` does with --workers 2
+        with torch_threads(cores_left(predict_workers())):  # as `cnnkit predict` does
             for _ in predict_images(pred, names, top_k=5, chunk=16):
                 pass
 
@@ -191,7 +200,7 @@ def in_process(img_ckpt: Path, v2d_ckpt: Path, paths: list[Path], video: Path, r
         clf.predict(names, top_k=5)
 
     def api_threads() -> None:
-        with torch_threads(cores_left(2)):  # what load(..., threads=N) sets
+        with torch_threads(cores_left(predict_workers())):  # what load(..., threads=N) sets
             clf.predict(names, top_k=5)
 
     def vdecode() -> None:
@@ -203,7 +212,7 @@ def in_process(img_ckpt: Path, v2d_ckpt: Path, paths: list[Path], video: Path, r
     vpred = cnnkit.load(v2d_ckpt, device="cpu", batch_size=64).predictor
 
     def vpipeline() -> None:
-        with torch_threads(cores_left(2)):
+        with torch_threads(cores_left(predict_workers())):
             for _ in predict_video(vpred, str(video), top_k=5):
                 pass
 

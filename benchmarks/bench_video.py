@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_predict import best_of, make_checkpoint, make_media  # noqa: E402
+from bench_predict import best_of, make_checkpoint, make_media, predict_workers  # noqa: E402
 
 BARE_LOOP = """
 import sys, cv2, numpy as np
@@ -179,7 +179,7 @@ def predict_section(root: Path, runs: int) -> dict:
     from cnnkit.io.pipeline import share_cpu_with_decoders
     from cnnkit.predict import Predictor, predict_video
 
-    share_cpu_with_decoders(2)  # as `cnnkit predict` does with its default --workers 2
+    share_cpu_with_decoders(predict_workers())  # as `cnnkit predict` does by default
     _, video = make_media(root, 0, 250)
     v2d = Predictor.from_checkpoint(make_checkpoint(root / "v2d.ckpt", "lenet5", 3, 32, None))
     v3d = Predictor.from_checkpoint(

@@ -13,7 +13,6 @@ Nothing in this module imports torch, torchvision or Lightning.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,10 +236,13 @@ def device_text(model: OnnxModel) -> str:
 
 
 def decoder_threads_left(workers: int) -> int:
-    """ONNX Runtime's threads: the cores the ``workers`` decode threads leave (as for torch)."""
-    value = os.environ.get("OMP_NUM_THREADS", "")
-    if value.strip().isascii() and value.strip().isdigit() and int(value) > 0:
-        return int(value)
+    """ONNX Runtime's threads: the cores of this process's CPU budget (cnnkit.io.cpu) that
+    the ``workers`` decode threads leave, at least one.
+
+    The budget already counts CNNKIT_THREADS, OMP_NUM_THREADS, affinity and
+    cgroup quotas; ONNX Runtime's own default is every core of the machine,
+    which the decode threads (and other jobs on a shared machine) also need.
+    """
     from cnnkit.io.pipeline import cores_left
 
     return cores_left(workers)

@@ -85,11 +85,16 @@ def predict(
         ),
     ] = None,
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--workers", min=1, max=MAX_WORKERS, help="Threads decoding images ahead of the model."
+            "--workers",
+            min=1,
+            max=MAX_WORKERS,
+            help="Threads decoding images ahead of the model "
+            "(default: half the cores of the CPU budget, 1 to 4).",
+            show_default=False,
         ),
-    ] = 2,
+    ] = None,
     background: BackgroundOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -114,6 +119,7 @@ def predict(
         format = PredictFormat.jsonl
     from cnnkit.io.sources import expand_sources, iter_sources
     from cnnkit.predict import PredictInput, open_predictor, predict_inputs
+    from cnnkit.predict.images import NAMED_CHUNK
     from cnnkit.records import CsvWriter, JsonLinesWriter, TableWriter, csv_columns
 
     colour = parse_colour(background) if background is not None else None
@@ -124,6 +130,9 @@ def predict(
             "INPUT is '-' but stdin is closed",
             hint="pipe paths or an image in: find photos -name '*.png' | cnnkit predict CKPT -",
         )
+    from cnnkit.io.pipeline import decode_workers
+
+    workers = workers or decode_workers()
     predictor, _ = open_predictor(
         checkpoint, device, batch_size, decoders=workers, precision=precision
     )
@@ -159,7 +168,7 @@ def predict(
     failed = 0
     # Inputs named on the command line are all known: decode threads take them 16 at a
     # time (see map_ahead). Paths on stdin are answered as they come, one at a time.
-    chunk = 16 if named else 1
+    chunk = NAMED_CHUNK if named else 1
     results = predict_inputs(predictor, stream(), top_k, window, stride, workers, chunk)
     try:
         for records in results:

@@ -200,18 +200,19 @@ GRAY_TOLERANCE = 4 / 255  # of the dtype's full range
 
 
 def has_colour(image: np.ndarray) -> bool:
-    """Whether an H×W×C image shows colour: its first 3 channels differ somewhere.
+    """Whether an H×W×C image (or a stack of them, N×H×W×C) shows colour: its first 3
+    channels differ somewhere.
 
     Channels within ``GRAY_TOLERANCE`` of each other everywhere (exactly equal in a
     gray PNG or GIF read as 3-4 channels, a level or two apart in a decoded
     gray video frame) count as gray. Images with fewer than 3 channels are gray.
     """
-    if image.ndim != 3 or image.shape[2] < 3:
+    if image.ndim < 3 or image.shape[-1] < 3:
         return False
     full = np.iinfo(image.dtype).max if np.issubdtype(image.dtype, np.integer) else 1.0
     tolerance = GRAY_TOLERANCE * full
-    red = image[:, :, 0]
-    for other in (image[:, :, 1], image[:, :, 2]):
+    red = image[..., 0]
+    for other in (image[..., 1], image[..., 2]):
         # max - min: the absolute difference without leaving the image's dtype (no copy
         # into a wider type, and no wrap-around of unsigned values).
         if (np.maximum(red, other) - np.minimum(red, other)).max() > tolerance:

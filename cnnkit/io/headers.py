@@ -103,9 +103,12 @@ def too_many_pixels(name: str, width: int | None = None, height: int | None = No
     )
 
 
-def check_pixels(name: str, width: int, height: int) -> None:
-    """Raise ReadError when ``width``×``height`` is over the decode limit."""
-    if width * height > max_image_pixels():
+def check_pixels(name: str, width: int, height: int, limit: int | None = None) -> None:
+    """Raise ReadError when ``width``×``height`` is over the decode limit.
+
+    ``limit``: ``max_image_pixels()`` as read already (for many images at once).
+    """
+    if width * height > (limit or max_image_pixels()):
         raise too_many_pixels(name, width, height)
 
 
@@ -125,14 +128,7 @@ def image_size(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
     header is cut short or damaged (OpenCV's own limit and checks then apply).
     Nothing is decoded: only the header bytes are looked at.
     """
-    head = bytes(data[:32])
-    try:
-        for signatures, parse in _PARSERS:
-            if head.startswith(signatures):
-                return parse(data)
-    except (struct.error, IndexError, ValueError):
-        return None
-    return None
+    return sniff(data)[1]
 
 
 def known_format(data: bytes | bytearray | memoryview) -> bool:
@@ -141,8 +137,19 @@ def known_format(data: bytes | bytearray | memoryview) -> bool:
     OpenCV decodes more (Radiance HDR, PNM, JPEG 2000, OpenEXR...) whatever the
     file's name, some at many bytes a pixel; cnnkit reads none of them.
     """
+    return sniff(data)[0]
+
+
+def sniff(data: bytes | bytearray | memoryview) -> tuple[bool, tuple[int, int] | None]:
+    """(known_format, image_size) of ``data`` at once: its first bytes looked at once."""
     head = bytes(data[:32])
-    return any(head.startswith(signatures) for signatures, _ in _PARSERS)
+    for signatures, parse in _PARSERS:
+        if head.startswith(signatures):
+            try:
+                return True, parse(data)
+            except (struct.error, IndexError, ValueError):
+                return True, None
+    return False, None
 
 
 def _png(data) -> tuple[int, int] | None:
@@ -263,6 +270,8 @@ def _tiff(data) -> tuple[int, int] | None:
 # otherwise cost seconds of Python.
 _PNG_MAX_CHUNKS = 100_000
 _PNG_CHECKED = frozenset({b"IHDR", b"PLTE", b"IEND"})
+_PNG_CHUNK_HEADER = struct.Struct(">I4s")  # length, type
+_PNG_CRC = struct.Struct(">I")
 
 
 def png_problem(data: bytes | bytearray | memoryview) -> str | None:
@@ -277,19 +286,19 @@ def png_problem(data: bytes | bytearray | memoryview) -> str | None:
     """
     view = memoryview(data)
     pos, size = 8, len(view)
-    chunk_header = struct.Struct(">I4s")
+    header, crc32 = _PNG_CHUNK_HEADER.unpack_from, zlib.crc32
     for _ in range(_PNG_MAX_CHUNKS):
         if pos + 12 > size:
             return "cut short"
-        length, kind = chunk_header.unpack_from(view, pos)
+        length, kind = header(view, pos)
         if not kind.isalpha():
             return "damaged chunk structure"
         end = pos + 12 + length
         if end > size:
             return f"cut short in its {kind.decode()} chunk"
         if kind in _PNG_CHECKED:
-            (crc,) = struct.unpack_from(">I", view, end - 4)
-            if zlib.crc32(view[pos + 4 : end - 4]) != crc:
+            (crc,) = _PNG_CRC.unpack_from(view, end - 4)
+            if crc32(view[pos + 4 : end - 4]) != crc:
                 return f"CRC error in its {kind.decode()} chunk"
             if kind == b"IEND":
                 return None

@@ -32,12 +32,14 @@ from cnnkit.errors import CnnkitError, InputError, ReadError
 from cnnkit.io._opencv import cv2
 from cnnkit.io.atomic import atomic_write_bytes
 from cnnkit.io.headers import (
+    BYTES_PER_PIXEL,
     SIGNATURE_BYTES,
     check_pixels,
-    image_size,
     known_format,
     max_image_bytes,
+    max_image_pixels,
     png_problem,
+    sniff,
     too_large,
     too_many_pixels,
 )
@@ -87,7 +89,7 @@ def check_float_pixels(image: np.ndarray, name: str | None = None) -> None:
     )
 
 
-def read_image(path: str | Path, rgb: bool = True) -> np.ndarray:
+def read_image(path: str | Path, rgb: bool = True, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as H×W or H×W×C (RGB/RGBA, or BGR/BGRA with ``rgb=False``).
 
     Bit depth, gray and alpha are kept as stored; the EXIF orientation is
@@ -95,17 +97,18 @@ def read_image(path: str | Path, rgb: bool = True) -> np.ndarray:
     regular file is read (ReadError for a FIFO, a device or a socket, named
     or reached through a symlink), no further than ``max_image_bytes()``, and
     an image whose header declares more pixels than the limit is refused
-    before it is decoded.
+    before it is decoded. ``max_pixels``: that limit (``max_image_pixels()``)
+    as read already, for a caller that reads many images at once.
     """
     name = os.fspath(path)
-    return _decode(np.frombuffer(read_image_file(name), dtype=np.uint8), name, rgb)
+    limit = max_pixels or max_image_pixels()
+    return _decode(np.frombuffer(read_image_file(name, limit), dtype=np.uint8), name, rgb, limit)
 
 
-def _open_without_waiting(path: str, flags: int) -> int:
-    # Opening a FIFO for reading waits for a writer, forever if none comes;
-    # O_NONBLOCK makes the open return at once, and the fstat below refuses it.
-    # It changes nothing for a regular file's reads.
-    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+# Opening a FIFO for reading waits for a writer, forever if none comes;
+# O_NONBLOCK makes the open return at once, and the fstat after it refuses it.
+# It changes nothing for a regular file's reads.
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 def _file_kind(mode: int) -> str:
@@ -118,11 +121,12 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def read_image_file(path: str | Path) -> bytes | bytearray:
+def read_image_file(path: str | Path, max_pixels: int | None = None) -> bytes | bytearray:
     """The bytes of an image file: a regular file of at most ``max_image_bytes()`` (else ReadError).
 
     The file is checked once opened (fstat), so a name swapped for a FIFO or
     a symlink to /dev/zero between a folder walk and the read is refused too.
+    ``max_pixels``: ``max_image_pixels()`` as read already.
     """
     name = os.fspath(path)
     # os.open + os.read rather than imread: it reads any file name the OS accepts
@@ -130,7 +134,7 @@ def read_image_file(path: str | Path) -> bytes | bytearray:
     # what is wrong without a stat of the path first, and one unbuffered read of
     # the known size is the least Python per image (decode threads share the GIL).
     try:
-        fd = _open_without_waiting(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(name, _READ_FLAGS)
     except FileNotFoundError:
         raise InputError(f"no such file: {name}", hint="check the path and its spelling") from None
     except (IsADirectoryError, PermissionError) as exc:
@@ -150,7 +154,7 @@ def read_image_file(path: str | Path) -> bytes | bytearray:
                 f"{name} is {_file_kind(info.st_mode)}, not an image file",
                 hint="only regular files are read as images",
             )
-        if info.st_size > max_image_bytes():
+        if info.st_size > BYTES_PER_PIXEL * (max_pixels or max_image_pixels()):
             raise too_large(name)
         # One byte more than the size: a file that grew since (or a /proc file,
         # which states 0) is read on, still bounded.
@@ -203,20 +207,23 @@ def _unknown_format(shown: str) -> ReadError:
     )
 
 
-def read_image_bytes(data: bytes | bytearray, name: str = "-", rgb: bool = True) -> np.ndarray:
+def read_image_bytes(
+    data: bytes | bytearray, name: str = "-", rgb: bool = True, max_pixels: int | None = None
+) -> np.ndarray:
     """Decode an encoded image held in memory (e.g. read from stdin); ``name`` is for messages."""
-    return _decode(np.frombuffer(data, dtype=np.uint8), name, rgb)
+    return _decode(np.frombuffer(data, dtype=np.uint8), name, rgb, max_pixels)
 
 
-def _decode(buf: np.ndarray, name: str, rgb: bool) -> np.ndarray:
+def _decode(buf: np.ndarray, name: str, rgb: bool, max_pixels: int | None = None) -> np.ndarray:
     shown = "stdin" if name == "-" else name
-    if buf.size and not known_format(buf.data):
+    data = buf.data
+    known, size = sniff(data)
+    if buf.size and not known:
         raise _unknown_format(shown)
-    size = image_size(buf.data)
     if size is not None:
-        check_pixels(shown, *size)
-    if buf[:8].tobytes() == _PNG_SIGNATURE:
-        problem = png_problem(buf.data)
+        check_pixels(shown, *size, max_pixels)
+    if data[:8] == _PNG_SIGNATURE:
+        problem = png_problem(data)
         if problem is not None:
             raise ReadError(
                 f"{shown} is not a readable image: PNG {problem}",
@@ -238,10 +245,14 @@ def _decode(buf: np.ndarray, name: str, rgb: bool) -> np.ndarray:
             f"{shown} is not a readable image",
             hint=f"supported formats: {_supported()}; the file may be damaged or empty",
         )
-    image = apply_exif_orientation(image, exif_orientation(exif))
+    if exif:
+        image = apply_exif_orientation(image, exif_orientation(exif))
     if rgb:
         image = _swap_red_blue(image)
     return image
+
+
+_WITH_METADATA = hasattr(cv2, "imdecodeWithMetadata")
 
 
 def _imdecode_with_exif(buf: np.ndarray) -> tuple[np.ndarray | None, bytes]:
@@ -250,8 +261,10 @@ def _imdecode_with_exif(buf: np.ndarray) -> tuple[np.ndarray | None, bytes]:
     IMREAD_UNCHANGED skips OpenCV's own orientation handling (the flags that
     apply it also drop alpha or depth), so the orientation is applied here.
     """
-    if hasattr(cv2, "imdecodeWithMetadata"):  # OpenCV >= 4.12
+    if _WITH_METADATA:  # OpenCV >= 4.12
         image, types, blocks = cv2.imdecodeWithMetadata(buf, cv2.IMREAD_UNCHANGED)
+        if not len(blocks):  # most files: no metadata at all
+            return image, b""
         for kind, block in zip(np.asarray(types).ravel(), blocks, strict=False):
             if int(kind) == cv2.IMAGE_METADATA_EXIF:
                 return image, np.asarray(block).tobytes()

@@ -64,6 +64,7 @@ def map_ahead(
     ahead: int = 64,
     stalls: bool = False,
     chunk: int = 1,
+    batched: bool = False,
 ) -> Generator[Any, None, None]:
     """Yield ``(item, fn(item))`` in input order, computing up to ``ahead`` items early.
 
@@ -71,6 +72,10 @@ def map_ahead(
     queue operations) takes the GIL several times, which costs as much as
     decoding a small image; chunks of 16 make that cost 16 times smaller. Use
     it only for inputs that are all there (a list): a chunk waits for its items.
+    ``batched``: ``fn(chunk, stopped)`` takes a whole chunk (a list) and
+    ``(chunk, result)`` is yielded once per chunk, so work done for all its
+    items at once (and the consumer's) is not paid item by item; ``stopped()``
+    turns true once the consumer has gone, for ``fn`` to stop between items.
 
     ``items`` is read on a feeder thread, so a slow source (paths arriving on a
     pipe, a video being decoded) never blocks results already computed; a
@@ -97,8 +102,13 @@ def map_ahead(
     stop = threading.Event()
     end = object()
 
-    def call_all(group: list[T]) -> list[R | BaseException]:
+    def call_all(group: list[T]) -> Any:
         mark_worker_thread()
+        if batched:
+            try:
+                return fn(group, stop.is_set)  # type: ignore[call-arg]
+            except Exception as exc:  # handed to the consumer, who reports it per input
+                return exc
         out: list[R | BaseException] = []
         for item in group:
             if stop.is_set():  # closed: the rest of the chunk is never wanted
@@ -144,7 +154,10 @@ def map_ahead(
                 if future is not None:
                     raise future
                 return
-            yield from zip(group, future.result(), strict=True)  # whole: stop was not set
+            if batched:
+                yield group, future.result()
+            else:
+                yield from zip(group, future.result(), strict=True)  # whole: stop was not set
     finally:
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)

@@ -20,7 +20,7 @@ import numpy as np
 
 from cnnkit.errors import InputError, python_names
 from cnnkit.io.pipeline import torch_threads_here
-from cnnkit.predict.images import PredictInput, predict_inputs
+from cnnkit.predict.images import NAMED_CHUNK, PredictInput, predict_inputs
 from cnnkit.predict.predictor import Predictor
 from cnnkit.spec import InputSpec
 
@@ -68,11 +68,13 @@ class Classifier:
     """
 
     def __init__(
-        self, predictor: Predictor, source: Any, workers: int = 2, reference: str = ""
+        self, predictor: Predictor, source: Any, workers: int | None = None, reference: str = ""
     ) -> None:
+        from cnnkit.io.pipeline import decode_workers
+
         self._predictor = predictor
         self._source = source
-        self._workers = workers
+        self._workers = workers or decode_workers()
         self.reference = reference  # what it was loaded from: a path or MODEL:DATA
         # How it was loaded (device as asked, threads), so that a copy loads the same way.
         self._loaded_with: dict[str, Any] = {"device": "auto", "threads": None, "precision": "auto"}
@@ -236,7 +238,7 @@ class Classifier:
     def _run(
         self, predictor: Predictor, items: list[PredictInput], top_k: int, workers: int
     ) -> Iterator[dict[str, Any]]:
-        results = predict_inputs(predictor, items, top_k, workers=workers, chunk=16)
+        results = predict_inputs(predictor, items, top_k, workers=workers, chunk=NAMED_CHUNK)
         try:
             for records in results:
                 yield from records
@@ -320,7 +322,7 @@ def load(
     ref: str | os.PathLike[str],
     device: str = "auto",
     batch_size: int = 32,
-    workers: int = 2,
+    workers: int | None = None,
     threads: int | None = None,
     precision: str = "auto",
 ) -> Classifier:
@@ -328,7 +330,8 @@ def load(
 
     ``device``: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps (an
     ``.onnx``: auto, cpu or cuda). ``workers``: threads decoding images ahead
-    of the model. ``threads``: the CPU threads the model computes with (for
+    of the model (None: half the cores of the process's CPU budget, 1 to 4;
+    see cnnkit.io.cpu). ``threads``: the CPU threads the model computes with (for
     a ``.ckpt`` this sets torch's count for the whole process, as
     ``torch.set_num_threads`` does); None leaves the process's count as it
     is, and lowers it during a call for the calling thread alone, to the
@@ -345,6 +348,10 @@ def load(
     if threads is not None:
         _whole("threads", threads)
     _whole("batch_size", batch_size)
+    if workers is None:
+        from cnnkit.io.pipeline import decode_workers
+
+        workers = decode_workers()
     _whole("workers", workers)
     predictor, source = open_predictor(
         ref, device, batch_size, decoders=workers, threads=threads, precision=precision
@@ -386,7 +393,8 @@ def open_predictor(
 
     The device chosen is said through the ``cnnkit`` logger. ``decoders``:
     threads that will decode inputs meanwhile; an .onnx session's threads
-    leave them their cores (or are ``threads``). Changes no process state.
+    are the cores of the CPU budget they leave (or ``threads``). Changes no
+    process state.
     """
     from cnnkit import console
     from cnnkit.refs import parse
@@ -396,7 +404,7 @@ def open_predictor(
     if parse(ref).kind == "onnx":
         from cnnkit.onnxmodel import decoder_threads_left
 
-        onnx_threads = threads or (decoder_threads_left(decoders) if decoders else None)
+        onnx_threads = threads or decoder_threads_left(decoders)
     opened = open_model(ref, device, threads=onnx_threads, precision=precision)
     console.info(f"device: {opened.device}")
     compute = opened.compute

@@ -207,9 +207,10 @@ class Predictor:
 
         Colour is noted only for images that have it (see ``has_colour``): a gray
         picture stored in three channels (a GIF, a video frame) converts to gray
-        unchanged.
+        unchanged. A stack of images alike (N×H×W×C) is noted as one.
         """
-        channels = 1 if image.ndim == 2 else image.shape[2] - (image.shape[2] in (2, 4))
+        last = image.shape[-1]
+        channels = 1 if image.ndim == 2 else last - (last in (2, 4))
         want = self.input.channels
         if channels >= 3 and want == 1:
             # One test (two passes over the pixels) per input until the note is given.
@@ -222,15 +223,52 @@ class Predictor:
 
     def label_scores(self, probs: np.ndarray, top_k: int) -> list[Record]:
         """N×K probabilities -> one {"label", "score", "topk"} dict per row, class names."""
+        return self.records(None, probs, top_k)
+
+    def records(
+        self, paths: Sequence[str | None] | None, probs: np.ndarray, top_k: int
+    ) -> list[Record]:
+        """One {"path", "label", "score", "topk"} record per row of N×K ``probs``.
+
+        ``paths``: the inputs' paths, first in each record; None: records without one
+        (see label_scores).
+        """
         k = max(1, min(top_k, probs.shape[1]))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         # Python lists, not numpy scalars: indexing and float() per value cost more
-        # than the rest of a record.
-        scores = np.take_along_axis(probs, order, axis=1).astype(np.float64).tolist()
-        names = self.classes
+        # than the rest of a record; the labels are taken by numpy too.
+        scores = rounded(np.take_along_axis(probs, order, axis=1).astype(np.float64))
+        labels = np.array(self.classes, dtype=object)[order].tolist()
         out = []
-        for idx, row in zip(order.tolist(), scores, strict=True):
-            pairs = zip(idx, row, strict=True)
-            topk = [{"label": names[i], "score": round(v, 6)} for i, v in pairs]
-            out.append({"label": topk[0]["label"], "score": topk[0]["score"], "topk": topk})
+        rows = zip(paths or [None] * len(probs), labels, scores, strict=True)
+        for path, names, row in rows:
+            topk = [{"label": name, "score": v} for name, v in zip(names, row, strict=True)]
+            if paths is None:
+                out.append({"label": names[0], "score": row[0], "topk": topk})
+            else:
+                out.append({"path": path, "label": names[0], "score": row[0], "topk": topk})
         return out
+
+
+def rounded(values: np.ndarray, digits: int = 6) -> list[Any]:
+    """``values`` (float64, any shape) as nested lists of ``round(v, digits)``, bit for bit.
+
+    Python's round per value costs more than the rest of a record. Here the
+    array is rounded in numpy: ``rint(v * 10**digits) / 10**digits`` is the
+    float nearest the same decimal as Python's round (a correctly rounded
+    division of two exact numbers) wherever the product picks the same whole
+    number, that is unless it lies within rounding error of a half; those few
+    values, and any array too large for that argument, are rounded by Python.
+    """
+    scale = 10.0**digits
+    if values.size == 0 or not np.all(np.abs(values) < 2.0**40 / scale):
+        return np.vectorize(lambda v: round(float(v), digits), otypes=[object])(values).tolist()
+    scaled = values * scale
+    out = (np.rint(scaled) / scale).tolist()
+    near_half = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6
+    for at in zip(*np.nonzero(near_half), strict=True):
+        inner = out
+        for i in at[:-1]:
+            inner = inner[i]
+        inner[at[-1]] = round(float(values[at]), digits)
+    return out
