@@ -21,9 +21,10 @@ from cnnkit.spec import WHITE, InputSpec
 
 
 def _decode_split_in_memory(
-    items, channels, size, frames, lengths, cap, warnings, background=WHITE
+    items, channels, size, frames, lengths, warnings, background=WHITE
 ) -> Split | None:
     """Decode a file list with threads into a Split, skipping unreadable files (torch-free)."""
+    from cnnkit.data.clips import stored_window
     from cnnkit.data.folders import decode_clip, decode_image, parallel_map
 
     if frames is None:
@@ -32,8 +33,8 @@ def _decode_split_in_memory(
 
         def clip(job):
             (path, _), length = job
-            keep = min(length, cap)
-            return decode_clip(path, (length - keep) // 2, keep, channels, size)
+            first, kept = stored_window(length, frames)
+            return decode_clip(path, first, kept, channels, size)
 
         results = parallel_map(clip, list(zip(items, lengths, strict=True)))
     arrays, labels, kept_lengths, paths = [], [], [], []
@@ -113,6 +114,7 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
     file-backed splits yield numpy arrays too, and torch is never imported.
     """
     from cnnkit import console
+    from cnnkit.data.clips import WINDOW_CLIPS
     from cnnkit.data.folders import (
         ChannelChoice,
         FileDataset,
@@ -173,9 +175,8 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
     if frames is not None:
         for split in files:
             files[split], lengths[split] = _probe_lengths(files[split], warnings)
-    # Videos keep up to 4 clip lengths of frames (centred) for random-start sampling.
-    cap = 4 * frames if frames else 1
-    per_sample = channels * size[0] * size[1] * (cap if frames else 1)
+    # Videos keep up to WINDOW_CLIPS clip lengths of frames for random-start sampling.
+    per_sample = channels * size[0] * size[1] * (WINDOW_CLIPS * frames if frames else 1)
     total = sum(len(v) for v in files.values()) * per_sample
     in_memory = total <= request.memory_budget
 
@@ -183,7 +184,7 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
     for split, items in files.items():
         if in_memory:
             decoded = _decode_split_in_memory(
-                items, channels, size, frames, lengths[split], cap, warnings, request.background
+                items, channels, size, frames, lengths[split], warnings, request.background
             )
             if decoded is not None:
                 splits[split] = decoded
@@ -251,7 +252,7 @@ def _sampled_stats(dataset: Any, seed: int) -> tuple[list[float], list[float], i
         path, _ = dataset.items[i]
         if dataset.frames is None:
             return decode_image(path, dataset.channels, dataset.size, dataset.background)
-        start = dataset.clip_start(int(i))  # the clip its first epoch takes
+        start = dataset.clip_start(int(i))  # centred: the clip validation takes
         return decode_clip(path, start, dataset.frames, dataset.channels, dataset.size)
 
     arrays = [a for a, err in parallel_map(decode, [int(i) for i in index]) if err is None]

@@ -303,6 +303,13 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
             hint="drop --patience, or keep a validation split (e.g. --val-split 0.1)",
         )
     decisions = _decisions(cfg, data, has_val, start)
+    stream = None
+    if not data.in_memory:
+        from cnnkit.data.streaming import stream_split
+        from cnnkit.io.cpu import cpu_budget
+
+        stream = stream_split(cpu_budget().cores, p.device.accelerator, cfg.workers)
+        decisions["cpu_split"] = stream.reason
     shrunk = False
     if not p.resumed:
         sizes, shrunk = _input_size_decisions(cfg, data, p.request, start)
@@ -333,7 +340,7 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
         console.info(f"run folder: {run_dir}")
 
     trainer, module, datamodule = _assemble(p, data, model, meta, hflip, has_val, run_dir,
-                                            start_record.get("frozen", []))  # fmt: skip
+                                            start_record.get("frozen", []), stream)  # fmt: skip
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP ranks started from here share the folder
     if p.child_run_dir is None and not point_latest_at(run_dir):
         link = run_dir.parent / LATEST
@@ -350,7 +357,11 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
             os.environ.pop(RUN_DIR_ENV, None)
     if not trainer.is_global_zero:
         return None
-    return _finish(trainer, module, data, run_dir, p.device, cfg.batch_size, train_seconds)
+    from cnnkit.data.streaming import ModelThreads
+
+    threads = next((c for c in trainer.callbacks if isinstance(c, ModelThreads)), None)
+    return _finish(trainer, module, data, run_dir, p.device, cfg.batch_size, train_seconds,
+                   threads.decision if threads is not None else None)  # fmt: skip
 
 
 def _build_model(cfg: TrainConfig, data: Any) -> Any:
@@ -368,10 +379,14 @@ def _build_model(cfg: TrainConfig, data: Any) -> Any:
     )
 
 
-def _assemble(p, data, model, meta, hflip, has_val, run_dir, frozen):
-    """The LightningModule, the datamodule and the Trainer for this run."""
+def _assemble(p, data, model, meta, hflip, has_val, run_dir, frozen, stream=None):
+    """The LightningModule, the datamodule and the Trainer for this run.
+
+    ``stream``: how streamed data shares the CPU (cnnkit.data.streaming.StreamSplit).
+    """
     from cnnkit.data.augment import BatchAugment
     from cnnkit.data.datamodule import ClassifierDataModule
+    from cnnkit.data.streaming import ModelThreads
     from cnnkit.training.fastpath import steps_per_batch
     from cnnkit.training.module import ClassifierModule
     from cnnkit.training.trainer import TrainerOptions, build_trainer
@@ -381,7 +396,12 @@ def _assemble(p, data, model, meta, hflip, has_val, run_dir, frozen):
         devices = [device.index]
     group = steps_per_batch(data, cfg.batch_size, devices, cfg.num_nodes)
     datamodule = ClassifierDataModule(
-        data, cfg.batch_size, workers=cfg.workers, seed=cfg.seed, steps_per_batch=group
+        data,
+        cfg.batch_size,
+        workers=stream.workers if stream is not None else cfg.workers,
+        seed=cfg.seed,
+        steps_per_batch=group,
+        pin_memory=device.accelerator == "cuda",
     )
     module = ClassifierModule(
         model,
@@ -413,6 +433,7 @@ def _assemble(p, data, model, meta, hflip, has_val, run_dir, frozen):
             progress=console.progress_enabled(),
             epoch_lines=not is_child and not console.is_quiet() and not console.progress_enabled(),
             limit_batches=cfg.limit_batches,
+            callbacks=[ModelThreads(stream)] if stream is not None else [],
         ),
     )
     return trainer, module, datamodule
@@ -449,11 +470,13 @@ def _run_fit(trainer: Any, module: Any, datamodule: Any, cfg: TrainConfig) -> No
         raise TrainingError(f"{exc.message}; {where}", hint=exc.hint) from None
 
 
-def _finish(trainer, module, data, run_dir: Path, device, batch_size: int, train_seconds: float):
+def _finish(trainer, module, data, run_dir: Path, device, batch_size: int, train_seconds: float,
+            cpu_split: str | None = None):  # fmt: skip
     """Measure the best checkpoint on val and test, write summary.json, return the summary.
 
     The measurement is ``cnnkit eval``'s own runner, so eval of best.ckpt
-    repeats these numbers exactly.
+    repeats these numbers exactly. ``cpu_split``: how streamed data shared the
+    CPU with the model, as it turned out (see cnnkit.data.streaming.ModelThreads).
     """
     from cnnkit.checkpoint import load_checkpoint
     from cnnkit.evaluation import evaluate
@@ -495,5 +518,7 @@ def _finish(trainer, module, data, run_dir: Path, device, batch_size: int, train
         "images_per_second": round(samples / train_seconds, 1) if train_seconds > 0 else None,
         "metrics": metrics,
     }
+    if cpu_split is not None:
+        summary["cpu_split"] = cpu_split
     atomic_write_text(run_dir / "summary.json", dumps(summary, indent=2) + "\n")
     return summary

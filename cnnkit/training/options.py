@@ -157,8 +157,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("strategy", str, "auto", "Lightning strategy: auto, ddp, fsdp... (not the *_spawn "
            "ones: the run's summary comes from the process that started training)."),
     Option("precision", str, None, "Lightning precision: 32-true, 16-mixed, bf16-mixed..."),
-    Option("workers", int, None, "DataLoader workers for data decoded from files (default: "
-           "all cores but one, at most 8).", low=0, high=MAX_WORKERS, example="4"),
+    Option("workers", int, None, "Worker processes decoding data streamed from files "
+           "(default: one per core of the CPU budget, at most 16).", low=0, high=MAX_WORKERS,
+           example="4"),
     Option("patience", int, None, "Stop after N epochs without a better val_acc.", low=1,
            example="5"),
     Option("out", str, "runs", "Folder that holds the run folders.", path=True),
