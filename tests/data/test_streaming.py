@@ -193,3 +193,31 @@ def test_the_model_takes_every_core_only_when_it_is_slower_than_decoding(monkeyp
     seen, decision = _probe(split, wait_s=0.0, step_s=0.004)
     assert seen[0] == 1 and "computes on all" in decision
     assert seen[-1] == cores and torch.get_num_threads() == cores  # given back at the end
+
+
+# ---------------------------------------------------------------------------
+# decoding a folder into memory
+# ---------------------------------------------------------------------------
+
+
+def test_a_folder_loaded_into_memory_holds_its_pixels_once(tmp_path):
+    import tracemalloc
+
+    make_image_folder(tmp_path / "pics", ["a", "b"], per_class=60, h=48, w=48)
+    request = DatasetRequest(str(tmp_path / "pics"), img_size=48, val_split=0)
+    load_dataset(request)  # imports and first-call allocations out of the way
+    tracemalloc.start()
+    try:
+        data = load_dataset(request)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    pixels = data.splits["train"].x.nbytes  # 120 × 3 × 48 × 48
+    # Decoded straight into the split's array, not stacked from a list of arrays.
+    assert peak < 1.5 * pixels, (peak, pixels)
+
+
+def test_channel_statistics_of_a_single_pixel_have_the_floor_std_not_nan():
+    from cnnkit.data.arrays import channel_stats
+
+    assert channel_stats(np.full((1, 3, 1, 1), 51, np.uint8)) == ([0.2] * 3, [0.001] * 3)
