@@ -121,13 +121,34 @@ class ModelThreads(Callback):
         self._started: float | None = None
         self._ended: float | None = None
         self._done = split.torch_threads is None or split.torch_threads >= split.cores
+        # The most threads the model may take now; a follower of the machine's load
+        # (``follow``) sets the count within it.
+        self.cap = split.torch_threads if split.torch_threads is not None else split.cores
+        self._follower: Any = None
+        self._apply: Any = None
+
+    def follow(self, follower: Any) -> None:
+        """Let ``follower`` set the model's threads, within ``cap``.
+
+        ``follower``: what adapts the training thread's count to the machine's
+        load (its ``current`` count; ``apply(n)`` sets one). It counts this
+        run's workers as the run's own use, not as load, so left alone it
+        would give the model the cores the workers decode on.
+        """
+        inner = follower.apply
+        self._follower, self._apply = follower, inner
+        follower.apply = lambda n: inner(min(n, self.cap))
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         from cnnkit.io.pipeline import torch_threads_at_most
 
-        if self.split.torch_threads is not None:
-            self._lowered = ExitStack()
-            self._lowered.enter_context(torch_threads_at_most(self.split.torch_threads))
+        if self.split.torch_threads is None:
+            return
+        if self._follower is not None:
+            self._apply(min(self._follower.current, self.cap))
+            return
+        self._lowered = ExitStack()
+        self._lowered.enter_context(torch_threads_at_most(self.split.torch_threads))
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._ended = None  # the gap since the last epoch's batch held validation
@@ -153,6 +174,9 @@ class ModelThreads(Callback):
         share = self._waited / max(self._waited + self._stepped, 1e-9)
         if share >= WAIT_SHARE:
             return
+        self.cap = self.split.cores
+        if self._follower is not None:
+            self._apply(self._follower.current)  # as many as the machine's load leaves
         self._restore()
         self.decision = (
             f"{self.split.reason}: the model waited {share:.0%} of the time for data, "

@@ -221,3 +221,21 @@ def test_channel_statistics_of_a_single_pixel_have_the_floor_std_not_nan():
     from cnnkit.data.arrays import channel_stats
 
     assert channel_stats(np.full((1, 3, 1, 1), 51, np.uint8)) == ([0.2] * 3, [0.001] * 3)
+
+
+def test_a_follower_of_the_machines_load_sets_the_model_threads_within_its_share():
+    from types import SimpleNamespace
+
+    from cnnkit.data.streaming import ModelThreads, stream_split
+
+    applied: list[int] = []
+    follower = SimpleNamespace(current=4, apply=applied.append)
+    threads = ModelThreads(stream_split(4, "cpu"))
+    threads.follow(follower)
+    threads.on_train_start(None, None)
+    follower.apply(3)  # the load went down: the follower would give the model 3
+    assert applied == [1, 1]  # while decoding is the slower, the model keeps one
+    threads._waited, threads._stepped = 0.0, 1.0  # the model turned out the slower
+    threads._decide()
+    follower.apply(2)
+    assert applied == [1, 1, 4, 2] and threads.cap == 4
