@@ -341,11 +341,11 @@ class FileDataset:
 
     ``decode_batch`` gives a whole batch as one uint8 array (the unit the
     training loader's workers decode); ``__getitem__`` one sample, as
-    (C×H×W or C×T×H×W uint8 tensor, label; a clip centred). A file that cannot be decoded is
-    said once on stderr and left out of its batch (``__getitem__`` gives None,
-    which ``collate_skipping`` drops), so one corrupt file never ends an epoch.
-    With ``as_numpy`` samples are uint8 numpy arrays and torch is never
-    imported (eval of an exported model).
+    (C×H×W or C×T×H×W uint8 tensor, label), a clip centred. A file that
+    cannot be decoded is said once on stderr and left out of its batch
+    (``__getitem__`` gives None, which ``collate_skipping`` drops), so one
+    corrupt file never ends an epoch. With ``as_numpy`` samples are uint8
+    numpy arrays and torch is never imported (eval of an exported model).
 
     A training clip starts at a random frame of the video's ``stored_window``
     (``cnnkit.data.clips``), from a draw the caller makes (``EpochOrder``
