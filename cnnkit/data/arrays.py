@@ -62,14 +62,47 @@ def channel_stats(x: Any, max_samples: int = 4096) -> tuple[list[float], list[fl
     The one computation for every split, numpy or torch (a CPU tensor is read
     without a copy), so that training and a torch-free evaluation give the
     same numbers. On at most ``max_samples`` evenly spaced samples (it only
-    sets the normalisation, so a subset is plenty); sample std (n - 1), sums in
-    float64, rounded to 4 places.
+    sets the normalisation, so a subset is plenty); sample std (n - 1) in
+    float64, rounded to 4 places. uint8 pixels are counted per level (256
+    counts a channel) rather than converted to floats: the same numbers, a
+    tenth of the time and no float copy of the data.
     """
     x = x.numpy() if hasattr(x, "numpy") and not isinstance(x, np.ndarray) else np.asarray(x)
     n = x.shape[0]
     step = max(1, n // max_samples)
-    sample = x[::step].astype(np.float32) / np.float32(255.0)
-    sample = np.moveaxis(sample, 1, 0).reshape(x.shape[1], -1)
-    mean = sample.mean(axis=1, dtype=np.float64)
-    std = np.maximum(sample.std(axis=1, ddof=1, dtype=np.float64), 1e-3)
+    sample = x[::step]
+    if sample.dtype == np.uint8 and sample.size:
+        levels = np.arange(256, dtype=np.float64) / 255.0
+        means, stds = [], []
+        for c in range(sample.shape[1]):
+            counts = _level_counts(sample[:, c].reshape(len(sample), -1))
+            total = counts.sum()
+            mean = float(counts @ levels / total)
+            var = float(counts @ (levels - mean) ** 2 / max(total - 1, 1))
+            means.append(mean)
+            stds.append(max(var**0.5, 1e-3))
+        return [round(v, 4) for v in means], [round(v, 4) for v in stds]
+    values = sample.astype(np.float32) / np.float32(255.0)  # wider pixels, or no pixels
+    values = np.moveaxis(values, 1, 0).reshape(x.shape[1], -1)
+    mean = values.mean(axis=1, dtype=np.float64)
+    std = np.maximum(values.std(axis=1, ddof=1, dtype=np.float64), 1e-3)
     return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+
+
+# OpenCV counts in float32, exact up to 2**24: each call counts fewer pixels than that.
+_EXACT_COUNT = 1 << 24
+
+
+def _level_counts(pixels: np.ndarray) -> np.ndarray:
+    """How many of ``pixels`` (N×P uint8) hold each of the 256 levels, as float64."""
+    from cnnkit.io._opencv import cv2
+
+    rows = max(1, _EXACT_COUNT // max(1, pixels.shape[1]))
+    counts = np.zeros(256, np.float64)
+    for start in range(0, len(pixels), rows):
+        chunk = np.ascontiguousarray(pixels[start : start + rows])
+        if chunk.shape[1] >= _EXACT_COUNT:  # one sample larger than that: count it in numpy
+            counts += np.bincount(chunk.reshape(-1), minlength=256)
+            continue
+        counts += cv2.calcHist([chunk], [0], None, [256], [0, 256]).ravel()
+    return counts

@@ -5,8 +5,10 @@ it starts depends on who asks:
 
 - training: a random start anywhere in the video (a cheap temporal
   augmentation), ``random_start``;
-- validation, ``cnnkit eval`` with one clip, and the frames kept in memory:
-  the centre, ``centred_start``;
+- validation and ``cnnkit eval`` with one clip: the centre, ``centred_start``;
+- a folder's videos, decoded into memory or from the files as training goes:
+  the frames of ``stored_window`` only (at most ``WINDOW_CLIPS`` clips' worth,
+  around the centre), so that both give the same clips;
 - ``cnnkit eval --clips N``: N windows spread evenly, ``spread_starts``;
 - ``cnnkit predict``: sliding windows ``stride`` frames apart over a stream
   of frames, ``sliding_windows``.
@@ -26,6 +28,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 T = TypeVar("T")
+
+# A folder's video keeps at most this many clip lengths of frames for training
+# (a random start within them): what memory holds of it when it is decoded once.
+WINDOW_CLIPS = 4
 
 
 def _room(length: Any, frames: int) -> np.ndarray:
@@ -52,6 +58,17 @@ def random_start(length: Any, frames: int, uniform: Any) -> Any:
     room = _room(length, frames)
     start = np.floor(np.asarray(uniform, dtype=np.float64) * (room + 1)).astype(np.int64)
     return _out(np.minimum(start, room))
+
+
+def stored_window(length: int, frames: int) -> tuple[int, int]:
+    """(first frame, frames kept) of the part of a video that training clips come from.
+
+    At most ``WINDOW_CLIPS * frames`` frames, placed so that the centred clip of
+    the window is the centred clip of the whole video (validation and eval see
+    the same frames): a training clip starts at ``first + random_start(kept, ...)``.
+    """
+    kept = min(int(length), WINDOW_CLIPS * frames)
+    return int(centred_start(length, frames)) - int(centred_start(kept, frames)), kept
 
 
 def spread_starts(length: int, frames: int, clips: int) -> list[int]:

@@ -21,21 +21,20 @@ from cnnkit.spec import WHITE, InputSpec
 
 
 def _decode_split_in_memory(
-    items, channels, size, frames, lengths, cap, warnings, background=WHITE
+    items, channels, size, frames, lengths, warnings, background=WHITE
 ) -> Split | None:
     """Decode a file list with threads into a Split, skipping unreadable files (torch-free)."""
-    from cnnkit.data.folders import decode_clip, decode_image, parallel_map
-
     if frames is None:
-        results = parallel_map(lambda it: decode_image(it[0], channels, size, background), items)
-    else:
+        return _decode_images(items, channels, size, warnings, background)
+    from cnnkit.data.clips import stored_window
+    from cnnkit.data.folders import decode_clip, parallel_map
 
-        def clip(job):
-            (path, _), length = job
-            keep = min(length, cap)
-            return decode_clip(path, (length - keep) // 2, keep, channels, size)
+    def clip(job):
+        (path, _), length = job
+        first, kept = stored_window(length, frames)
+        return decode_clip(path, first, kept, channels, size)
 
-        results = parallel_map(clip, list(zip(items, lengths, strict=True)))
+    results = parallel_map(clip, list(zip(items, lengths, strict=True)))
     arrays, labels, kept_lengths, paths = [], [], [], []
     for (path, label), (arr, err) in zip(items, results, strict=True):
         if err is not None:
@@ -44,13 +43,10 @@ def _decode_split_in_memory(
         arrays.append(arr)
         labels.append(label)
         paths.append(str(path))
-        if frames is not None:
-            kept_lengths.append(arr.shape[1])
+        kept_lengths.append(arr.shape[1])
     if not arrays:
         return None
     y = np.asarray(labels, dtype=np.int64)
-    if frames is None:
-        return Split(np.stack(arrays), y, paths=paths)
     longest = max(kept_lengths)
     padded = []
     for arr in arrays:  # pad short videos with their last frame to a common length
@@ -59,6 +55,31 @@ def _decode_split_in_memory(
             arr = np.concatenate([arr, pad], axis=1)
         padded.append(arr)
     return Split(np.stack(padded), y, frames, np.asarray(kept_lengths, np.int64), paths)
+
+
+def _decode_images(items, channels, size, warnings, background) -> Split | None:
+    """Images decoded by threads straight into one (N, C, H, W) array: no list of
+    arrays stacked at the end, whose copy would hold the data twice at its peak."""
+    from cnnkit.data.folders import decode_image, parallel_map
+
+    x = np.empty((len(items), channels, int(size[0]), int(size[1])), np.uint8)
+
+    def into(i: int) -> None:
+        x[i] = decode_image(items[i][0], channels, size, background)
+
+    results = parallel_map(into, range(len(items)))
+    kept = []
+    for i, (_, err) in enumerate(results):
+        if err is not None:
+            warnings.append(f"skipping unreadable file {items[i][0]}: {err.message}")
+        else:
+            kept.append(i)
+    if not kept:
+        return None
+    if len(kept) < len(items):
+        x = x[kept]
+    y = np.asarray([items[i][1] for i in kept], dtype=np.int64)
+    return Split(x, y, paths=[str(items[i][0]) for i in kept])
 
 
 def _probe_lengths(items, warnings):
@@ -113,6 +134,7 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
     file-backed splits yield numpy arrays too, and torch is never imported.
     """
     from cnnkit import console
+    from cnnkit.data.clips import WINDOW_CLIPS
     from cnnkit.data.folders import (
         ChannelChoice,
         FileDataset,
@@ -173,9 +195,8 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
     if frames is not None:
         for split in files:
             files[split], lengths[split] = _probe_lengths(files[split], warnings)
-    # Videos keep up to 4 clip lengths of frames (centred) for random-start sampling.
-    cap = 4 * frames if frames else 1
-    per_sample = channels * size[0] * size[1] * (cap if frames else 1)
+    # Videos keep up to WINDOW_CLIPS clip lengths of frames for random-start sampling.
+    per_sample = channels * size[0] * size[1] * (WINDOW_CLIPS * frames if frames else 1)
     total = sum(len(v) for v in files.values()) * per_sample
     in_memory = total <= request.memory_budget
 
@@ -183,7 +204,7 @@ def load_folder(request: DatasetRequest) -> LoadedDataset:
     for split, items in files.items():
         if in_memory:
             decoded = _decode_split_in_memory(
-                items, channels, size, frames, lengths[split], cap, warnings, request.background
+                items, channels, size, frames, lengths[split], warnings, request.background
             )
             if decoded is not None:
                 splits[split] = decoded
@@ -251,7 +272,7 @@ def _sampled_stats(dataset: Any, seed: int) -> tuple[list[float], list[float], i
         path, _ = dataset.items[i]
         if dataset.frames is None:
             return decode_image(path, dataset.channels, dataset.size, dataset.background)
-        start = dataset.clip_start(int(i))  # the clip its first epoch takes
+        start = dataset.clip_start(int(i))  # centred: the clip validation takes
         return decode_clip(path, start, dataset.frames, dataset.channels, dataset.size)
 
     arrays = [a for a, err in parallel_map(decode, [int(i) for i in index]) if err is None]

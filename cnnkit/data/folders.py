@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.data.clips import centred_start, random_start
+from cnnkit.data.clips import centred_start, random_start, stored_window
 from cnnkit.data.preprocess import (
     Colour,
     flatten_alpha,
@@ -337,19 +337,20 @@ def decode_clip(path: Path, start: int, frames: int, channels: int, size: Sequen
 
 
 class FileDataset:
-    """Decodes images or clips on demand (in DataLoader workers).
+    """Decodes images or clips on demand: a batch at a time in DataLoader workers.
 
-    ``__getitem__`` returns (C×H×W or C×T×H×W uint8 tensor, label), or None
-    for a file that cannot be decoded (``collate_skipping`` drops those),
-    so one corrupt file never ends an epoch. With ``as_numpy`` the sample is
-    a uint8 numpy array and torch is never imported (eval of an exported model).
+    ``decode_batch`` gives a whole batch as one uint8 array (the unit the
+    training loader's workers decode); ``__getitem__`` one sample, as
+    (C×H×W or C×T×H×W uint8 tensor, label), a clip centred. A file that
+    cannot be decoded is said once on stderr and left out of its batch
+    (``__getitem__`` gives None, which ``collate_skipping`` drops), so one
+    corrupt file never ends an epoch. With ``as_numpy`` samples are uint8
+    numpy arrays and torch is never imported (eval of an exported model).
 
-    Random choices (a training clip's start frame) depend only on ``seed``, the
-    epoch and the sample's index, never on which worker decodes it, so a run
-    repeats with any number of workers. Workers are separate processes that do
-    not see the epoch change, so the epoch travels with the index: the key is
-    ``(index, epoch)`` (``EpochSampler`` in ``cnnkit.data.datamodule`` hands
-    those out) or a plain index, which is epoch 0.
+    A training clip starts at a random frame of the video's ``stored_window``
+    (``cnnkit.data.clips``), from a draw the caller makes (``EpochOrder``
+    draws them from its seeded generator, as for clips held in memory), so
+    a run repeats with any number of workers; other clips are centred.
     """
 
     def __init__(
@@ -378,23 +379,23 @@ class FileDataset:
     def __len__(self) -> int:
         return len(self.items)
 
-    def clip_start(self, index: int, epoch: int = 0) -> int:
-        """First frame of sample ``index``'s clip: random when training (seeded), else centred."""
+    def clip_start(self, index: int, uniform: float | None = None) -> int:
+        """First frame of sample ``index``'s clip: within its stored window from a draw in
+        [0, 1) (``uniform``, training), else centred in the video."""
         length = self.lengths[index] if self.lengths else self.frames
-        if not self.train:
+        if uniform is None:
             return centred_start(length, self.frames)
-        rng = np.random.default_rng((self.seed, epoch, index))
-        return random_start(length, self.frames, rng.random())
+        first, kept = stored_window(length, self.frames)
+        return first + random_start(kept, self.frames, uniform)
 
-    def __getitem__(self, key: int | tuple[int, int]):
-        index, epoch = key if isinstance(key, tuple) else (key, 0)
-        path, label = self.items[index]
+    def decode(self, index: int, uniform: float | None = None) -> np.ndarray | None:
+        """Sample ``index`` as C×H×W or C×T×H×W uint8, or None (said once) if unreadable."""
+        path = self.items[index][0]
         try:
             if self.frames is None:
-                arr = decode_image(path, self.channels, self.size, self.background)
-            else:
-                start = self.clip_start(index, epoch)
-                arr = decode_clip(path, start, self.frames, self.channels, self.size)
+                return decode_image(path, self.channels, self.size, self.background)
+            start = self.clip_start(index, uniform)
+            return decode_clip(path, start, self.frames, self.channels, self.size)
         except CnnkitError as exc:
             if str(path) not in self.failed:
                 self.failed.append(str(path))
@@ -402,6 +403,38 @@ class FileDataset:
 
                 console.warn(f"skipping unreadable file {path}: {exc.message}")
             return None
+
+    def sample_shape(self) -> tuple[int, ...]:
+        """(C, H, W) or (C, T, H, W) of one decoded sample."""
+        clip = () if self.frames is None else (self.frames,)
+        return (self.channels, *clip, *self.size)
+
+    def decode_batch(
+        self, index: Sequence[int], uniform: Sequence[float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Samples ``index`` as one (B, C, ...) uint8 array and their (B,) int64 labels.
+
+        ``uniform``: one draw per sample placing training clips (see clip_start).
+        Unreadable files are left out, so B may be smaller than ``len(index)``.
+        """
+        x = np.empty((len(index), *self.sample_shape()), np.uint8)
+        y = np.empty(len(index), np.int64)
+        kept = 0
+        for j, i in enumerate(index):
+            arr = self.decode(int(i), None if uniform is None else float(uniform[j]))
+            if arr is not None:
+                x[kept] = arr
+                y[kept] = self.items[int(i)][1]
+                kept += 1
+        return x[:kept], y[:kept]
+
+    def __getitem__(self, index: int):
+        # One sample at a time is evaluation's way (a clip is centred); training
+        # takes decode_batch with its draws.
+        arr = self.decode(int(index))
+        if arr is None:
+            return None
+        label = self.items[int(index)][1]
         if self.as_numpy:
             return arr, label
         import torch

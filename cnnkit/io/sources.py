@@ -117,13 +117,16 @@ def walk_media(folder: str | Path, extensions: frozenset[str] | None = None) -> 
         hidden.extend(os.path.join(root, d) for d in sorted(dirs) if is_hidden(d))
         # Pruning in place keeps os.walk out of .git, .ipynb_checkpoints and the like.
         dirs[:] = sorted(d for d in dirs if not is_hidden(d))
+        # The folders below ``folder``, once per folder: a path per file is the
+        # cost of a walk over a dataset of many thousand files.
+        above = Path(os.path.relpath(root, folder)).parts if root != folder else ()
+        above = () if above == (".",) else above
         for name in files:
             if is_hidden(name):
                 continue
-            if extensions is not None and Path(name).suffix.lower() not in extensions:
+            if extensions is not None and os.path.splitext(name)[1].lower() not in extensions:
                 continue
-            path = os.path.join(root, name)
-            found.append((Path(os.path.relpath(path, folder)).parts, path))
+            found.append(((*above, name), os.path.join(root, name)))
     found.sort()
     return FolderWalk([path for _, path in found], hidden, unreadable)
 

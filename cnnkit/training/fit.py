@@ -364,6 +364,13 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
             hint="drop --patience, or keep a validation split (e.g. --val-split 0.1)",
         )
     decisions = _decisions(cfg, data, has_val, start)
+    stream = None
+    if not data.in_memory:
+        from cnnkit.data.streaming import stream_split
+        from cnnkit.io.cpu import cpu_budget
+
+        stream = stream_split(cpu_budget().cores, p.device.accelerator, cfg.workers)
+        decisions["cpu_split"] = stream.reason
     shrunk = False
     if not p.resumed:
         sizes, shrunk = _input_size_decisions(cfg, data, p.request, start)
@@ -399,7 +406,8 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
         console.info(f"run folder: {run_dir}")
 
     trainer, module, datamodule = _assemble(p, data, model, meta, hflip, has_val, run_dir,
-                                            start_record.get("frozen", []), compute)  # fmt: skip
+                                            start_record.get("frozen", []), compute,
+                                            stream)  # fmt: skip
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP ranks started from here share the folder
     if p.child_run_dir is None and not point_latest_at(run_dir):
         link = run_dir.parent / LATEST
@@ -408,8 +416,14 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
             f"no links here): it was left as it is, and this run is {run_dir}"
         )
     if share.follower is not None:
+        from cnnkit.data.streaming import ModelThreads
         from cnnkit.training.trainer import FollowCpuLoad
 
+        # Streamed data: the load follower sets the model's threads within what
+        # the decoding workers leave it.
+        for callback in trainer.callbacks:
+            if isinstance(callback, ModelThreads):
+                callback.follow(share.follower)
         trainer.callbacks.append(FollowCpuLoad(share.follower))
     try:
         began = time.perf_counter()
@@ -421,7 +435,11 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
             os.environ.pop(RUN_DIR_ENV, None)
     if not trainer.is_global_zero:
         return None
-    return _finish(trainer, module, data, run_dir, p.device, cfg.batch_size, train_seconds)
+    from cnnkit.data.streaming import ModelThreads
+
+    threads = next((c for c in trainer.callbacks if isinstance(c, ModelThreads)), None)
+    return _finish(trainer, module, data, run_dir, p.device, cfg.batch_size, train_seconds,
+                   threads.decision if threads is not None else None)  # fmt: skip
 
 
 def _build_model(cfg: TrainConfig, data: Any) -> Any:
@@ -447,10 +465,14 @@ def _compute(cfg: TrainConfig, device: Any, model: Any, data: Any) -> Any:
     return choose(cfg.precision, device.accelerator, model, dims, index=device.index)
 
 
-def _assemble(p, data, model, meta, hflip, has_val, run_dir, frozen, compute):
-    """The LightningModule, the datamodule and the Trainer for this run."""
+def _assemble(p, data, model, meta, hflip, has_val, run_dir, frozen, compute, stream=None):
+    """The LightningModule, the datamodule and the Trainer for this run.
+
+    ``stream``: how streamed data shares the CPU (cnnkit.data.streaming.StreamSplit).
+    """
     from cnnkit.data.augment import BatchAugment
     from cnnkit.data.datamodule import ClassifierDataModule
+    from cnnkit.data.streaming import ModelThreads
     from cnnkit.training.fastpath import steps_per_batch
     from cnnkit.training.module import ClassifierModule
     from cnnkit.training.trainer import TrainerOptions, build_trainer
@@ -460,7 +482,12 @@ def _assemble(p, data, model, meta, hflip, has_val, run_dir, frozen, compute):
         devices = [device.index]
     group = steps_per_batch(data, cfg.batch_size, devices, cfg.num_nodes)
     datamodule = ClassifierDataModule(
-        data, cfg.batch_size, workers=cfg.workers, seed=cfg.seed, steps_per_batch=group
+        data,
+        cfg.batch_size,
+        workers=stream.workers if stream is not None else cfg.workers,
+        seed=cfg.seed,
+        steps_per_batch=group,
+        pin_memory=device.accelerator == "cuda",
     )
     module = ClassifierModule(
         model,
@@ -493,6 +520,7 @@ def _assemble(p, data, model, meta, hflip, has_val, run_dir, frozen, compute):
             progress=console.progress_enabled(),
             epoch_lines=not is_child and not console.is_quiet() and not console.progress_enabled(),
             limit_batches=cfg.limit_batches,
+            callbacks=[ModelThreads(stream)] if stream is not None else [],
         ),
     )
     return trainer, module, datamodule
@@ -529,11 +557,13 @@ def _run_fit(trainer: Any, module: Any, datamodule: Any, cfg: TrainConfig) -> No
         raise TrainingError(f"{exc.message}; {where}", hint=exc.hint) from None
 
 
-def _finish(trainer, module, data, run_dir: Path, device, batch_size: int, train_seconds: float):
+def _finish(trainer, module, data, run_dir: Path, device, batch_size: int, train_seconds: float,
+            cpu_split: str | None = None):  # fmt: skip
     """Measure the best checkpoint on val and test, write summary.json, return the summary.
 
     The measurement is ``cnnkit eval``'s own runner, so eval of best.ckpt
-    repeats these numbers exactly.
+    repeats these numbers exactly. ``cpu_split``: how streamed data shared the
+    CPU with the model, as it turned out (see cnnkit.data.streaming.ModelThreads).
     """
     from cnnkit.checkpoint import load_checkpoint
     from cnnkit.evaluation import evaluate
@@ -575,5 +605,7 @@ def _finish(trainer, module, data, run_dir: Path, device, batch_size: int, train
         "images_per_second": round(samples / train_seconds, 1) if train_seconds > 0 else None,
         "metrics": metrics,
     }
+    if cpu_split is not None:
+        summary["cpu_split"] = cpu_split
     atomic_write_text(run_dir / "summary.json", dumps(summary, indent=2) + "\n")
     return summary

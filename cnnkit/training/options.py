@@ -164,8 +164,9 @@ OPTIONS: tuple[Option, ...] = (
            "float32; said and recorded. 32, bf16 and 16 (CUDA's fp16) choose; Lightning's "
            "32-true, bf16-mixed and 16-mixed mean the same.",
            choices=PRECISION_CHOICES, aliases=PRECISION_ALIASES, resume=True, example="32"),
-    Option("workers", int, None, "DataLoader workers for data decoded from files (default: "
-           "all cores but one, at most 8).", low=0, high=MAX_WORKERS, example="4"),
+    Option("workers", int, None, "Worker processes decoding data streamed from files "
+           "(default: one per core of the CPU budget, at most 16).", low=0, high=MAX_WORKERS,
+           example="4"),
     Option("patience", int, None, "Stop after N epochs without a better val_acc.", low=1,
            example="5"),
     Option("out", str, "runs", "Folder that holds the run folders.", path=True),

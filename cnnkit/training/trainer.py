@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,7 @@ class TrainerOptions:
     epoch_lines: bool = False  # one line per epoch on stderr (when there is no progress bar)
     deterministic: bool = True
     limit_batches: float | int | None = None  # tests: fewer batches per epoch
+    callbacks: list[Any] = field(default_factory=list)  # added after cnnkit's own
 
 
 def tensorboard_available() -> bool:
@@ -233,6 +234,7 @@ def build_trainer(run_dir: str | Path, options: TrainerOptions) -> L.Trainer:
         callbacks.append(StepProgressBar())
     elif options.epoch_lines:
         callbacks.append(EpochLine())
+    callbacks += options.callbacks
     # name="" and version="" put metrics.csv directly in the run folder.
     loggers: list[Any] = [CSVLogger(run_dir, name="", version="")]
     if tensorboard_available():
