@@ -28,6 +28,8 @@ from typing import Any
 from cnnkit import __version__, console
 from cnnkit.errors import CheckpointError, InputError, TrainingError
 from cnnkit.models.sizes import check_input_fits
+from cnnkit.training.cpushare import CpuShare
+from cnnkit.training.decisions import input_size_decisions, run_decisions
 from cnnkit.training.options import (
     TrainConfig,
     recorded_options,
@@ -36,7 +38,6 @@ from cnnkit.training.plan import TrainPlan, plan
 from cnnkit.training.rundir import LATEST, RUN_DIR_ENV, new_run_dir, point_latest_at, write_config
 from cnnkit.training.start import (
     apply_normalisation,
-    start_decisions,
     start_model,
 )
 
@@ -98,102 +99,6 @@ def _check_resume(ckpt: Any, model_name: str, data: Any) -> Path:
 # ---------------------------------------------------------------------------
 
 
-def _decisions(cfg: TrainConfig, data: Any, has_val: bool, start: Any) -> dict[str, str]:
-    """What was decided for the user, in words: the data's own notes, what the starting
-    weights asked of the input, then flips and validation."""
-    decisions = dict(data.decisions)
-    decisions.update(start_decisions(start, cfg, data))
-    if not cfg.augment:
-        decisions["hflip"] = "no augmentation (--no-augment), so no flips"
-    elif cfg.flip is not None:
-        decisions["hflip"] = (
-            "horizontal flips in augmentation (--flip)"
-            if cfg.flip
-            else "no horizontal flips (--no-flip)"
-        )
-    given = cfg.explicit is None or "val_split" in cfg.explicit
-    if has_val and given and "val_split" not in decisions:
-        decisions["val_split"] = (
-            "validation: the dataset's own val split (--val-split does not apply)"
-        )
-    if not has_val:
-        decisions["val_split"] = (
-            "no validation split (--val-split 0): training uses every sample, "
-            "and best.ckpt is the last epoch's"
-        )
-    return decisions
-
-
-# Images this many times larger than the input size they are shrunk to (on their
-# shorter side) lose what a model would need: said as a warning.
-_SHRINK_WARNING = 4
-
-
-def _input_size_decisions(
-    cfg: TrainConfig, data: Any, request: Any, start: Any
-) -> tuple[dict[str, str], bool]:
-    """The input size (and clip length) cnnkit chose, in words; and whether images shrink a lot.
-
-    Given options (--img-size, --frames) and sizes the starting weights asked
-    for (said by start_decisions) are not decisions of cnnkit's. Images
-    ``_SHRINK_WARNING`` times larger than the size chosen make the note a warning.
-    """
-    notes: dict[str, str] = {}
-    shrunk = False
-    h, w = data.input.size
-    folder = request.scan is not None
-    if not cfg.img_size and not start.img_size:
-        whose = f"{cfg.model}'s default input size" if folder else "the dataset's own size"
-        note = f"input size {h}×{w}: {whose} (--img-size to change)"
-        typical = (
-            _typical_image_size(_loaded_paths(data)) if folder and data.kind == "image" else None
-        )
-        if typical is not None and min(typical) >= _SHRINK_WARNING * max(h, w):
-            shrunk = True
-            note += (
-                f"; the images are about {typical[0]}×{typical[1]} (median of a sample), "
-                f"so fine detail is lost: --img-size {min(224, min(typical))} keeps more"
-            )
-        notes["img_size"] = note
-    if data.input.frames and not cfg.frames and not start.frames:
-        whose = f"{cfg.model}'s default clip length" if folder else "the dataset's own length"
-        notes["frames"] = f"clips of {data.input.frames} frames: {whose} (--frames to change)"
-    return notes, shrunk
-
-
-def _loaded_paths(data: Any) -> list[Any]:
-    """The files the splits were read from (not those skipped as unreadable, where known)."""
-    paths: list[Any] = []
-    for split in data.splits.values():
-        if getattr(split, "paths", None):
-            paths.extend(split.paths)
-        elif getattr(split, "items", None):  # decoded from files as it trains
-            paths.extend(path for path, _ in split.items)
-    return paths
-
-
-def _typical_image_size(items: list[Any], sample: int = 32) -> tuple[int, int] | None:
-    """(height, width): the median of up to ``sample`` image headers, spread over ``items``."""
-    from cnnkit.io.headers import image_size
-
-    if not items:
-        return None
-    step = max(1, len(items) // sample)
-    sizes = []
-    for path in items[::step][:sample]:
-        try:
-            with open(path, "rb") as f:
-                size = image_size(f.read(1 << 18))  # a JPEG's size may follow its EXIF block
-        except OSError:
-            continue
-        if size is not None:
-            sizes.append(size)
-    if not sizes:
-        return None
-    widths, heights = sorted(s[0] for s in sizes), sorted(s[1] for s in sizes)
-    return heights[len(heights) // 2], widths[len(widths) // 2]
-
-
 def _meta(
     cfg: TrainConfig,
     data: Any,
@@ -225,64 +130,6 @@ def _meta(
         decisions=decisions,
         start=start,
     )
-
-
-class CpuShare:
-    """How this run shares the CPU with other processes (cnnkit.io.cpuload).
-
-    ``record``: the budget and the start, as config.yaml keeps them;
-    ``follower``: follows the load while training (None where it does not).
-    """
-
-    def __init__(self, p: TrainPlan) -> None:
-        from cnnkit.io import cpuload
-        from cnnkit.io.cpu import cpu_budget
-
-        budget = cpu_budget()
-        self.record: dict[str, Any] = {"cores": budget.cores, "reason": budget.reason}
-        self.follower: Any = None
-        self._here: Any = None
-        single = p.devices == 1 or (isinstance(p.devices, list) and len(p.devices) == 1)
-        if (
-            p.device.accelerator != "cpu"
-            or not single
-            or p.cfg.num_nodes != 1
-            or p.is_child
-            or cpuload.user_sets_threads()
-        ):
-            return
-        from cnnkit.io.pipeline import ThreadsHere
-
-        first, now = cpuload.start_sample(), cpuload.sample()
-        if now is None:
-            return
-        threads, elsewhere = budget.cores, None
-        if first is not None and now.when - first.when >= cpuload.MIN_WINDOW_S:
-            elsewhere = cpuload.busy_elsewhere(first, now)
-            if elsewhere is not None:
-                threads = cpuload.threads_beside(budget.cores, elsewhere, cpus=now.cpus)
-        here = ThreadsHere()
-        if not here.set(threads):
-            return
-        self._here = here
-        self.follower = cpuload.Follower(budget.cores, here.set, now, threads)
-        self.record.update(
-            busy_elsewhere_at_start=None if elsewhere is None else round(elsewhere, 2),
-            threads_at_start=threads,
-            follows_load=True,
-        )
-        if threads < budget.cores:
-            shared = f" of the {now.cpus} it may run on" if now.cpus > budget.cores else ""
-            console.info(
-                f"CPU: training on {threads} of {budget.cores} threads: other processes keep "
-                f"{elsewhere:.1f} cores{shared} busy (measured again every "
-                f"{cpuload.EVERY_S:g} s; CNNKIT_THREADS fixes the count)"
-            )
-
-    def end(self) -> None:
-        """Give the training thread back the thread count it had."""
-        if self._here is not None:
-            self._here.restore()
 
 
 def _config_yaml(
@@ -363,7 +210,7 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
             "--patience stops on validation accuracy, and --val-split 0 leaves no validation split",
             hint="drop --patience, or keep a validation split (e.g. --val-split 0.1)",
         )
-    decisions = _decisions(cfg, data, has_val, start)
+    decisions = run_decisions(cfg, data, has_val, start)
     stream = None
     if not data.in_memory:
         from cnnkit.data.streaming import stream_split
@@ -373,7 +220,7 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
         decisions["cpu_split"] = stream.reason
     shrunk = False
     if not p.resumed:
-        sizes, shrunk = _input_size_decisions(cfg, data, p.request, start)
+        sizes, shrunk = input_size_decisions(cfg, data, p.request, start)
         decisions.update(sizes)
     else:  # the input is the checkpoint's, as decided when its run began: kept on record
         earlier = dict(getattr(p.resumed.meta, "decisions", None) or {})
