@@ -9,7 +9,9 @@ MNIST-shaped data, in memory, ``--epochs N``):
   pays off); ``three together / three in a row`` the same with three;
 - ``alone / best fixed count alone``: cnnkit's own thread choice against the
   faster of ``OMP_NUM_THREADS=1`` and ``=<cores>`` for one job alone (goal
-  at most 1.05);
+  at most 1.05). The three are timed in turn, ``--alone-repeats`` times a
+  round in a rotating order, and compared by their medians over all rounds
+  (the faster of two single runs would be biased low against one run);
 - ``beside a busy core / OMP_NUM_THREADS=1 beside it``: one job while another
   process keeps one core busy (goal at most 1.3).
 
@@ -21,6 +23,7 @@ ratios.
 
     python benchmarks/bench_parallel.py                      # 3 rounds, 3 epochs
     python benchmarks/bench_parallel.py --data-dir /tmp/digits --epochs 10 --rounds 3
+    python benchmarks/bench_parallel.py --only alone --rounds 2   # one scenario
 """
 
 from __future__ import annotations
@@ -87,7 +90,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model", default="lenet5")
     parser.add_argument("--quick", action="store_true", help="1 round, no three-job scenario")
+    parser.add_argument("--alone-repeats", type=int, default=2, help="alone runs per round")
+    parser.add_argument(
+        "--only", choices=("two", "three", "alone", "busy"), action="append",
+        help="measure only these scenarios (repeatable; default: all)",
+    )  # fmt: skip
     args = parser.parse_args()
+    wanted = set(args.only or ("two", "three", "alone", "busy"))
+    if args.quick:
+        wanted.discard("three")
     rounds = 1 if args.quick else args.rounds
     policies = {"cnnkit": env_with(), "fixed": env_with(CNNKIT_THREADS=str(CORES))}
     ratios: dict[str, list[float]] = {}
@@ -107,34 +118,64 @@ def main() -> None:
             n[0] += 1
             return command(data_dir, args.epochs, tmp_path / f"runs{n[0]}", args.model)
 
+        alone_times: dict[str, list[float]] = {}
+        alone_envs = {f"OMP_NUM_THREADS={k}": env_with(OMP_NUM_THREADS=str(k)) for k in {1, CORES}}
+        alone_envs.update(policies)
         for r in range(rounds):
-            alone = {
-                k: together([cmd()], env_with(OMP_NUM_THREADS=str(k))) for k in sorted({1, CORES})
-            }
-            best_fixed = min(alone.values())
+            if "alone" in wanted:
+                names = list(alone_envs)
+                for rep in range(args.alone_repeats):
+                    shift = (r * args.alone_repeats + rep) % len(names)
+                    for name in names[shift:] + names[:shift]:
+                        seconds = together([cmd()], alone_envs[name])
+                        alone_times.setdefault(name, []).append(seconds)
+                print(
+                    f"round {r + 1} alone: "
+                    + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in alone_times.items()),
+                    flush=True,
+                )
             for name, env in policies.items():
-                two_row = in_a_row([cmd(), cmd()], env)
-                two_together = together([cmd(), cmd()], env)
-                note(f"{name}: two together / two in a row", two_together / two_row)
-                if not args.quick:
+                line = [f"round {r + 1} {name}:"]
+                if "two" in wanted:
+                    two_row = in_a_row([cmd(), cmd()], env)
+                    two_together = together([cmd(), cmd()], env)
+                    note(f"{name}: two together / two in a row", two_together / two_row)
+                    line.append(f"two in a row {two_row:.1f} s, together {two_together:.1f} s;")
+                if "three" in wanted:
                     three_row = in_a_row([cmd(), cmd(), cmd()], env)
                     three_together = together([cmd(), cmd(), cmd()], env)
                     note(f"{name}: three together / three in a row", three_together / three_row)
-                one = together([cmd()], env)
-                note(f"{name}: alone / best fixed count alone", one / best_fixed)
-                busy = beside_busy_core(cmd(), env)
-                busy_one = beside_busy_core(cmd(), env_with(OMP_NUM_THREADS="1"))
-                note(f"{name}: beside a busy core / OMP_NUM_THREADS=1 beside it", busy / busy_one)
-                print(
-                    f"round {r + 1} {name}: two in a row {two_row:.1f} s, together "
-                    f"{two_together:.1f} s; alone {one:.1f} s (OMP_NUM_THREADS "
-                    + ", ".join(f"{k}: {v:.1f} s" for k, v in alone.items())
-                    + f"); beside a busy core {busy:.1f} s (OMP_NUM_THREADS=1: {busy_one:.1f} s)",
-                    flush=True,
-                )
-    print(f"machine: {CORES} cores; {args.model}, {args.epochs} epochs per job")
+                    line.append(
+                        f"three in a row {three_row:.1f} s, together {three_together:.1f} s;"
+                    )
+                if "busy" in wanted:
+                    busy = beside_busy_core(cmd(), env)
+                    busy_one = beside_busy_core(cmd(), env_with(OMP_NUM_THREADS="1"))
+                    note(
+                        f"{name}: beside a busy core / OMP_NUM_THREADS=1 beside it",
+                        busy / busy_one,
+                    )
+                    line.append(
+                        f"beside a busy core {busy:.1f} s (OMP_NUM_THREADS=1: {busy_one:.1f} s)"
+                    )
+                if len(line) > 1:
+                    print(" ".join(line), flush=True)
+        if alone_times:
+            medians = {k: statistics.median(v) for k, v in alone_times.items()}
+            best = min(v for k, v in medians.items() if k.startswith("OMP_NUM_THREADS"))
+            for name in policies:
+                note(f"{name}: alone / best fixed count alone", medians[name] / best)
+            print(
+                "alone, medians: " + ", ".join(f"{k} {v:.2f} s" for k, v in medians.items()),
+                flush=True,
+            )
+    print(
+        f"machine: {CORES} cores, load average {os.getloadavg()[0]:.2f} at the end; "
+        f"{args.model}, {args.epochs} epochs per job"
+    )
     for name, values in ratios.items():
-        print(f"{name}: {statistics.median(values):.2f}x (median of {len(values)})")
+        how = "of medians" if "alone" in name else f"median of {len(values)}"
+        print(f"{name}: {statistics.median(values):.2f}x ({how})")
 
 
 if __name__ == "__main__":
