@@ -111,7 +111,7 @@ def test_two_nodes_write_one_run_whose_numbers_eval_repeats(tmp_path):
         f"train --dataset {data} --model lenet5 --img-size 16 --epochs 2 --batch-size 2 "
         f"--no-augment --num-nodes 2 --devices 1 --strategy ddp --device cpu --out {out} --json"
     )
-    (_, stdout0, _), (_, stdout1, stderr1) = _run_nodes(tmp_path, shlex.split(args))
+    (_, stdout0, stderr0), (_, stdout1, stderr1) = _run_nodes(tmp_path, shlex.split(args))
 
     # Rank 0 reports, once; rank 1 says nothing on stdout and writes nothing anywhere.
     summary = json.loads(stdout0)
@@ -125,6 +125,14 @@ def test_two_nodes_write_one_run_whose_numbers_eval_repeats(tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
     assert summary["best_checkpoint"] == str(run / "checkpoints" / "best.ckpt")
     assert (run / "summary.json").is_file()
+
+    # Both nodes run on this machine (127.0.0.1): each computes on its share of the
+    # cores, not on every core as if it were alone.
+    import yaml
+
+    cpu = yaml.safe_load((run / "config.yaml").read_text())["cpu_budget"]
+    assert cpu["processes_here"] == 2 and cpu["threads"] == max(1, cpu["cores"] // 2)
+    assert "the 2 processes of this job share this machine" in stderr0
 
     # The two processes trained as one world of 2: 3 steps an epoch each, not 5.
     import torch
