@@ -196,3 +196,34 @@ def test_only_rank_0_of_a_launcher_makes_a_run_folder(tmp_path, monkeypatch, lau
         # An interactive Slurm shell (salloc): Lightning does not take Slurm's
         # variables there, and neither does cnnkit.
         assert not plan_with({**other, "SLURM_JOB_NAME": "bash"}).is_child
+
+
+# ---------------------------------------------------------------------------
+# the Slurm scripts of examples/slurm
+# ---------------------------------------------------------------------------
+
+SLURM = Path(__file__).resolve().parents[2] / "examples" / "slurm"
+
+
+def _cnnkit_options(script: Path, command: str) -> list[str]:
+    """The options of the script's ``cnnkit COMMAND`` line (continued lines joined)."""
+    text = script.read_text().replace("\\\n", " ")
+    line = next(ln for ln in text.splitlines() if f"cnnkit {command} " in ln and "#" not in ln)
+    return [w.split("=")[0] for w in shlex.split(line) if w.startswith("-")]
+
+
+@pytest.mark.parametrize("name", ["train_multinode.sbatch", "predict_array.sbatch"])
+def test_the_slurm_scripts_are_bash(name):
+    result = subprocess.run(["bash", "-n", str(SLURM / name)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (SLURM / name).read_text().startswith("#!/bin/bash\n")
+
+
+def test_the_slurm_training_script_uses_options_train_has(tmp_path):
+    script = SLURM / "train_multinode.sbatch"
+    options = _cnnkit_options(script, "train")
+    assert {"--num-nodes", "--devices", "--strategy"} <= set(options)
+    # srun starts the tasks and Lightning checks its counts against Slurm's.
+    assert "srun cnnkit train" in script.read_text()
+    help_text = run_cnnkit("train", "--help", cwd=tmp_path, env={"COLUMNS": "240"}).stdout
+    assert [o for o in options if f" {o} " not in help_text] == []
