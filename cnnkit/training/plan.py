@@ -27,7 +27,7 @@ from cnnkit.training.options import (
     resolve_kind_defaults,
     validate_config,
 )
-from cnnkit.training.rundir import RUN_DIR_ENV
+from cnnkit.training.rundir import child_run_dir
 from cnnkit.training.start import check_start_options, model_from_weights, plan_start, start_lr
 
 
@@ -39,7 +39,8 @@ class TrainPlan:
     "video"; ``resumed``: the --resume checkpoint or None; ``start``: where the
     weights start (cnnkit.training.start.StartPlan); ``device``: the device
     choice; ``devices``: --devices as Lightning takes it; ``request``: the
-    dataset request; ``child_run_dir``: set in a DDP rank started by rank 0.
+    dataset request; ``child_run_dir``: set in a DDP rank other than 0
+    (cnnkit.training.rundir.child_run_dir).
     """
 
     cfg: TrainConfig
@@ -189,9 +190,9 @@ def plan(cfg: TrainConfig) -> TrainPlan:
     from cnnkit.models.registry import get_model_spec
     from cnnkit.spec import WHITE
 
-    child_run_dir = os.environ.get(RUN_DIR_ENV)
-    is_child = bool(child_run_dir) and os.environ.get("LOCAL_RANK", "0") != "0"
     cfg, kind, resumed, weights_file, scan = resolve(cfg)
+    child = child_run_dir(cfg.out)
+    is_child = child is not None
     devices = parse_devices(cfg.devices)
     background = parse_colour(cfg.background) if cfg.background else WHITE
     device = resolve_device(cfg.device)
@@ -230,7 +231,6 @@ def plan(cfg: TrainConfig) -> TrainPlan:
         memory_budget=memory_budget_from_env(),
         scan=scan,
     )
-    child = child_run_dir if is_child else None
     return TrainPlan(cfg, kind, resumed, start, device, devices, spec, request, child)
 
 

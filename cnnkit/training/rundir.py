@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,52 @@ from cnnkit.errors import InputError
 # running the same command line again; they find rank 0's run folder here.
 RUN_DIR_ENV = "CNNKIT_RUN_DIR"
 LATEST = "latest"
+# The run folder a rank other than 0 names when nothing tells it rank 0's: a
+# name it never creates (only rank 0 writes; Lightning hands every rank rank
+# 0's checkpoint folder when training starts).
+NOT_RANK_ZERO = ".not-rank-0"
+
+
+def _rank_value(text: str | None) -> int | None:
+    text = (text or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 8 else None
+
+
+def launched_as_other_rank(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a launcher started this process as a DDP rank other than 0 (which must not write).
+
+    A launcher that starts every process itself, on each machine, names the
+    rank in the environment, read here as Lightning reads it: torchrun (and
+    Kubeflow) the global ``RANK``; Slurm's srun ``SLURM_PROCID`` (where
+    Lightning takes Slurm's environment: ``SLURM_NTASKS`` set, in a job not
+    named bash or interactive); Lightning's own variables, set by hand on each
+    machine, ``NODE_RANK`` (or ``GROUP_RANK``) and ``LOCAL_RANK``.
+    """
+    env = os.environ if environ is None else environ
+    rank = _rank_value(env.get("RANK"))
+    if rank is None and "SLURM_NTASKS" in env:
+        if env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+            rank = _rank_value(env.get("SLURM_PROCID"))
+    if rank is not None:
+        return rank != 0
+    return any(_rank_value(env.get(k)) for k in ("NODE_RANK", "GROUP_RANK", "LOCAL_RANK"))
+
+
+def child_run_dir(out: str | Path, environ: Mapping[str, str] | None = None) -> str | None:
+    """The run folder of a DDP rank other than 0, or None in rank 0 (which makes it).
+
+    A rank Lightning started from rank 0 on this machine is told rank 0's
+    folder (RUN_DIR_ENV); a rank started by a launcher on another machine
+    (or beside it: torchrun, srun) cannot know it before training starts, and
+    names one it never creates.
+    """
+    env = os.environ if environ is None else environ
+    inherited = env.get(RUN_DIR_ENV)
+    if inherited and env.get("LOCAL_RANK", "0") != "0":
+        return inherited
+    if launched_as_other_rank(env):
+        return str(Path(out).expanduser() / NOT_RANK_ZERO)
+    return None
 
 
 def _unwritable(out: Path, exc: OSError) -> InputError:
