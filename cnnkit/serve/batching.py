@@ -236,8 +236,7 @@ class ModelWorker:
             failure = _as_exception(exc)
             for e in live:
                 e.future.set_exception(failure)
-            if not isinstance(exc, Exception):
-                raise  # an interruption (cnnkit.stopping): the thread ends
+            self._stop_if_interrupted(exc)
             return
         with self._cond:
             stats = self.stats
@@ -258,12 +257,18 @@ class ModelWorker:
             result = call.fn()
         except BaseException as exc:  # noqa: BLE001 - told to the caller
             call.future.set_exception(_as_exception(exc))
-            if not isinstance(exc, Exception):
-                raise
+            self._stop_if_interrupted(exc)
             return
         with self._cond:
             self.stats.jobs += 1
         call.future.set_result(result)
+
+    def _stop_if_interrupted(self, exc: BaseException) -> None:
+        """After an interruption (a native call stopped by SIGINT or SIGTERM through
+        cnnkit.stopping, a KeyboardInterrupt), the thread ends: the server is stopping."""
+        if not isinstance(exc, Exception):
+            with self._cond:
+                self._stopping = True
 
 
 def _largest_call(start: int, end: int, n: int, size: int) -> int:
