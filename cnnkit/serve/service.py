@@ -1,10 +1,11 @@
 """What the HTTP API does, without HTTP: classify, explain and describe one loaded model.
 
-Images are decoded on a pool of ``workers`` threads by predict's own decode
-path (cnnkit.predict.decode: the same pixel limit, conversions and bits), and
-classified on the model's thread (cnnkit.serve.batching) together with the
-images of other requests; records are built as ``cnnkit predict`` builds
-them, so an image gets the same record from both.
+Images are decoded by predict's own decode path (cnnkit.predict.decode: the
+same pixel limit, conversions and bits), small ones on the event loop and
+the others on a pool of ``workers`` threads, and classified on the model's
+thread (cnnkit.serve.batching) together with the images of other requests;
+records are built there as ``cnnkit predict`` builds them, a batch at a
+time, so an image gets the same record from both.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ class Service:
                 chunk = await loop.run_in_executor(
                     self.decoders, decode_chunk, self.predictor, items
                 )
-            tags = [(u.name, top_k) for u, e in zip(uploads, chunk.errors, strict=True) if not e]
+            errors = chunk.errors
+            tags = [(u.name, top_k) for u, e in zip(uploads, errors, strict=True) if e is None]
             if tags:
                 future = self.worker.classify(chunk.batch, tags)
         if future is None:

@@ -113,6 +113,26 @@ def test_concurrent_clients_get_their_own_records_from_shared_batches(
     assert stats["largest_batch"] >= max(batches) and stats["model_calls"] < stats["images"]
 
 
+def test_requests_asking_for_different_top_k_share_a_batch(files, expected) -> None:
+    import cnnkit
+    from cnnkit.io.image import read_image
+    from cnnkit.serve.service import Service
+
+    names = sorted(expected)[:4]
+    clf = cnnkit.load(files["ckpt"], device="cpu")
+    service = Service(clf, max_batch=8, max_wait_s=0.0)
+    try:
+        batch = np.stack(
+            [clf.predictor.prepare_image(read_image(files["pics"] / n)) for n in names]
+        )
+        tags = list(zip(names, [1, 3, 2, 1], strict=True))
+        records = service._records(batch, tags)
+    finally:
+        service.close()
+    for record, (name, k) in zip(records, tags, strict=True):
+        assert record == {**expected[name], "topk": expected[name]["topk"][:k]}
+
+
 def test_explain_answers_the_record_and_the_overlay_explain_draws(served, files, expected) -> None:
     import cnnkit
 
@@ -279,6 +299,8 @@ def test_an_onnx_model_predicts_and_explains_by_occlusion_only(onnx_served, file
     assert answer.status == 200, answer.body
     assert answer.json()["explanation"]["method"] == "occlusion"
     assert onnx_served.request("GET", "/v1/model").json()["kind"] == "onnx"
+    # The .onnx path never loads torch, serving included.
+    assert "libtorch" not in Path(f"/proc/{onnx_served.proc.pid}/maps").read_text()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
