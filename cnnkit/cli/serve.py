@@ -79,7 +79,10 @@ def serve(
     timeout: Annotated[
         float,
         typer.Option(
-            min=0.1, max=3600, help="Seconds a request may take, upload included (504 after)."
+            min=0.1,
+            max=3600,
+            help="Seconds a request may take, upload included (then 408 if its body had not "
+            "arrived, else 504).",
         ),
     ] = 30.0,
     device: DeviceOpt = "auto",
