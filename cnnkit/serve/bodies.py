@@ -153,7 +153,9 @@ def _part(part: bytes) -> Upload:
         if split < 0 or split > MAX_PART_HEADERS:
             raise RequestError(400, "a part of the multipart form has no readable headers")
         head, data = part[:split], part[split + 4 :]
-    disposition = _header(head.decode("utf-8", "surrogateescape"), "content-disposition")
+    # Read as Latin-1, one character a byte, so that the quoting is parsed whatever
+    # the names' bytes are (_param makes them text).
+    disposition = _header(head.decode("latin-1"), "content-disposition")
     field = _param(disposition, "name") or ""
     filename = _param(disposition, "filename")
     in_form = disposition is not None and disposition.get_content_disposition() == "form-data"
@@ -183,13 +185,18 @@ def _header(head: str, header: str) -> Message | None:
 
 
 def _param(message: Message | None, name: str) -> str | None:
+    """A parameter of a header read as Latin-1, as text: RFC 2231's ``name*=`` by its
+    charset, others as UTF-8 with the bytes that are not kept as surrogate escapes (as
+    cnnkit keeps file names; JSON writes them ``\\udcXX``)."""
     if message is None:
         return None
     header = next(iter(message.keys()))
     value = message.get_param(name, header=header)
     if value is None:
         return None
-    return collapse_rfc2231_value(value) if isinstance(value, tuple) else str(value)
+    if isinstance(value, tuple):
+        return collapse_rfc2231_value(value)
+    return str(value).encode("latin-1", "replace").decode("utf-8", "surrogateescape")
 
 
 def _checked(uploads: list[Upload]) -> list[Upload]:

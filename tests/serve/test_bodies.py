@@ -22,7 +22,9 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # CR, LF and dashes inside t
 def form(dispositions: list[str], data: list[bytes], boundary: str = "b0uNd") -> bytes:
     """A form body with a part per (Content-Disposition, bytes), written out by hand."""
     parts = [
-        f"--{boundary}\r\nContent-Disposition: {d}\r\nContent-Type: image/png\r\n\r\n".encode()
+        f"--{boundary}\r\nContent-Disposition: {d}\r\nContent-Type: image/png\r\n\r\n".encode(
+            "utf-8", "surrogateescape"
+        )
         + payload
         + b"\r\n"
         for d, payload in zip(dispositions, data, strict=True)
@@ -41,6 +43,9 @@ def test_a_form_gives_its_files_in_order_with_their_names_and_exact_bytes() -> N
         'form-data; name="image"; filename=""',  # no name given: the field's
     ]
     names = ["a.png", "b c.png", 'quote".png', "café.png", "semi;colon.png", "été.png", "image"]
+    # A name whose bytes are not UTF-8 is kept, as cnnkit keeps file names.
+    dispositions.append('form-data; name="image"; filename="caf\udce9.png"')
+    names.append("caf\udce9.png")
     data = [PNG + bytes([i]) for i in range(len(names))]
     body = form(dispositions, data)
     got = split_form("multipart/form-data; boundary=b0uNd", b"preamble\r\n" + body + b"epilogue")
