@@ -20,6 +20,7 @@ from cnnkit.cli import (  # noqa: E402, F401 (registration)
     export,
     inspect,
     predict,
+    serve,
     train,
 )
 from cnnkit.cli.app import app, main  # noqa: E402
