@@ -143,14 +143,33 @@ def known_format(data: bytes | bytearray | memoryview) -> bool:
 
 def sniff(data: bytes | bytearray | memoryview) -> tuple[bool, tuple[int, int] | None]:
     """(known_format, image_size) of ``data`` at once: its first bytes looked at once."""
+    known, size, _ = sniff_frame(data)
+    return known, size
+
+
+def sniff_frame(
+    data: bytes | bytearray | memoryview,
+) -> tuple[bool, tuple[int, int] | None, JpegFrame | None]:
+    """``sniff``, and a JPEG's frame header (None for other formats, or if not found).
+
+    One walk over a JPEG's segment headers serves both: that walk is Python,
+    and a file of millions of empty segments makes it long.
+    """
     head = bytes(data[:32])
+    if head.startswith(b"\xff\xd8"):
+        try:
+            frame = jpeg_frame(data)
+        except (struct.error, IndexError, ValueError):
+            return True, None, None
+        size = (frame.width, frame.height) if frame is not None and frame.height else None
+        return True, size, frame
     for signatures, parse in _PARSERS:
         if head.startswith(signatures):
             try:
-                return True, parse(data)
+                return True, parse(data), None
             except (struct.error, IndexError, ValueError):
-                return True, None
-    return False, None
+                return True, None, None
+    return False, None, None
 
 
 def _png(data) -> tuple[int, int] | None:

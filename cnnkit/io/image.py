@@ -46,13 +46,13 @@ from cnnkit.io.atomic import atomic_write_bytes
 from cnnkit.io.headers import (
     BYTES_PER_PIXEL,
     SIGNATURE_BYTES,
+    JpegFrame,
     check_pixels,
-    jpeg_frame,
     known_format,
     max_image_bytes,
     max_image_pixels,
     png_problem,
-    sniff,
+    sniff_frame,
     too_large,
     too_many_pixels,
 )
@@ -315,17 +315,16 @@ class _Reduction(NamedTuple):
     height: int
 
 
-def _reduction(data: bytes | bytearray | memoryview, target: Sequence[int]) -> _Reduction | None:
+def _reduction(
+    data: bytes | bytearray | memoryview, target: Sequence[int], frame: JpegFrame | None
+) -> _Reduction | None:
     """How to decode the encoded image ``data`` for ``target`` at a reduced scale; None: in full.
 
     Only an 8-bit gray or YCbCr/RGB JPEG (not CMYK) that :func:`reduced_factor`
-    shrinks, while ``CNNKIT_FULL_DECODE`` is unset. Only segment headers are read.
+    shrinks, while ``CNNKIT_FULL_DECODE`` is unset. ``frame``: its frame
+    header, as ``sniff_frame`` read it.
     """
     if bytes(data[:3]) != b"\xff\xd8\xff" or full_decode_forced():
-        return None
-    try:
-        frame = jpeg_frame(data)
-    except (struct.error, IndexError):
         return None
     if (
         frame is None
@@ -349,7 +348,7 @@ def _reduction(data: bytes | bytearray | memoryview, target: Sequence[int]) -> _
 
 def reduced_decode_factor(data: bytes | bytearray | memoryview, target: Sequence[int]) -> int:
     """The scale (2, 4 or 8) the encoded image ``data`` is decoded at for ``target``; 1: in full."""
-    plan = _reduction(data, target)
+    plan = _reduction(data, target, sniff_frame(data)[2])
     return 1 if plan is None else plan.factor
 
 
@@ -362,7 +361,7 @@ def _decode(
 ) -> np.ndarray:
     shown = "stdin" if name == "-" else name
     data = buf.data
-    known, size = sniff(data)
+    known, size, frame = sniff_frame(data)
     if buf.size and not known:
         raise _unknown_format(shown)
     if size is not None:
@@ -374,7 +373,9 @@ def _decode(
                 f"{shown} is not a readable image: PNG {problem}",
                 hint="the file is damaged; read it again from its source",
             )
-    image = _reduced_decode(buf, target) if target is not None and buf.size else None
+    image = None
+    if target is not None and frame is not None:
+        image = _reduced_decode(buf, target, frame)
     if image is None:
         image = _full_decode(buf, shown)
     if rgb:
@@ -382,13 +383,13 @@ def _decode(
     return image
 
 
-def _reduced_decode(buf: np.ndarray, target: Sequence[int]) -> np.ndarray | None:
+def _reduced_decode(buf: np.ndarray, target: Sequence[int], frame: JpegFrame) -> np.ndarray | None:
     """A large JPEG decoded at a reduced scale, upright, area-resized to ``target`` (BGR).
 
     None when it is not such a JPEG, or the reduced decode fails or gives an
     unexpected size: the caller then decodes it in full, as always.
     """
-    plan = _reduction(buf.data, target)
+    plan = _reduction(buf.data, target, frame)
     if plan is None:
         return None
     try:
