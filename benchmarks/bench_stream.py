@@ -9,7 +9,13 @@ Each round measures, one after the other (which goes first rotates):
 
 - decode: the bare loop, ``cv2.imread`` + ``cv2.resize`` to 32×32 (INTER_AREA,
   as cnnkit shrinks), in one process per core of the CPU budget
-  (``cnnkit.io.cpu``), taking the files 64 at a time: images/s;
+  (``cnnkit.io.cpu``), taking the files 64 at a time: images/s. It reads
+  the JPEGs at the reduced scale cnnkit itself decodes them at for a
+  32×32 model (``IMREAD_REDUCED_COLOR_2`` for 320×240, by
+  ``cnnkit.io.image.reduced_factor``; in full with ``CNNKIT_FULL_DECODE=1``),
+  so that the limit below is the one cnnkit's own decoding can reach;
+- decode_full: the same loop decoding every file in full (``cv2.imread`` as
+  it is), for comparison with figures taken before cnnkit decoded reduced;
 - model: ``cnnkit train`` with the folder in memory, its ``images_per_second``;
 - streamed: the same run with ``CNNKIT_MEMORY_BUDGET=1`` (decoded from the
   files every epoch), its ``images_per_second``;
@@ -130,12 +136,26 @@ def jpeg_files(root: Path) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
-def _bare_decode(paths: list[str]) -> int:
+def _bare_decode(job: tuple[list[str], int]) -> int:
     """The reference loop: nothing but imread and resize (one OpenCV thread per process)."""
+    paths, flags = job
     cv2.setNumThreads(1)
     for path in paths:
-        cv2.resize(cv2.imread(path), (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+        cv2.resize(cv2.imread(path, flags), (SIZE, SIZE), interpolation=cv2.INTER_AREA)
     return len(paths)
+
+
+def cnnkit_flags() -> int:
+    """imread's flags for the scale cnnkit decodes these JPEGs at for a SIZE×SIZE model."""
+    from cnnkit.io.image import full_decode_forced, reduced_factor
+
+    factor = 1 if full_decode_forced() else reduced_factor(WIDTH, HEIGHT, (SIZE, SIZE))
+    return {
+        1: cv2.IMREAD_COLOR,
+        2: cv2.IMREAD_REDUCED_COLOR_2,
+        4: cv2.IMREAD_REDUCED_COLOR_4,
+        8: cv2.IMREAD_REDUCED_COLOR_8,
+    }[factor]
 
 
 # Files a bare-loop process takes at a time: the processes share the work as they go,
@@ -143,9 +163,9 @@ def _bare_decode(paths: list[str]) -> int:
 BARE_CHUNK = 64
 
 
-def decode_rate(pool, paths: list[str]) -> float:
+def decode_rate(pool, paths: list[str], flags: int = cv2.IMREAD_COLOR) -> float:
     began = time.perf_counter()
-    chunks = [paths[i : i + BARE_CHUNK] for i in range(0, len(paths), BARE_CHUNK)]
+    chunks = [(paths[i : i + BARE_CHUNK], flags) for i in range(0, len(paths), BARE_CHUNK)]
     done = sum(pool.imap_unordered(_bare_decode, chunks))
     return done / (time.perf_counter() - began)
 
@@ -174,7 +194,7 @@ def load_rate(root: Path) -> float:
     return float(result.stdout.strip())
 
 
-def one_round(n: int, pool, paths, root: Path, out: Path, epochs: int) -> dict:
+def one_round(n: int, pool, paths, root: Path, out: Path, epochs: int, flags: int) -> dict:
     runs: dict[str, dict] = {}
 
     def train(streamed: bool) -> float:
@@ -182,7 +202,8 @@ def one_round(n: int, pool, paths, root: Path, out: Path, epochs: int) -> dict:
         return float(runs[f"streamed={streamed}"]["images_per_second"])
 
     steps = {
-        "decode": lambda: decode_rate(pool, paths),
+        "decode": lambda: decode_rate(pool, paths, flags),
+        "decode_full": lambda: decode_rate(pool, paths),
         "model": lambda: train(streamed=False),
         "streamed": lambda: train(streamed=True),
         "load": lambda: load_rate(root),
@@ -222,14 +243,17 @@ def main() -> None:
     rounds = []
     with tempfile.TemporaryDirectory(prefix="cnnkit-bench-stream-") as tmp, \
             get_context("spawn").Pool(cores) as pool:  # fmt: skip
+        flags = cnnkit_flags()
         decode_rate(pool, paths[: 2 * BARE_CHUNK * cores])  # the workers started and warm
         for path in paths:  # every file in the page cache: rounds measure decoding, not the disk
             Path(path).read_bytes()
         for n in range(args.rounds):
-            rounds.append(one_round(n, pool, paths, root, Path(tmp) / f"runs{n}", args.epochs))
+            runs = Path(tmp) / f"runs{n}"
+            rounds.append(one_round(n, pool, paths, root, runs, args.epochs, flags))
             if not args.json:
                 r = rounds[-1]
-                print(f"round {n + 1}: decode {r['decode']:,.0f}/s, model {r['model']:,.0f}/s "
+                print(f"round {n + 1}: decode {r['decode']:,.0f}/s (in full "
+                      f"{r['decode_full']:,.0f}/s), model {r['model']:,.0f}/s "
                       f"(limit {r['limit']:,.0f}/s), streamed {r['streamed']:,.0f}/s -> "
                       f"{r['streamed_vs_limit']:.2f}x; load {r['load']:,.0f}/s -> "
                       f"{r['load_vs_decode']:.2f}x", file=sys.stderr)  # fmt: skip
@@ -237,6 +261,9 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, CPU budget {cores} "
         f"({budget.reason}), Python {sys.version.split()[0]}, OpenCV {cv2.__version__}",
         "data": f"{len(paths):,} JPEGs {WIDTH}×{HEIGHT}, {CLASSES} classes ({root})",
+        "decode": "reduced as cnnkit decodes"
+        if flags != cv2.IMREAD_COLOR
+        else "in full, as cnnkit decodes",
         "model": f"{MODEL} at {SIZE}×{SIZE}, {args.epochs} epoch(s)",
         "rounds": rounds,
         "streamed_vs_limit": statistics.median(r["streamed_vs_limit"] for r in rounds),
@@ -250,7 +277,8 @@ def main() -> None:
     }
     print(f"machine   {result['machine']}")
     print(f"data      {result['data']}; {result['model']}")
-    print(f"rates     decode {med['decode']:,.0f} images/s on {cores} core(s), model "
+    print(f"rates     decode {med['decode']:,.0f} images/s on {cores} core(s) "
+          f"({result['decode']}; in full {med['decode_full']:,.0f}), model "
           f"{med['model']:,.0f} samples/s, limit {med['limit']:,.0f}; streamed "
           f"{med['streamed']:,.0f}; load {med['load']:,.0f} (medians of "
           f"{len(rounds)})")  # fmt: skip

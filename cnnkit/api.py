@@ -235,6 +235,7 @@ def explain(
     elif target is not None:
         name = str(target)
     index, chosen_layer = check_request(predictor, method, name, None, layer)
+    prepared = None
     if isinstance(x, np.ndarray):
         from cnnkit.predict.classifier import _images_of
 
@@ -246,11 +247,14 @@ def explain(
             hint="call it once per image",
         )
     else:
-        from cnnkit.io.image import read_image
+        from cnnkit.saliency.files import read_for_explain
 
         path = os.fspath(x)
-        image = read_image(path)
-    (explanations,) = explain_images(predictor, [image], method, chosen_layer, index, None, [path])
+        image, one = read_for_explain(predictor, path)
+        prepared = one[None]
+    (explanations,) = explain_images(
+        predictor, [image], method, chosen_layer, index, None, [path], prepared=prepared
+    )
     return explanations[0]
 
 

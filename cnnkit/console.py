@@ -27,6 +27,12 @@ def info(message: str) -> None:
     logger.info(message)
 
 
+def detail(message: str) -> None:
+    """A choice made that needs no word on every run, but must be findable (logging DEBUG;
+    the command line shows it with ``CNNKIT_DEBUG=1``)."""
+    logger.debug(message)
+
+
 def warn(message: str) -> None:
     """A warning (logging WARNING)."""
     logger.warning(message)

@@ -8,6 +8,7 @@ each), warnings after ``warning:``. ``--quiet`` silences both. Progress bars
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -42,7 +43,9 @@ def show_messages(quiet: bool = False) -> None:
     # The command line owns this process's stderr: the messages are shown here
     # once, not again by handlers a library set on the root logger.
     log.propagate = False
-    log.setLevel(logging.CRITICAL + 1 if quiet else logging.INFO)
+    # CNNKIT_DEBUG=1 adds the notes of choices not said on every run (console.detail).
+    level = logging.DEBUG if os.environ.get("CNNKIT_DEBUG") else logging.INFO
+    log.setLevel(logging.CRITICAL + 1 if quiet else level)
     console.set_progress(None if quiet or not _is_terminal() else _rich_track)
 
 

@@ -323,10 +323,15 @@ def glyph_classes(classes: Sequence[str]) -> bool:
 def decode_image(
     path: Path, channels: int, size: Sequence[int], background: Colour = WHITE
 ) -> np.ndarray:
-    """One image file -> C×H×W uint8 (ReadError if it cannot be decoded)."""
+    """One image file -> C×H×W uint8 (ReadError if it cannot be decoded).
+
+    A large JPEG is decoded at a reduced scale and resized to ``size`` at once
+    (cnnkit.io.image), as predict and explain decode it: a model sees the
+    same pixels in training and at inference.
+    """
     from cnnkit.io.image import read_image
 
-    return prepare_image(read_image(path), channels, size, background)
+    return prepare_image(read_image(path, target=size), channels, size, background)
 
 
 def decode_clip(path: Path, start: int, frames: int, channels: int, size: Sequence[int]):

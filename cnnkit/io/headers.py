@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from typing import NamedTuple
 
 from cnnkit.errors import InputError, ReadError
 
@@ -142,14 +143,33 @@ def known_format(data: bytes | bytearray | memoryview) -> bool:
 
 def sniff(data: bytes | bytearray | memoryview) -> tuple[bool, tuple[int, int] | None]:
     """(known_format, image_size) of ``data`` at once: its first bytes looked at once."""
+    known, size, _ = sniff_frame(data)
+    return known, size
+
+
+def sniff_frame(
+    data: bytes | bytearray | memoryview,
+) -> tuple[bool, tuple[int, int] | None, JpegFrame | None]:
+    """``sniff``, and a JPEG's frame header (None for other formats, or if not found).
+
+    One walk over a JPEG's segment headers serves both: that walk is Python,
+    and a file of millions of empty segments makes it long.
+    """
     head = bytes(data[:32])
+    if head.startswith(b"\xff\xd8"):
+        try:
+            frame = jpeg_frame(data)
+        except (struct.error, IndexError, ValueError):
+            return True, None, None
+        size = (frame.width, frame.height) if frame is not None and frame.height else None
+        return True, size, frame
     for signatures, parse in _PARSERS:
         if head.startswith(signatures):
             try:
-                return True, parse(data)
+                return True, parse(data), None
             except (struct.error, IndexError, ValueError):
-                return True, None
-    return False, None
+                return True, None, None
+    return False, None, None
 
 
 def _png(data) -> tuple[int, int] | None:
@@ -165,8 +185,36 @@ _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 def _jpeg(data) -> tuple[int, int] | None:
+    frame = jpeg_frame(data)
+    return (frame.width, frame.height) if frame is not None and frame.height else None
+
+
+class JpegFrame(NamedTuple):
+    """What a JPEG's frame header (SOF) declares, and where its EXIF block is.
+
+    ``marker``: the SOF marker (0xC0 baseline, 0xC2 progressive, ...).
+    ``height`` 0 means it is given later (a DNL marker). ``exif``: the
+    (start, end) offsets of the TIFF-structured block of an ``Exif`` APP1
+    segment before the frame header, or None.
+    """
+
+    marker: int
+    precision: int
+    width: int
+    height: int
+    components: int
+    exif: tuple[int, int] | None
+
+
+def jpeg_frame(data) -> JpegFrame | None:
+    """The frame header of the JPEG ``data``, or None when none is found before the scan.
+
+    Only the segment headers are walked, never the compressed data. Raises
+    struct.error or IndexError on a header cut short (``sniff`` handles them).
+    """
     pos = 2
     size = len(data)
+    exif = None
     while pos + 4 <= size:
         if data[pos] != 0xFF:
             return None
@@ -178,14 +226,20 @@ def _jpeg(data) -> tuple[int, int] | None:
             pos += 2
             continue
         if marker in _JPEG_SOF:
-            height, width = struct.unpack_from(">HH", data, pos + 5)
-            # A height of 0 is given later by a DNL marker: unknown here.
-            return (width, height) if height else None
+            precision, height, width = struct.unpack_from(">BHH", data, pos + 4)
+            # The component count is needed only to decode (0: unknown, cut short).
+            components = data[pos + 9] if pos + 9 < size else 0
+            return JpegFrame(marker, precision, width, height, components, exif)
         if marker == 0xDA:  # start of scan before any frame header: damaged
             return None
         (length,) = struct.unpack_from(">H", data, pos + 2)
+        if marker == 0xE1 and exif is None and bytes(data[pos + 4 : pos + 10]) == _EXIF_HEADER:
+            exif = (pos + 10, min(size, pos + 2 + length))
         pos += 2 + length
     return None
+
+
+_EXIF_HEADER = b"Exif\x00\x00"
 
 
 def _gif(data) -> tuple[int, int] | None:

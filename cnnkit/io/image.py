@@ -15,6 +15,17 @@ outside 0-1, NaN or infinity are refused (:func:`check_float_pixels`).
 
 OpenCV answers a file it cannot decode with a silent ``None``; here that
 always becomes a ReadError naming the file.
+
+A caller that will shrink the image to a known size (training, eval,
+predict, explain: the model's input) passes it as ``target``: a JPEG at
+least twice that size in each dimension is then decoded at 1/2, 1/4 or 1/8
+scale by the JPEG decoder itself (libjpeg's DCT scaling, OpenCV's
+``IMREAD_REDUCED_*``), never below twice the target (:func:`reduced_factor`),
+and area-resized to the target here, so that each output pixel still
+averages at least 2×2 decoded pixels (the caller's own resize then has
+nothing left to do). The pixels differ slightly from a full decode and the
+same resize (``tests/io/test_reduced_decode.py`` bounds it);
+``CNNKIT_FULL_DECODE=1`` turns it off.
 """
 
 from __future__ import annotations
@@ -23,8 +34,9 @@ import math
 import os
 import stat
 import struct
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -34,12 +46,13 @@ from cnnkit.io.atomic import atomic_write_bytes
 from cnnkit.io.headers import (
     BYTES_PER_PIXEL,
     SIGNATURE_BYTES,
+    JpegFrame,
     check_pixels,
     known_format,
     max_image_bytes,
     max_image_pixels,
     png_problem,
-    sniff,
+    sniff_frame,
     too_large,
     too_many_pixels,
 )
@@ -55,6 +68,30 @@ _SIXTEEN_BIT_EXTENSIONS = frozenset({".png", ".tif", ".tiff"})
 _EXIF_ORIENTATION_TAG = 0x0112
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# Set (to anything but 0): every JPEG is decoded at full size before it is resized.
+FULL_DECODE_VARIABLE = "CNNKIT_FULL_DECODE"
+# The scales libjpeg decodes at directly, largest first (OpenCV's IMREAD_REDUCED_*).
+REDUCED_FACTORS = (8, 4, 2)
+# A reduced decode stays at least this many times the target each way. The
+# difference from a full decode grows as it nears the target (measured on a
+# detailed 720×477 photo, mean levels: 1.2-1.6 at 2-2.5 times for 1/2 and 1/4,
+# 2.0 for 1/8; 1.0-1.2 at 3.8 times; 0.3-0.4 at 7.5), on textured pictures 0.2-0.4.
+REDUCED_MARGIN = 2
+# (components, factor) -> flags. IGNORE_ORIENTATION: the EXIF orientation is
+# applied here, as after a full decode (the reduced flags would apply it otherwise).
+_REDUCED_FLAGS = {
+    (components, factor): flag | cv2.IMREAD_IGNORE_ORIENTATION
+    for components, flags in (
+        (1, (cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_GRAYSCALE_4,
+             cv2.IMREAD_REDUCED_GRAYSCALE_8)),
+        (3, (cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_REDUCED_COLOR_4, cv2.IMREAD_REDUCED_COLOR_8)),
+    )
+    for factor, flag in zip((2, 4, 8), flags, strict=True)
+}  # fmt: skip
+# Frames libjpeg scales as it decodes: Huffman-coded DCT (baseline, extended,
+# progressive), 8 bits. Others (lossless, arithmetic-coded, 12-bit) decode in full.
+_SCALABLE_JPEG = frozenset({0xC0, 0xC1, 0xC2})
 
 
 def is_image_path(path: str | Path) -> bool:
@@ -89,7 +126,12 @@ def check_float_pixels(image: np.ndarray, name: str | None = None) -> None:
     )
 
 
-def read_image(path: str | Path, rgb: bool = True, max_pixels: int | None = None) -> np.ndarray:
+def read_image(
+    path: str | Path,
+    rgb: bool = True,
+    max_pixels: int | None = None,
+    target: Sequence[int] | None = None,
+) -> np.ndarray:
     """Read an image file as H×W or H×W×C (RGB/RGBA, or BGR/BGRA with ``rgb=False``).
 
     Bit depth, gray and alpha are kept as stored; the EXIF orientation is
@@ -99,10 +141,14 @@ def read_image(path: str | Path, rgb: bool = True, max_pixels: int | None = None
     an image whose header declares more pixels than the limit is refused
     before it is decoded. ``max_pixels``: that limit (``max_image_pixels()``)
     as read already, for a caller that reads many images at once.
+    ``target``: the (height, width) the caller shrinks the image to; a large
+    JPEG then decodes at a reduced scale and comes back at that size,
+    area-resized (see the module docstring); other images come back as stored.
     """
     name = os.fspath(path)
     limit = max_pixels or max_image_pixels()
-    return _decode(np.frombuffer(read_image_file(name, limit), dtype=np.uint8), name, rgb, limit)
+    buf = np.frombuffer(read_image_file(name, limit), dtype=np.uint8)
+    return _decode(buf, name, rgb, limit, target)
 
 
 # Opening a FIFO for reading waits for a writer, forever if none comes;
@@ -208,16 +254,114 @@ def _unknown_format(shown: str) -> ReadError:
 
 
 def read_image_bytes(
-    data: bytes | bytearray, name: str = "-", rgb: bool = True, max_pixels: int | None = None
+    data: bytes | bytearray,
+    name: str = "-",
+    rgb: bool = True,
+    max_pixels: int | None = None,
+    target: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """Decode an encoded image held in memory (e.g. read from stdin); ``name`` is for messages."""
-    return _decode(np.frombuffer(data, dtype=np.uint8), name, rgb, max_pixels)
+    """Decode an encoded image held in memory (e.g. read from stdin); ``name`` is for messages.
+
+    ``target``: as for :func:`read_image`.
+    """
+    return _decode(np.frombuffer(data, dtype=np.uint8), name, rgb, max_pixels, target)
 
 
-def _decode(buf: np.ndarray, name: str, rgb: bool, max_pixels: int | None = None) -> np.ndarray:
+def full_decode_forced() -> bool:
+    """Whether ``CNNKIT_FULL_DECODE`` asks for every JPEG to be decoded at full size."""
+    return os.environ.get(FULL_DECODE_VARIABLE, "").strip() not in ("", "0")
+
+
+def reduced_decode_note() -> str:
+    """How JPEGs are decoded for a model in this process, in words (for notes and records)."""
+    if full_decode_forced():
+        return f"JPEGs are decoded at full size before they are resized ({FULL_DECODE_VARIABLE})"
+    return (
+        "JPEGs at least twice the model's input size are decoded at 1/2, 1/4 or 1/8 scale "
+        f"by the JPEG decoder, then resized ({FULL_DECODE_VARIABLE}=1: full size)"
+    )
+
+
+def reduced_factor(width: int, height: int, target: Sequence[int]) -> int:
+    """The scale (8, 4 or 2) to decode a ``width``×``height`` JPEG at for ``target``, else 1.
+
+    The largest whose decoded size, ceil(width/f) × ceil(height/f) as libjpeg
+    rounds it, is still at least twice ``target`` (height, width) in both
+    dimensions: the area resize after it then averages at least 2×2 decoded
+    pixels per output pixel. ``width`` and ``height`` are as shown, after the
+    EXIF orientation. The decoded size resized by the full image's scale
+    must also come to ``target`` exactly (see ``_shrink``), which only
+    targets under 4 pixels can miss.
+    """
+    target_h, target_w = int(target[0]), int(target[1])
+    if target_h < 1 or target_w < 1:
+        return 1
+    for f in REDUCED_FACTORS:
+        cols, rows = -(-width // f), -(-height // f)
+        if (
+            cols >= REDUCED_MARGIN * target_w
+            and rows >= REDUCED_MARGIN * target_h
+            and round(cols * (target_w * f / width)) == target_w
+            and round(rows * (target_h * f / height)) == target_h
+        ):
+            return f
+    return 1
+
+
+class _Reduction(NamedTuple):
+    flags: int
+    factor: int
+    width: int  # as stored, before the EXIF orientation
+    height: int
+
+
+def _reduction(
+    data: bytes | bytearray | memoryview, target: Sequence[int], frame: JpegFrame | None
+) -> _Reduction | None:
+    """How to decode the encoded image ``data`` for ``target`` at a reduced scale; None: in full.
+
+    Only an 8-bit gray or YCbCr/RGB JPEG (not CMYK) that :func:`reduced_factor`
+    shrinks, while ``CNNKIT_FULL_DECODE`` is unset. ``frame``: its frame
+    header, as ``sniff_frame`` read it.
+    """
+    if bytes(data[:3]) != b"\xff\xd8\xff" or full_decode_forced():
+        return None
+    if (
+        frame is None
+        or frame.marker not in _SCALABLE_JPEG
+        or frame.precision != 8
+        or frame.components not in (1, 3)
+        or not frame.width
+        or not frame.height
+    ):
+        return None
+    width, height = frame.width, frame.height
+    if int(target[0]) != int(target[1]) and frame.exif is not None:
+        # A quarter turn shows the stored width as the height.
+        if exif_orientation(bytes(data[frame.exif[0] : frame.exif[1]])) >= 5:
+            width, height = height, width
+    factor = reduced_factor(width, height, target)
+    if factor == 1:
+        return None
+    return _Reduction(_REDUCED_FLAGS[frame.components, factor], factor, frame.width, frame.height)
+
+
+def reduced_decode_factor(data: bytes | bytearray | memoryview, target: Sequence[int]) -> int:
+    """The scale (2, 4 or 8) the encoded image ``data`` is decoded at for ``target``; 1: in full."""
+    plan = _reduction(data, target, sniff_frame(data)[2])
+    return 1 if plan is None else plan.factor
+
+
+def _decode(
+    buf: np.ndarray,
+    name: str,
+    rgb: bool,
+    max_pixels: int | None = None,
+    target: Sequence[int] | None = None,
+) -> np.ndarray:
     shown = "stdin" if name == "-" else name
     data = buf.data
-    known, size = sniff(data)
+    known, size, frame = sniff_frame(data)
     if buf.size and not known:
         raise _unknown_format(shown)
     if size is not None:
@@ -229,6 +373,63 @@ def _decode(buf: np.ndarray, name: str, rgb: bool, max_pixels: int | None = None
                 f"{shown} is not a readable image: PNG {problem}",
                 hint="the file is damaged; read it again from its source",
             )
+    image = None
+    if target is not None and frame is not None:
+        image = _reduced_decode(buf, target, frame)
+    if image is None:
+        image = _full_decode(buf, shown)
+    if rgb:
+        image = _swap_red_blue(image)
+    return image
+
+
+def _reduced_decode(buf: np.ndarray, target: Sequence[int], frame: JpegFrame) -> np.ndarray | None:
+    """A large JPEG decoded at a reduced scale, upright, area-resized to ``target`` (BGR).
+
+    None when it is not such a JPEG, or the reduced decode fails or gives an
+    unexpected size: the caller then decodes it in full, as always.
+    """
+    plan = _reduction(buf.data, target, frame)
+    if plan is None:
+        return None
+    try:
+        image, exif = _imdecode_with_exif(buf, plan.flags)
+    except cv2.error:
+        return None
+    rows, cols = -(-plan.height // plan.factor), -(-plan.width // plan.factor)
+    if image is None or image.shape[:2] != (rows, cols):
+        return None
+    width, height = plan.width, plan.height
+    if exif:
+        orientation = exif_orientation(exif)
+        image = apply_exif_orientation(image, orientation)
+        if orientation >= 5:
+            width, height = height, width
+    return _shrink(image, plan.factor, width, height, target)
+
+
+def _shrink(
+    image: np.ndarray, factor: int, width: int, height: int, target: Sequence[int]
+) -> np.ndarray | None:
+    """A ``width``×``height`` picture decoded at 1/``factor`` scale, area-resized to ``target``.
+
+    libjpeg rounds the decoded size up: where ``factor`` does not divide a
+    side, the last decoded row or column stands for fewer stored ones.
+    Resized by the full picture's scale (fx, fy) rather than to a size, each
+    output pixel averages the part of the picture it would after a full
+    decode; resized to a size, the picture would be stretched by up to half
+    an output pixel (measured on a 720×477 photo to 32×32: a mean difference
+    of 3.9 levels from the full decode, against 1.0 so). None if the scale
+    does not come to ``target`` (an orientation the header did not tell).
+    """
+    target_h, target_w = int(target[0]), int(target[1])
+    fx, fy = target_w * factor / width, target_h * factor / height
+    out = cv2.resize(image, None, fx=fx, fy=fy, interpolation=cv2.INTER_AREA)
+    return out if out.shape[:2] == (target_h, target_w) else None
+
+
+def _full_decode(buf: np.ndarray, shown: str) -> np.ndarray:
+    """``buf`` decoded as stored (depth, gray, alpha), upright (ReadError if it cannot be)."""
     image = None
     exif = b""
     if buf.size:
@@ -247,29 +448,31 @@ def _decode(buf: np.ndarray, name: str, rgb: bool, max_pixels: int | None = None
         )
     if exif:
         image = apply_exif_orientation(image, exif_orientation(exif))
-    if rgb:
-        image = _swap_red_blue(image)
     return image
 
 
 _WITH_METADATA = hasattr(cv2, "imdecodeWithMetadata")
 
 
-def _imdecode_with_exif(buf: np.ndarray) -> tuple[np.ndarray | None, bytes]:
+def _imdecode_with_exif(
+    buf: np.ndarray, flags: int = cv2.IMREAD_UNCHANGED
+) -> tuple[np.ndarray | None, bytes]:
     """Decode ``buf`` unchanged (depth, gray, alpha) and return it with its raw EXIF block.
 
     IMREAD_UNCHANGED skips OpenCV's own orientation handling (the flags that
     apply it also drop alpha or depth), so the orientation is applied here.
+    ``flags``: a reduced JPEG decode instead (see _reduction), without
+    OpenCV's orientation handling too.
     """
     if _WITH_METADATA:  # OpenCV >= 4.12
-        image, types, blocks = cv2.imdecodeWithMetadata(buf, cv2.IMREAD_UNCHANGED)
+        image, types, blocks = cv2.imdecodeWithMetadata(buf, flags)
         if not len(blocks):  # most files: no metadata at all
             return image, b""
         for kind, block in zip(np.asarray(types).ravel(), blocks, strict=False):
             if int(kind) == cv2.IMAGE_METADATA_EXIF:
                 return image, np.asarray(block).tobytes()
         return image, b""
-    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED), _jpeg_exif_block(buf.tobytes())
+    return cv2.imdecode(buf, flags), _jpeg_exif_block(buf.tobytes())
 
 
 def _jpeg_exif_block(data: bytes) -> bytes:

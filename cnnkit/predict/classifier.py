@@ -407,6 +407,9 @@ def open_predictor(
         onnx_threads = threads or decoder_threads_left(decoders)
     opened = open_model(ref, device, threads=onnx_threads, precision=precision)
     console.info(f"device: {opened.device}")
+    from cnnkit.io.image import reduced_decode_note
+
+    console.detail(reduced_decode_note())
     compute = opened.compute
     if compute is not None and compute.precision != "32":  # float32 is what it always was
         (console.warn if compute.emulated else console.info)(compute.line())

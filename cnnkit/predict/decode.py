@@ -71,6 +71,7 @@ def decode_chunk(
     limit = max_pixels or max_image_pixels()  # read once for the chunk
     n = len(items)
     spec = predictor.input
+    size = spec.size  # a large JPEG decodes at a reduced scale to it, as in training
     out = np.empty((n, spec.channels, *spec.size), np.uint8)
     errors: list[BaseException | None] = [None] * n
     run: list[tuple[int, np.ndarray]] = []  # decoded, alike, not yet prepared
@@ -84,15 +85,15 @@ def decode_chunk(
         bgr = True  # decoded from a file: OpenCV's order, never swapped
         try:
             if isinstance(item, str):
-                image = read_image(item, False, limit)
+                image = read_image(item, False, limit, size)
             elif item.error:
                 raise InputError(item.error)
             elif item.image is not None:  # an RGB array given by a Python caller
                 image, bgr = item.image, False
             elif item.data is not None:
-                image = read_image_bytes(item.data, item.path, False, limit)
+                image = read_image_bytes(item.data, item.path, False, limit, size)
             else:
-                image = read_image(item.path, False, limit)
+                image = read_image(item.path, False, limit, size)
         except Exception as exc:  # reported per input, the others go on
             errors[i] = exc
             continue

@@ -75,6 +75,26 @@ def check_request(
     return target, layer
 
 
+def read_for_explain(
+    predictor: Predictor, path: str, data: bytes | bytearray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(an image file or ``data`` decoded in full, for its overlay; it prepared for the model).
+
+    The model's input is what predict gives it: a large JPEG is decoded a
+    second time for it, at a reduced scale and resized to the model's size
+    (cnnkit.io.image).
+    """
+    from cnnkit.io.image import read_image_bytes, read_image_file, reduced_decode_factor
+
+    if data is None:
+        data = read_image_file(path)
+    image = read_image_bytes(data, path)
+    size = predictor.input.size
+    reduced = reduced_decode_factor(data, size) > 1
+    model_image = read_image_bytes(data, path, target=size) if reduced else image
+    return image, predictor.prepare_image(model_image)
+
+
 def explain_sources(
     predictor: Predictor,
     sources: Iterable[Any],
@@ -93,7 +113,7 @@ def explain_sources(
     ``STEM-METHOD[-topK].png`` (``-2``, ``-3``... when names repeat), a video
     one MP4. Maps an earlier run wrote into ``out_dir`` are not inputs.
     """
-    from cnnkit.io.image import read_image, read_image_bytes, write_image
+    from cnnkit.io.image import write_image
 
     inside = out_dir.resolve()
     used: set[str] = set()
@@ -136,11 +156,9 @@ def explain_sources(
                     if predictor.is_video_model
                     else "--method occlusion draws maps for images, not videos"
                 )
-            if source.data is not None:  # an encoded image on stdin
-                image = read_image_bytes(source.data, source.path)
-            else:
-                image = read_image(source.path)
-            pending.append((source.path, image, predictor.prepare_image(image)))
+            # source.data: an encoded image on stdin
+            image, prepared = read_for_explain(predictor, source.path, source.data)
+            pending.append((source.path, image, prepared))
         except CnnkitError as exc:
             yield {"path": source.path, "error": exc.message}
             continue

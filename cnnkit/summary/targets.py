@@ -214,7 +214,7 @@ def load_model_input(path: str | Path, inspected: InspectedModel) -> Any:
         else:
             sample = prepare_clip(read_video_clip(path, 0, size[1]), channels, hw)
     elif is_image_path(path):
-        sample = prepare_image(read_image(path), channels, hw)
+        sample = prepare_image(read_image(path, target=hw), channels, hw)
         if len(size) == 4:
             sample = np.repeat(sample[:, None], size[1], axis=1)
     else:

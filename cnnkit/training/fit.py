@@ -135,6 +135,8 @@ def _meta(
 def _config_yaml(
     cfg: TrainConfig, meta: Any, data: Any, device: Any, resumed: Any, cpu: dict[str, Any]
 ) -> dict:
+    from cnnkit.io.image import full_decode_forced
+
     return {
         **{k: v for k, v in asdict(cfg).items() if k not in ("explicit", "command_line")},
         "determinism": dict(DETERMINISM),
@@ -147,6 +149,8 @@ def _config_yaml(
             "kind": data.kind,
             "sizes": data.sizes(),
             "in_memory": data.in_memory,
+            # Large JPEGs decoded at a reduced scale: pixels a level or so from a full decode.
+            "jpeg_reduced_decode": not full_decode_forced(),
         },
         "input": meta.input.to_dict(),
         "classes": list(meta.classes),
@@ -234,6 +238,10 @@ def run(p: TrainPlan) -> dict[str, Any] | None:
         console.info(f"data: {data.name}, {len(data.classes)} classes, {sizes} ({where})")
         for key, note in decisions.items():
             (console.warn if shrunk and key == "img_size" else console.info)(note)
+        if data.kind == "image":
+            from cnnkit.io.image import reduced_decode_note
+
+            console.detail(reduced_decode_note())
 
     model = _build_model(cfg, data)
     resumed = _check_resume(p.resumed, cfg.model, data) if p.resumed else None
