@@ -215,7 +215,9 @@ def jpeg_frame(data) -> JpegFrame | None:
     pos = 2
     size = len(data)
     exif = None
-    while pos + 4 <= size:
+    for _ in range(_JPEG_MAX_MARKERS):
+        if pos + 4 > size:
+            return None
         if data[pos] != 0xFF:
             return None
         marker = data[pos + 1]
@@ -236,9 +238,13 @@ def jpeg_frame(data) -> JpegFrame | None:
         if marker == 0xE1 and exif is None and bytes(data[pos + 4 : pos + 10]) == _EXIF_HEADER:
             exif = (pos + 10, min(size, pos + 2 + length))
         pos += 2 + length
-    return None
+    return None  # more markers than a real JPEG holds: OpenCV's own limit then applies
 
 
+# Markers and fill bytes walked before the frame header, at most. Real files
+# hold tens (APPn, DQT, DHT, COM, ICC chunks); a crafted one of millions of
+# empty segments would hold a Python loop for minutes (0.7 s for 4 MB).
+_JPEG_MAX_MARKERS = 16384
 _EXIF_HEADER = b"Exif\x00\x00"
 
 

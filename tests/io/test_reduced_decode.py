@@ -385,3 +385,23 @@ def test_read_image_bytes_takes_the_same_path(tmp_path):
     assert np.array_equal(read_image_bytes(data, "photo.jpg", target=(32, 32)), from_file)
     bgr = read_image_bytes(data, "photo.jpg", rgb=False, target=(32, 32))
     assert np.array_equal(bgr[..., ::-1], from_file)
+
+
+def test_the_jpeg_header_walk_stops_after_a_bounded_count_of_markers():
+    """A crafted JPEG of millions of empty segments must not hold a Python loop
+    for minutes: the walk gives up (the size is then unknown and OpenCV's own
+    pixel limit applies to the decode)."""
+    from cnnkit.io.headers import _JPEG_MAX_MARKERS, sniff_frame
+
+    ok, jpeg = cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))
+    assert ok
+    body = jpeg.tobytes()
+    assert sniff_frame(body)[1] == (16, 16)  # a real file is read
+    few = body[:2] + b"\xff\xfe\x00\x02" * 100 + body[2:]  # comments, as cameras write
+    assert sniff_frame(few)[1] == (16, 16)
+    beyond = body[:2] + b"\xff\xfe\x00\x02" * (_JPEG_MAX_MARKERS + 10) + body[2:]
+    known, size, frame = sniff_frame(beyond)
+    assert known and size is None and frame is None
+    fills = body[:2] + b"\xff" * (_JPEG_MAX_MARKERS + 10) + body[2:]  # fill bytes count too
+    assert sniff_frame(fills)[1] is None
+    assert 1_000 <= _JPEG_MAX_MARKERS <= 100_000  # generous for real files, bounded for crafted
