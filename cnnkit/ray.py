@@ -90,11 +90,13 @@ class Predictor:
       exactly as ``cnnkit predict`` does (a video gives its window or frame
       records, then the whole-video one).
 
-    It returns the records as columns: ``path``, ``label``, ``score``,
-    ``topk`` (a list of {label, score}) and ``error`` (None, or why the input
-    could not be classified; then label, score and topk are None); batches
-    with video records add ``window``, ``start_frame``, ``end_frame``,
-    ``start_s``, ``end_s``, ``windows``, ``frame`` and ``time_s``.
+    It returns the records as a pyarrow Table (Ray takes it whatever the
+    batch format): ``path``, ``label``, ``score``, ``topk`` (a list of
+    {label, score}) and ``error`` (null, or why the input could not be
+    classified; then label, score and topk are null), typed alike in every
+    batch; batches with video records add ``window``, ``start_frame``,
+    ``end_frame``, ``start_s``, ``end_s``, ``windows``, ``frame`` and
+    ``time_s``. ``records(batch)`` gives the records as dicts.
     """
 
     def __init__(
@@ -129,8 +131,9 @@ class Predictor:
             predictor.check_window(window)
         self.workers = self.classifier._workers
 
-    def __call__(self, batch: Any) -> dict[str, np.ndarray]:
-        return columns(self.records(batch))
+    def __call__(self, batch: Any) -> Any:
+        """The batch's records as a pyarrow Table (see the class's docstring)."""
+        return table(self.records(batch))
 
     def records(self, batch: Any) -> list[dict[str, Any]]:
         """The batch's records as ``cnnkit predict --json`` prints them, in order."""
@@ -210,17 +213,53 @@ def _image_input(path: str | None, image: Any) -> Any:
         return PredictInput(path, error=exc.message)
 
 
-def columns(records: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Records as columns (object arrays, None where a record lacks the field)."""
+def table(records: Sequence[dict[str, Any]]) -> Any:
+    """Records as a pyarrow Table with the same column types in every batch.
+
+    Typed, not inferred: a batch without an error would otherwise have an
+    ``error`` column of Arrow's null type, and the files of one dataset
+    (``write_parquet``) schemas that do not agree.
+    """
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise InputError("cnnkit.ray needs pyarrow (Ray Data's)", hint=RAY_HINT) from None
+    text, number, whole = pa.string(), pa.float64(), pa.int64()
+    types = {
+        "path": text,
+        "label": text,
+        "score": number,
+        "topk": pa.list_(pa.struct([("label", text), ("score", number)])),
+        "error": text,
+        "window": text,
+        "start_frame": whole,
+        "end_frame": whole,
+        "start_s": number,
+        "end_s": number,
+        "windows": whole,
+        "frame": whole,
+        "time_s": number,
+    }
     names = list(COLUMNS)
     names += [c for c in VIDEO_COLUMNS if any(c in r for r in records)]
-    out = {}
+    arrays = []
     for name in names:
-        column = np.empty(len(records), dtype=object)
-        for i, record in enumerate(records):  # one by one: a list of lists would broadcast
-            column[i] = record.get(name)
-        out[name] = column
-    return out
+        values = [record.get(name) for record in records]
+        if types[name] == text:
+            values = [_utf8(v) for v in values]
+        arrays.append(pa.array(values, type=types[name]))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _utf8(value: Any) -> Any:
+    """Text Arrow can hold: a name that is not UTF-8 (surrogate escapes) shows its bytes."""
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
 
 
 # ---------------------------------------------------------------------------
