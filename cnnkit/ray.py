@@ -3,13 +3,13 @@
 - :class:`Predictor` classifies the batches of a Ray Dataset: a ``path``
   column (files, decoded by cnnkit as ``cnnkit predict`` decodes them) or an
   ``image`` column (pixels, as ``ray.data.read_images`` gives them), and
-  returns the records of ``cnnkit predict --json`` as columns. One model is
-  loaded per actor; an ``.onnx`` runs in ONNX Runtime, without torch::
+  returns the records of ``cnnkit predict --json`` as typed columns. One
+  model is loaded per actor; an ``.onnx`` runs in ONNX Runtime, without torch::
 
       import ray, cnnkit.ray
       ds = ray.data.read_images("photos/", include_paths=True, mode="RGB")
       out = ds.map_batches(cnnkit.ray.Predictor, fn_constructor_kwargs={"model": "best.onnx"},
-                           concurrency=4, batch_size=64)
+                           concurrency=(1, 4), batch_size=64)
 
 - :func:`predict_on_ray` is what ``cnnkit predict --ray`` runs: the same
   class over a Ray cluster (a local one by default), records in input order.
@@ -163,7 +163,8 @@ def batch_inputs(batch: Any) -> list[Any]:
     from cnnkit.io.sources import kind_of
     from cnnkit.predict.images import PredictInput
 
-    names = list(batch.keys())
+    # A dict of numpy arrays (Ray's default), a pandas DataFrame or a pyarrow Table.
+    names = list(batch.column_names if hasattr(batch, "column_names") else batch.keys())
     if IMAGE in names:
         images = _column(batch, IMAGE)
         paths = _column(batch, PATH) if PATH in names else [None] * len(images)
@@ -187,8 +188,11 @@ def batch_inputs(batch: Any) -> list[Any]:
 
 def _column(batch: Any, name: str) -> Sequence[Any]:
     column = batch[name]
-    to_numpy = getattr(column, "to_numpy", None)  # a pandas Series
-    return column if to_numpy is None else to_numpy()
+    if isinstance(column, np.ndarray):
+        return column
+    if hasattr(column, "to_pylist"):  # pyarrow: paths (images need numpy or pandas batches)
+        return column.to_pylist()
+    return column.to_numpy()  # a pandas Series
 
 
 def _path_text(value: Any) -> str | None:

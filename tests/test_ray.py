@@ -123,6 +123,13 @@ def test_predictor_called_directly_gives_predict_records(media, monkeypatch, cap
     # Typed alike in every batch: an error column of text where no input failed too.
     assert predictor({"path": np.array(files[:2])}).schema == got.schema
     rows = got.to_pylist()
+    # Ray's other batch formats: a pandas DataFrame, a pyarrow Table.
+    import pandas as pd
+    import pyarrow as pa
+
+    paths = [*files, "missing.png"]
+    for other in (pd.DataFrame({"path": paths}), pa.table({"path": paths})):
+        assert predictor(other).to_pylist() == rows
     assert [r["path"] for r in rows] == [*files, "missing.png"]
     for row, record in zip(rows[:-1], expected[:-1], strict=True):
         assert _fields(row) == _fields(record) and row["error"] is None
