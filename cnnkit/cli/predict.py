@@ -36,7 +36,8 @@ class PredictFormat(str, Enum):
     "  cnnkit predict best.ckpt - < photo.jpg\n\n"
     "  cnnkit predict resnet50:imagenet photo.jpg --top-k 5\n\n"
     "  cnnkit predict r3d_18:kinetics400 clip.mp4\n\n"
-    "  cnnkit predict best.ckpt clip.mp4 --window 16 --stride 8 | jq -c 'select(.window)'",
+    "  cnnkit predict best.ckpt clip.mp4 --window 16 --stride 8 | jq -c 'select(.window)'\n\n"
+    "  cnnkit predict best.onnx photos/ --ray-address ray://head:10001 > labels.jsonl",
 )
 def predict(
     checkpoint: CheckpointArg,
@@ -96,6 +97,24 @@ def predict(
         ),
     ] = None,
     background: BackgroundOpt = None,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Run on a Ray cluster with Ray Data (pip install 'cnnkit\\[ray]'): "
+            "$RAY_ADDRESS's, else a local Ray on this machine's cores; records still in input "
+            "order.",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="The Ray cluster for --ray (implies it): ray://HEAD:10001, HOST:6379, auto "
+            "(the one running here) or local (a new one).",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     quiet: QuietOpt = False,
@@ -130,6 +149,13 @@ def predict(
             "INPUT is '-' but stdin is closed",
             hint="pipe paths or an image in: find photos -name '*.png' | cnnkit predict CKPT -",
         )
+    if ray or ray_address is not None:
+        from cnnkit.cli.predict_ray import predict_on_ray
+
+        fmt = format or (PredictFormat.table if sys.stdout.isatty() else PredictFormat.jsonl)
+        predict_on_ray(checkpoint, inputs, ray_address, fmt.value, top_k, batch_size, window,
+                       stride, device, precision, colour)  # fmt: skip
+        return
     from cnnkit.io.pipeline import decode_workers
 
     workers = workers or decode_workers()
