@@ -99,6 +99,12 @@ def parse_devices(devices: str) -> Any:
     )
 
 
+def is_one_process(cfg: TrainConfig, devices: Any) -> bool:
+    """Whether the run trains in this process alone: Lightning's single-device strategy."""
+    one_device = devices == 1 or (isinstance(devices, list) and len(devices) == 1)
+    return one_device and cfg.num_nodes == 1 and str(cfg.strategy) == "auto"
+
+
 def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str, Any, Any, Any]:
     """(cfg with the defaults filled in, kind, resumed, weights file, folder scan).
 
@@ -191,9 +197,9 @@ def plan(cfg: TrainConfig) -> TrainPlan:
     from cnnkit.spec import WHITE
 
     cfg, kind, resumed, weights_file, scan = resolve(cfg)
-    child = child_run_dir(cfg.out)
-    is_child = child is not None
     devices = parse_devices(cfg.devices)
+    child = child_run_dir(cfg.out, one_process=is_one_process(cfg, devices))
+    is_child = child is not None
     background = parse_colour(cfg.background) if cfg.background else WHITE
     device = resolve_device(cfg.device)
     if cfg.precision == "16":  # refused before any data is read, not once it is loaded

@@ -48,14 +48,24 @@ def launched_as_other_rank(environ: Mapping[str, str] | None = None) -> bool:
     return any(_rank_value(env.get(k)) for k in ("NODE_RANK", "GROUP_RANK", "LOCAL_RANK"))
 
 
-def child_run_dir(out: str | Path, environ: Mapping[str, str] | None = None) -> str | None:
+def child_run_dir(
+    out: str | Path, environ: Mapping[str, str] | None = None, *, one_process: bool = False
+) -> str | None:
     """The run folder of a DDP rank other than 0, or None in rank 0 (which makes it).
+
+    ``one_process``: the run trains in this process alone (one device, one
+    node, no strategy named), which Lightning runs as rank 0 whatever the
+    environment says; rank variables left in a shell (an exported RANK, a
+    LOCAL_RANK set by another tool, a step of a Slurm job) must not stop it
+    from writing its run folder.
 
     A rank Lightning started from rank 0 on this machine is told rank 0's
     folder (RUN_DIR_ENV); a rank started by a launcher on another machine
     (or beside it: torchrun, srun) cannot know it before training starts, and
     names one it never creates.
     """
+    if one_process:
+        return None
     env = os.environ if environ is None else environ
     inherited = env.get(RUN_DIR_ENV)
     if inherited and env.get("LOCAL_RANK", "0") != "0":

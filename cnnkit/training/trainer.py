@@ -242,6 +242,14 @@ def build_trainer(run_dir: str | Path, options: TrainerOptions) -> L.Trainer:
             TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False)
         )
     limit = options.limit_batches
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if options.devices == 1 and options.num_nodes == 1 and options.strategy == "auto":
+        from lightning.pytorch.plugins.environments import LightningEnvironment
+
+        # One process trains: a launcher's variables left in the environment (a
+        # Slurm job with several tasks, an exported RANK) must not make Lightning
+        # take it for one rank of many, nor refuse the job's task count.
+        plugins.append(LightningEnvironment())
     return L.Trainer(
         default_root_dir=run_dir,
         accelerator=options.accelerator,
@@ -263,6 +271,6 @@ def build_trainer(run_dir: str | Path, options: TrainerOptions) -> L.Trainer:
         # The datamodule shards data across DDP ranks itself: validation must see
         # each sample once, which Lightning's padded DistributedSampler does not.
         use_distributed_sampler=False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=plugins,
         enable_checkpointing=options.validate,  # else Lightning adds a checkpoint of its own
     )

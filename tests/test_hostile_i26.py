@@ -1,0 +1,66 @@
+"""Hostile checks: variables a launcher sets, left in a shell that runs a plain ``cnnkit train``.
+
+A plain run (one process: one device, one node, no strategy) is rank 0 whatever
+the environment says: Lightning trains it as rank 0 and cnnkit must write its
+run folder, config and ``latest`` link as usual, not a hidden rank folder.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.helpers import run_cnnkit
+
+STRAY = {
+    # torchrun's RANK exported by hand or left over from another tool
+    "rank": {"RANK": "1"},
+    # LOCAL_RANK set by something else (a notebook launcher, an MPI wrapper)
+    "local_rank": {"LOCAL_RANK": "1"},
+    "node_rank": {"NODE_RANK": "2"},
+    # a step of a Slurm job with several tasks, running a plain train in each
+    "srun": {
+        "SLURM_NTASKS": "4",
+        "SLURM_NTASKS_PER_NODE": "4",
+        "SLURM_PROCID": "2",
+        "SLURM_JOB_NAME": "job",
+    },
+}
+
+
+def _clean_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "WORLD_SIZE"):
+        env.pop(name, None)
+    return {**env, **extra}
+
+
+@pytest.mark.parametrize("case", sorted(STRAY))
+def test_plain_train_under_stray_rank_variables_writes_its_run_folder(tmp_path, monkeypatch, case):
+    from cnnkit.training.plan import plan
+    from tests.helpers import tiny_config
+
+    for name in [n for n in os.environ if n.startswith("SLURM_")]:
+        monkeypatch.delenv(name)
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "CNNKIT_RUN_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in STRAY[case].items():
+        monkeypatch.setenv(name, value)
+    p = plan(tiny_config(tmp_path))
+    assert not p.is_child, f"a one-process run under {STRAY[case]} took itself for another rank"
+
+
+def test_plain_train_in_a_slurm_job_with_several_tasks(tmp_path):
+    # sbatch --ntasks 4 running `cnnkit train` without srun (the batch step is task 0):
+    # one process trains, and it must neither crash nor hide its run folder.
+    env = _clean_env({"SLURM_NTASKS": "4", "SLURM_PROCID": "0", "SLURM_JOB_NAME": "job"})
+    result = run_cnnkit(
+        "train", "--dataset", "shapes", "--model", "lenet5", "--epochs", "1", "--limit", "24",
+        "--img-size", "16", "--device", "cpu", "--out", str(tmp_path / "runs"),
+        cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "runs" / "train" / "config.yaml").is_file()
+    assert (tmp_path / "runs" / "latest" / "checkpoints" / "best.ckpt").is_file()
