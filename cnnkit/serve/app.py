@@ -266,7 +266,10 @@ class _query:  # noqa: N801 - read like a function: _query(request, allowed).top
         raw = self.params.get("top_k")
         if raw is None:
             return 5
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_TOP_K:
+        # ASCII digits only, and few of them: str.isdigit() takes '²', which int()
+        # refuses, and int() refuses more than 4,300 digits.
+        digits = raw.isascii() and raw.isdigit() and len(raw) <= len(str(MAX_TOP_K))
+        if not digits or not 1 <= int(raw) <= MAX_TOP_K:
             raise RequestError(400, f"top_k={raw!r} is not a whole number from 1 to {MAX_TOP_K}")
         return int(raw)
 

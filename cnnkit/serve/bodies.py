@@ -49,9 +49,12 @@ def check_length(declared: str | None, limit: int) -> None:
     """Refuse a declared Content-Length over ``limit`` before reading any of the body."""
     if declared is None:
         return
-    if not declared.strip().isdigit():
+    text = declared.strip()
+    # ASCII digits only (str.isdigit() takes '²', which int() refuses); a length of
+    # more digits than int() converts is over any limit.
+    if not (text.isascii() and text.isdigit()):
         raise RequestError(400, f"Content-Length {declared!r} is not a number of bytes")
-    if int(declared) > limit:
+    if len(text) > 18 or int(text) > limit:
         raise too_large(limit)
 
 
