@@ -404,6 +404,11 @@ def _connect(ray: Any, address: str | None) -> bool:
     # (exit 143, outputs cleaned up) is put back.
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
+    # Ctrl-C is held while ray.init starts Ray's processes: interrupted there, before
+    # ray.init records them, its agents outlive the command and ray.shutdown cannot
+    # find them. Once it returns, Ray is shut down and the interruption goes on.
+    held: list[int] = []
+    previous_int = signal.signal(signal.SIGINT, lambda n, _: held.append(n)) if main else None
     try:
         ray.init(address=address, **options)
     except Exception as exc:  # noqa: BLE001 - Ray's many ways of not connecting
@@ -418,6 +423,11 @@ def _connect(ray: Any, address: str | None) -> bool:
     finally:
         if main and previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGINT, previous_int)
+    if held:
+        ray.shutdown()
+        signal.raise_signal(held[0])  # the command's own handler: KeyboardInterrupt
     return True
 
 

@@ -64,3 +64,29 @@ def test_plain_train_in_a_slurm_job_with_several_tasks(tmp_path):
     assert "Traceback" not in result.stderr
     assert (tmp_path / "runs" / "train" / "config.yaml").is_file()
     assert (tmp_path / "runs" / "latest" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_ctrl_c_while_ray_starts_shuts_down_what_it_started(monkeypatch):
+    # Interrupted inside ray.init, before Ray records the processes it started, the
+    # local Ray's agents outlived the command (found with predict --ray and a SIGINT
+    # a few seconds in). Ray's start-up is simulated here: no cluster is started.
+    import signal
+    import time
+
+    ray = pytest.importorskip("ray")
+    from cnnkit import ray as cnnkit_ray
+
+    calls: list[str] = []
+
+    def init(**options):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # Ray starting its processes when Ctrl-C comes
+        calls.append("started")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shut down"))
+    with pytest.raises(KeyboardInterrupt):
+        cnnkit_ray._connect(ray, "local")
+    assert calls == ["started", "shut down"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
