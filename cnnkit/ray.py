@@ -400,15 +400,21 @@ def _connect(ray: Any, address: str | None) -> bool:
         options.update(num_cpus=cores, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
     else:
         _check_reachable(address or os.environ.get("RAY_ADDRESS", ""))
-    # ray.init sets a SIGTERM handler that exits with status 15; the command's own
-    # (exit 143, outputs cleaned up) is put back.
+    # Ctrl-C and SIGTERM are held while ray.init starts Ray's processes: stopped there,
+    # before ray.init records them, its agents outlive the command and ray.shutdown
+    # cannot find them. Once it returns, Ray is shut down and the signal goes on to
+    # the command's own handlers (exit 130 or 143, outputs cleaned up), which are put
+    # back; ray.init's own SIGTERM handler (exit 15 at once) is not installed meanwhile.
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM) if main else None
-    # Ctrl-C is held while ray.init starts Ray's processes: interrupted there, before
-    # ray.init records them, its agents outlive the command and ray.shutdown cannot
-    # find them. Once it returns, Ray is shut down and the interruption goes on.
     held: list[int] = []
-    previous_int = signal.signal(signal.SIGINT, lambda n, _: held.append(n)) if main else None
+    utils = sys.modules.get("ray._private.utils")
+    set_sigterm = getattr(utils, "set_sigterm_handler", None)
+    previous = {}
+    if main:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            previous[number] = signal.signal(number, lambda n, _: held.append(n))
+        if set_sigterm is not None:
+            utils.set_sigterm_handler = lambda handler: None  # type: ignore[union-attr]
     try:
         ray.init(address=address, **options)
     except Exception as exc:  # noqa: BLE001 - Ray's many ways of not connecting
@@ -421,13 +427,17 @@ def _connect(ray: Any, address: str | None) -> bool:
             "for a local Ray",
         ) from None
     finally:
-        if main and previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        if main:
-            signal.signal(signal.SIGINT, previous_int)
+        if set_sigterm is not None and main:
+            utils.set_sigterm_handler = set_sigterm  # type: ignore[union-attr]
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
     if held:
         ray.shutdown()
-        signal.raise_signal(held[0])  # the command's own handler: KeyboardInterrupt
+        # ray.shutdown puts the default SIGTERM action back beneath Python's handler
+        # (found: the process was killed, status -15): the handlers are set again.
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        signal.raise_signal(held[0])  # the command's own handler runs now
     return True
 
 

@@ -8,6 +8,7 @@ run folder, config and ``latest`` link as usual, not a hidden rank folder.
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -66,27 +67,45 @@ def test_plain_train_in_a_slurm_job_with_several_tasks(tmp_path):
     assert (tmp_path / "runs" / "latest" / "checkpoints" / "best.ckpt").is_file()
 
 
-def test_ctrl_c_while_ray_starts_shuts_down_what_it_started(monkeypatch):
-    # Interrupted inside ray.init, before Ray records the processes it started, the
-    # local Ray's agents outlived the command (found with predict --ray and a SIGINT
-    # a few seconds in). Ray's start-up is simulated here: no cluster is started.
+class _Stopped(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_ray_starts_shuts_down_what_it_started(monkeypatch, name):
+    # Stopped inside ray.init, before Ray records the processes it started, the local
+    # Ray's agents outlived the command (found with predict --ray and a SIGINT or
+    # SIGTERM a few seconds in; SIGTERM also exited 15, by Ray's handler, not 143).
+    # Ray's start-up is simulated here: no cluster is started.
     import signal
     import time
 
     ray = pytest.importorskip("ray")
+    import ray._private.utils as ray_utils
+
     from cnnkit import ray as cnnkit_ray
 
+    number = getattr(signal, name)
     calls: list[str] = []
 
     def init(**options):
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.1)  # Ray starting its processes when Ctrl-C comes
+        # ray.init installs its own SIGTERM handler first (sys.exit(15)).
+        ray_utils.set_sigterm_handler(lambda n, _: sys.exit(n))
+        os.kill(os.getpid(), number)
+        time.sleep(0.1)  # Ray starting its processes when the signal comes
         calls.append("started")
 
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", init)
-    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shut down"))
-    with pytest.raises(KeyboardInterrupt):
-        cnnkit_ray._connect(ray, "local")
-    assert calls == ["started", "shut down"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    def stop(n, _frame):
+        raise _Stopped(n)
+
+    before = signal.signal(number, stop)  # the command's own handler
+    try:
+        monkeypatch.setattr(ray, "is_initialized", lambda: False)
+        monkeypatch.setattr(ray, "init", init)
+        monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shut down"))
+        with pytest.raises(_Stopped):
+            cnnkit_ray._connect(ray, "local")
+        assert calls == ["started", "shut down"]
+        assert signal.getsignal(number) is stop
+    finally:
+        signal.signal(number, before)
