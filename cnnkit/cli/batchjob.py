@@ -126,7 +126,7 @@ class BatchJob:
         if resumed.foreign:
             console.warn(
                 f"{name} also holds {resumed.foreign} records of inputs that are not this run's "
-                "(another shard's, or other inputs); they stay"
+                "(another shard's, or inputs named another way); they stay"
             )
 
     def close(self) -> None:

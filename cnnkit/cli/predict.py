@@ -1,4 +1,4 @@
-"""``cnnkit predict``: classify images, folders and videos, streaming records to stdout."""
+"""``cnnkit predict``: classify images, folders and videos, streaming records to stdout or -o."""
 
 from __future__ import annotations
 
