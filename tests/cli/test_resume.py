@@ -546,3 +546,39 @@ def test_interrupted_runs_leave_whole_lines(ckpt, photos, tmp_path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in (0, 143), err
     assert _jsonl(out)  # whole lines, each a record
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_odd_names_resume_by_the_name_as_recorded(ckpt, tmp_path, monkeypatch, capsys, fmt) -> None:
+    # A formula-like name (written '=x.png in CSV), a newline inside a quoted cell,
+    # a quote, and a Latin-1 byte that is not UTF-8 (written back as that byte).
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    names = [b"=x.png", b"new\nline.png", b'say "hi".png', b"caf\xe9.png", b"plain.png"]
+    for i, name in enumerate(names):
+        make_image(os.fsdecode(os.fsencode(folder) + b"/" + name), channels=1, seed=i)
+    out = tmp_path / f"out.{fmt}"
+    monkeypatch.chdir(folder)  # relative names: "=x.png" starts the cell
+    inputs = [os.fsdecode(name) for name in names]
+    args = ["predict", ckpt, *inputs, "--batch-size", "2", "-o", str(out)]
+    assert cnnkit_in_process(monkeypatch, capsys, *args)[0] == 0
+    whole = out.read_bytes()
+    reference = tmp_path / f"reference.{fmt}"
+    reference.write_bytes(whole)
+    assert len(_parsed(reference, fmt)) == 5 + (fmt == "csv")
+    assert (b"'=x.png" in whole) == (fmt == "csv")  # neutralised in CSV only
+    assert (b"caf\xe9.png" if fmt == "csv" else b"caf\\udce9.png") in whole  # the byte, escaped
+    newlines = [i + 1 for i, byte in enumerate(whole) if byte == ord("\n")]
+    for cut in newlines[:-1]:  # after each record (and inside the cell holding a newline)
+        out.write_bytes(whole[:cut])
+        code, _, err = cnnkit_in_process(monkeypatch, capsys, *args, "--resume")
+        assert code == 0, err
+        assert "not this run's" not in err and "holds 5 of 5" not in err
+        assert _close(_parsed(out, fmt), _parsed(reference, fmt)), cut
+
+
+def _parsed(path: Path, fmt: str) -> list:
+    if fmt == "jsonl":
+        return _jsonl(path)
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as file:
+        return list(csv.reader(file))
