@@ -56,7 +56,8 @@ class CsvWriter:
     (cnnkit.textout.csv_cell): a file named ``=cmd.png`` is written ``'=cmd.png``.
     """
 
-    def __init__(self, stream: TextIO, columns: Sequence[str]) -> None:
+    def __init__(self, stream: TextIO, columns: Sequence[str], header: bool = True) -> None:
+        """``header``: write the header first (not when appending to a file that has it)."""
         self.stream = stream
         self.columns = list(columns)
         self.writer = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
@@ -66,8 +67,9 @@ class CsvWriter:
             self.terminal = stream.isatty()
         except (AttributeError, ValueError):
             self.terminal = False
-        self.writer.writerow(self.columns)
-        stream.flush()
+        if header:
+            self.writer.writerow(self.columns)
+            stream.flush()
 
     def write(self, records: Sequence[Record]) -> None:
         for record in records:

@@ -109,3 +109,23 @@ def test_a_signal_while_ray_starts_shuts_down_what_it_started(monkeypatch, name)
         assert signal.getsignal(number) is stop
     finally:
         signal.signal(number, before)
+
+
+@pytest.mark.parametrize(
+    "extra", [["-o", "out.jsonl"], ["--shard", "0/2"], ["-o", "out.jsonl", "--resume"]]
+)
+def test_ray_refuses_the_batch_job_options_it_would_ignore(tmp_path, monkeypatch, capsys, extra):
+    """A Ray run writes to stdout: -o, --resume and --shard are refused rather than
+    silently dropped (the user would look for a file that never comes)."""
+    from tests.helpers import cnnkit_in_process, make_checkpoint, make_image
+
+    ckpt = make_checkpoint(tmp_path / "m.ckpt")
+    image = make_image(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cnnkit_in_process(
+        monkeypatch, capsys, "predict", str(ckpt), str(image), "--ray", *extra
+    )
+    assert code == 1 and out == ""
+    assert err.startswith("error: --ray does not take") and "hint:" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.jsonl").exists()

@@ -1,4 +1,4 @@
-"""``cnnkit predict``: classify images, folders and videos, streaming records to stdout."""
+"""``cnnkit predict``: classify images, folders and videos, streaming records to stdout or -o."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ class PredictFormat(str, Enum):
     "  cnnkit predict resnet50:imagenet photo.jpg --top-k 5\n\n"
     "  cnnkit predict r3d_18:kinetics400 clip.mp4\n\n"
     "  cnnkit predict best.ckpt clip.mp4 --window 16 --stride 8 | jq -c 'select(.window)'\n\n"
-    "  cnnkit predict best.onnx photos/ --ray-address ray://head:10001 > labels.jsonl",
+    "  cnnkit predict best.onnx photos/ --ray-address ray://head:10001 > labels.jsonl\n\n"
+    "  cnnkit predict best.onnx photos/ --shard auto -o part-$SLURM_ARRAY_TASK_ID.jsonl --resume",
 )
 def predict(
     checkpoint: CheckpointArg,
@@ -96,6 +97,42 @@ def predict(
             show_default=False,
         ),
     ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write the records to this file as they are made (.jsonl or .csv, else "
+            "--format), not to stdout. An existing file is refused unless --resume.",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Go on with the -o file: keep the inputs it holds records for (errors too) and "
+            "append only the rest; a missing file is started.",
+        ),
+    ] = False,
+    retry_errors: Annotated[
+        bool,
+        typer.Option(
+            "--retry-errors", help="With --resume: classify again the inputs it has errors for."
+        ),
+    ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            metavar="I/N|auto",
+            help="I/N: take only part I of N (I counts from 0) of the inputs sorted by path, "
+            "contiguous and balanced by count, for job arrays. auto: from Slurm's "
+            "SLURM_ARRAY_TASK_ID, _MIN and _COUNT.",
+            show_default=False,
+        ),
+    ] = None,
     background: BackgroundOpt = None,
     ray: Annotated[
         bool,
@@ -136,6 +173,9 @@ def predict(
                 hint="--json means --format jsonl; give only one of the two",
             )
         format = PredictFormat.jsonl
+    from cnnkit.cli.batchjob import BatchJob
+
+    job = BatchJob(output, format and format.value, resume, retry_errors, shard)
     from cnnkit.io.sources import expand_sources, iter_sources
     from cnnkit.predict import PredictInput, open_predictor, predict_inputs
     from cnnkit.predict.images import NAMED_CHUNK
@@ -150,6 +190,13 @@ def predict(
             hint="pipe paths or an image in: find photos -name '*.png' | cnnkit predict CKPT -",
         )
     if ray or ray_address is not None:
+        given = [name for name, value in (("-o", output), ("--resume", resume),
+                 ("--shard", shard)) if value]  # fmt: skip
+        if given:
+            raise InputError(
+                f"--ray does not take {', '.join(given)}: a Ray run writes every record to stdout",
+                hint="redirect stdout to a file (> labels.jsonl), or run without --ray",
+            )
         from cnnkit.cli.predict_ray import predict_on_ray
 
         fmt = format or (PredictFormat.table if sys.stdout.isatty() else PredictFormat.jsonl)
@@ -170,27 +217,33 @@ def predict(
         predictor.set_background(colour)
     if window is not None:
         predictor.check_window(window)  # before any input is read
-    named = [] if "-" in inputs else expand_sources(inputs)
+    listed = job.lists_inputs or "-" not in inputs  # else paths on stdin stream
+    named = expand_sources(inputs) if listed else []
+    has_video = any(s.kind == "video" for s in named) if listed else True
+    named = job.select(named)
     _check_batch_memory(predictor, batch_size, window, named)
     counts = {"inputs": 0}
 
     def stream() -> Any:
         # Paths on stdin are taken one line at a time, so `find ... | cnnkit predict -`
         # answers while find is still running.
-        expanded = named or iter_sources(inputs)
+        expanded = named if listed else iter_sources(inputs)
         # A bar on a terminal's stderr only; it counts inputs taken up for decoding.
         for s in console.track(expanded, total=len(named) or None, description="predicting"):
             counts["inputs"] += 1
             yield PredictInput(s.path, s.kind == "video", s.error, s.data)
 
-    fmt = format or (PredictFormat.table if sys.stdout.isatty() else PredictFormat.jsonl)
+    fmt = PredictFormat(job.format) if job.format else format
+    fmt = fmt or (PredictFormat.table if sys.stdout.isatty() else PredictFormat.jsonl)
+    columns = csv_columns(has_video, predictor.is_video_model)
+    named = job.open(named, columns if fmt is PredictFormat.csv else None, predictor.classes, top_k)
+    out = job.file or sys.stdout
     if fmt is PredictFormat.jsonl:
-        writer: Any = JsonLinesWriter(sys.stdout)
+        writer: Any = JsonLinesWriter(out)
     elif fmt is PredictFormat.csv:
-        has_video = any(s.kind == "video" for s in named) if named else True
-        writer = CsvWriter(sys.stdout, csv_columns(has_video, predictor.is_video_model))
+        writer = CsvWriter(out, columns, header=not job.has_header)
     else:
-        writer = TableWriter(sys.stdout)
+        writer = TableWriter(out)
     failed = 0
     # Inputs named on the command line are all known: decode threads take them 16 at a
     # time (see map_ahead). Paths on stdin are answered as they come, one at a time.
@@ -204,12 +257,14 @@ def predict(
                     sys.stderr.write(record_error_line(r) + "\n")
             writer.write(records)
         writer.close()
+        job.close()
     finally:
+        job.abandon()
         # When stdout's reader goes away (`| head -1`: BrokenPipeError, a quiet
         # exit in cli.app) or it cannot be written, the decode threads stop here
         # and now: a decoder still running at interpreter exit aborts it.
         results.close()
-    if counts["inputs"] == 0:
+    if counts["inputs"] == 0 and not listed:
         # Only stdin can hold nothing (a named folder or glob that is empty is an
         # error record). An empty `find` piped in is common in scripts and not a
         # failure: say so, and exit 0.
